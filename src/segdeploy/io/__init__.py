@@ -1,0 +1,1 @@
+"""Image reading and atomic output writing."""

@@ -38,8 +38,8 @@ class Preprocess:
         mean, std: per-channel normalisation applied after scaling, in the *model's* channel order;
             None = none.
         post_divide: divide once more at the end (4uiiurz1 divides by 255 a second time).
-        multiple_of: the network needs height and width divisible by this (pooling depth).
-        pad_value: value of padded pixels when an input is padded to ``multiple_of``.
+        multiple_of: the network needs height and width divisible by this (pooling depth); a
+            native-size input is zero-padded bottom/right in model space and the pad cropped after.
     """
 
     size: tuple[int, int] | None = None

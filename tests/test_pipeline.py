@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+
+from segdeploy import get_spec
+from segdeploy.pipeline import StageTimes, stream_predictions
+from tests.image_zoo import photo
+
+
+class FakeSaliencyRuntime:
+    """Returns a per-image constant map tagged by the image mean; fails on batches containing NaN."""
+
+    def __init__(self):
+        self.batch_sizes = []
+
+    def run(self, batch):
+        self.batch_sizes.append(len(batch))
+        if np.isnan(batch).any():
+            raise RuntimeError("NaN in batch")
+        d0 = batch[:, :1] * 0.0 + batch.mean(axis=(1, 2, 3), keepdims=True)
+        d0[:, :, 0, 0] += 1.0  # non-constant so min-max normalisation is defined
+        return [d0] + [np.zeros_like(d0)] * 6
+
+
+def read(i):
+    if i == 3:
+        raise ValueError("unreadable #3")
+    if i == 6:
+        return np.full((10, 12, 3), 255, np.uint8)
+    return photo(20 + (i % 2), 24, seed=i)
+
+
+def test_order_errors_and_batching():
+    runtime, times = FakeSaliencyRuntime(), StageTimes()
+    outs = list(stream_predictions(range(9), read, runtime, get_spec("u2netp"), batch_size=4, times=times, workers=2))
+    assert [o.item for o in outs] == list(range(9))
+    assert [o.ok for o in outs] == [i != 3 for i in range(9)]
+    assert "unreadable #3" in str(outs[3].error)
+    assert outs[6].prediction.mask.shape == (10, 12) and outs[1].prediction.mask.shape == (21, 24)
+    assert sum(runtime.batch_sizes) == 8 and max(runtime.batch_sizes) <= 4
+    assert times.items == 9 and times.failed == 1 and sum(times.batch_sizes) == 8
+
+
+def test_native_size_model_batches_only_equal_shapes():
+    seen = []
+
+    class Rt:
+        def run(self, batch):
+            seen.append(batch.shape)
+            n, _, h, w = batch.shape
+            return [np.zeros((n, 20), np.float32), np.full((n, 21, h, w), 1 / 21, np.float32)]
+
+    sizes = [(16, 16), (16, 16), (24, 16), (16, 16)]
+    outs = list(stream_predictions(sizes, lambda s: photo(*s), Rt(), get_spec("wseg_voc"), batch_size=8))
+    assert all(o.ok for o in outs)
+    assert [s[0] for s in seen] == [2, 1, 1]
+
+
+def test_failing_batch_is_retried_item_by_item():
+    """A batch holding one poisoned input fails as a whole; only that item may be lost."""
+    spec = get_spec("u2netp")
+    runtime = FakeSaliencyRuntime()
+    items = list(range(5))
+    poisoned = {2}
+
+    def run_poison(batch, _orig=runtime.run):
+        if any(np.isclose(batch[k, 0, 0, 0], -999.0) for k in range(len(batch))):
+            raise RuntimeError("poisoned item")
+        return _orig(batch)
+
+    runtime.run = run_poison
+
+    import segdeploy.pipeline as pipeline_module
+    original = pipeline_module.preprocess_with_valid
+
+    def tagged(image, spec_):
+        array, valid = original(image, spec_)
+        if image[0, 0, 0] == 7:
+            array = array.copy()
+            array[0, 0, 0] = -999.0
+        return array, valid
+
+    def read_tag(i):
+        image = photo(20, 20, seed=i)
+        image[0, 0, 0] = 7 if i in poisoned else 9
+        return image
+
+    pipeline_module.preprocess_with_valid = tagged
+    try:
+        outs = list(stream_predictions(items, read_tag, runtime, spec, batch_size=5))
+    finally:
+        pipeline_module.preprocess_with_valid = original
+    assert [o.ok for o in outs] == [True, True, False, True, True]
+    assert "poisoned item" in str(outs[2].error)
+
+
+def test_sink_errors_mark_item_failed_and_results_are_kept():
+    def sink(item, image, pred):
+        if item == 1:
+            raise OSError("disk full")
+        return f"wrote {item}"
+
+    outs = list(stream_predictions(range(3), lambda i: photo(16, 16, i), FakeSaliencyRuntime(), get_spec("u2netp"),
+                                   sink=sink))
+    assert [o.ok for o in outs] == [True, False, True]
+    assert outs[0].sink_result == "wrote 0" and "disk full" in str(outs[1].error)
+
+
+def test_batch_size_must_be_positive():
+    with pytest.raises(ValueError):
+        list(stream_predictions([1], read, FakeSaliencyRuntime(), get_spec("u2netp"), batch_size=0))

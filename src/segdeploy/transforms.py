@@ -44,7 +44,8 @@ def _linear_axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def resize_skimage_constant(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize as ``skimage.transform.resize(order=1, mode='constant', cval=0,
-    anti_aliasing=False)``: half-pixel sampling, samples that fall outside the image blend with 0.
+    anti_aliasing=False)``: half-pixel sampling, samples that fall outside the image blend with 0
+    (only on an axis being enlarged), result clipped to the input's [min, max].
 
     Args:
         image: HxWxC float array in [0, 1].
@@ -58,7 +59,9 @@ def resize_skimage_constant(image: np.ndarray, height: int, width: int) -> np.nd
     r0, r1 = np.clip(r0 + 1, 0, image.shape[0] + 1), np.clip(r1 + 1, 0, image.shape[0] + 1)
     c0, c1 = np.clip(c0 + 1, 0, image.shape[1] + 1), np.clip(c1 + 1, 0, image.shape[1] + 1)
     rows = padded[r0] * (1 - wr)[:, None, None] + padded[r1] * wr[:, None, None]
-    return rows[:, c0] * (1 - wc)[None, :, None] + rows[:, c1] * wc[None, :, None]
+    out = rows[:, c0] * (1 - wc)[None, :, None] + rows[:, c1] * wc[None, :, None]
+    # skimage (0.14 _warps.resize → warp(clip=True)) clips the result to the input's value range.
+    return np.clip(out, image.min(), image.max())
 
 
 def resize_image(image: np.ndarray, height: int, width: int, interpolation: str, library: str) -> np.ndarray:

@@ -26,6 +26,9 @@ _U2NET_PRE = Preprocess(
 _U2NET_DEC = Decode(output_index=0, activation="none", normalize="minmax", resize_library="pil")
 _U2NET_OUTPUTS = ("d0", "d1", "d2", "d3", "d4", "d5", "d6")
 _U2NET_SOURCE = "xuebinqin/U-2-Net @ a179b4b, model/u2net.py"
+_U2NET_NOTES = ("Known difference: upstream normalises a single-channel (grayscale) file with the red "
+                "channel's mean/std on all three channels; segdeploy reads every image as RGB and uses "
+                "per-channel statistics, so grayscale inputs differ slightly.")
 
 register(
     ModelSpec(
@@ -42,6 +45,7 @@ register(
         license="Apache-2.0",
         manifest="u2net.state_dict.json",
         output_names=_U2NET_OUTPUTS,
+        notes=_U2NET_NOTES,
         weights=WeightsInfo(
             file_name="u2net.pth",
             url="https://drive.google.com/file/d/1ao1ovG1Qtx4b7EoskHXmi2E9rp5CHLcZ/view",
@@ -71,6 +75,7 @@ register(
         license="Apache-2.0",
         manifest="u2netp.state_dict.json",
         output_names=_U2NET_OUTPUTS,
+        notes=_U2NET_NOTES,
         weights=WeightsInfo(
             file_name="u2netp.pth",
             url="https://drive.google.com/file/d/1rbSTGKAE-MTxBYHd-51l2hMOQPT_7EPy/view",

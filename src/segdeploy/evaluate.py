@@ -1,0 +1,246 @@
+"""Accuracy evaluation: any registry model, any runtime, on a dataset read as distributed.
+
+Predictions are always produced at the image's original size, which the dataset reader checks to be
+the ground truth's size: the prediction is resized to the ground truth, never the reverse. Masks
+saved with ``save_masks`` are exactly the arrays that were scored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .io.writers import atomic_write_text, voc_palette, write_png
+from .pipeline import StageTimes, stream_predictions
+from .specs import ModelSpec, get_spec
+
+WSEG_PROTOCOLS = ("single", "multiscale", "multiscale+crf")
+
+
+@dataclass(frozen=True)
+class WsegOptions:
+    """Test-time protocol for semantic models (1-stage wseg, MODELS.md §5).
+
+    ``single`` = one view at native size (the registry's decode); ``multiscale`` = scales 1, 0.5,
+    1.5, 2 with flips, centre-padded to ``pad_size``, merged as upstream; ``multiscale+crf`` adds the
+    dense CRF (the number the wseg README and seed guide 004 report, 62.7 % mIoU).
+    """
+
+    protocol: str = "multiscale+crf"
+    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
+    flip: bool = True
+    pad_size: tuple[int, int] = (1024, 1024)
+
+
+def _metric_for(spec: ModelSpec, layout):
+    if spec.task == "saliency":
+        from .metrics.saliency import SaliencyMetrics
+
+        return SaliencyMetrics()
+    if spec.task == "binary":
+        from .metrics.overlap import BinaryOverlap
+
+        return BinaryOverlap(threshold=spec.decode.threshold)
+    from .metrics.confusion import ConfusionMatrix
+
+    return ConfusionMatrix(num_classes=spec.num_classes, ignore_index=layout.ignore_index)
+
+
+def _check_compatible(spec: ModelSpec, layout) -> None:
+    if spec.task == "semantic" and layout.task != "semantic":
+        raise ValueError(f"{spec.name} predicts {spec.num_classes} classes; dataset {layout.name} has "
+                         f"{layout.task} masks")
+    if spec.task != "semantic" and layout.task == "semantic":
+        raise ValueError(f"{spec.name} is a {spec.task} model; dataset {layout.name} has class-id masks")
+
+
+def _target(layout, mask: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Ground truth in the form the task's metric takes."""
+    if spec.task == "semantic":
+        return mask
+    if spec.task == "saliency":
+        return mask if layout.mask_encoding == "gray" else (layout.foreground(mask) * 255).astype(np.uint8)
+    return layout.foreground(mask)
+
+
+def _saved_mask(pred_mask: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, list[int] | None]:
+    if spec.task == "saliency":
+        return pred_mask, None
+    if spec.task == "binary":
+        return (pred_mask > 0).astype(np.uint8) * 255, None
+    return pred_mask, voc_palette()
+
+
+def evaluate(model: str, dataset: str, data_root: str | os.PathLike, *, weights=None, backend: str = "torch",
+             device: str = "cpu", precision: str = "fp32", batch_size: int = 1, limit: int | None = None,
+             save_masks: str | os.PathLike | None = None, layout_options: dict[str, Any] | None = None,
+             wseg: WsegOptions | None = None, workers: int | None = None, progress: bool = True,
+             runtime=None, on_item: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Score ``model`` on ``dataset`` and return the JSON-ready evaluation record.
+
+    Args:
+        model: registry name.
+        dataset: layout name (see ``segdeploy.data.list_layouts``).
+        data_root: the dataset folder as distributed.
+        limit: score only the first N samples of the split.
+        save_masks: folder to write the scored masks into (``<id>.png``).
+        layout_options: extra reader options (split file, split name, ...).
+        wseg: protocol for semantic models (default: upstream multi-scale + CRF).
+        runtime: an opened runtime to reuse (else one is opened from backend/device/precision).
+
+    Returns:
+        dict with model, weights (incl. sha256), dataset description, counts, skipped items with
+        reasons, metrics, metric definitions, resolution/threshold policy, runtime, wall time.
+    """
+    from .data import get_layout
+
+    spec = get_spec(model)
+    layout = get_layout(dataset, data_root, limit=limit, **(layout_options or {}))
+    _check_compatible(spec, layout)
+    if runtime is None:
+        from .runtimes import open_runtime
+
+        runtime = open_runtime(spec.name, backend=backend, device=device, precision=precision, weights=weights)
+    metric = _metric_for(spec, layout)
+    save_dir = Path(save_masks) if save_masks else None
+    skipped: list[dict[str, str]] = []
+    times = StageTimes()
+    start = time.perf_counter()
+    protocol = "single"
+
+    bar, task = _progress(progress, len(layout), f"eval {spec.name} on {layout.name}")
+    with bar:
+        if spec.task == "semantic" and (wseg or WsegOptions()).protocol != "single":
+            options = wseg or WsegOptions()
+            protocol = options.protocol
+            scored = _eval_multiscale(layout, runtime, spec, options, metric, save_dir, skipped, bar, task, workers)
+        else:
+            scored = _eval_stream(layout, runtime, spec, metric, save_dir, skipped, batch_size, workers, times,
+                                  bar, task, on_item)
+    wall = time.perf_counter() - start
+
+    record: dict[str, Any] = {
+        "kind": "evaluation",
+        "model": spec.name,
+        "task": spec.task,
+        "weights": _weights_dict(runtime),
+        "dataset": layout.describe(),
+        "images_scored": metric.count if scored else 0,
+        "images_skipped": len(skipped),
+        "skipped": skipped,
+        "metrics": metric.compute() if metric.count else {},
+        "metric_definitions": metric.definition,
+        "policy": {
+            "resolution": "predictions produced at the image's original size (= ground-truth size); "
+                          "the ground truth is never resized",
+            "decode": _decode_policy(spec),
+            "protocol": protocol,
+        },
+        "runtime": runtime.describe() if hasattr(runtime, "describe") else None,
+        "wall_s": round(wall, 3),
+        "images_per_s": round(metric.count / wall, 3) if wall > 0 and metric.count else None,
+        "stages": times.to_dict() if protocol == "single" else None,
+    }
+    if protocol != "single":
+        record["policy"]["wseg"] = {"scales": list((wseg or WsegOptions()).scales),
+                                    "flip": (wseg or WsegOptions()).flip,
+                                    "pad_size": list((wseg or WsegOptions()).pad_size),
+                                    "fp_cut": 0.1, "bg_pow": 3, "crf": protocol.endswith("crf")}
+    return record
+
+
+def _decode_policy(spec: ModelSpec) -> str:
+    if spec.task == "saliency":
+        return "fused map, per-image min-max, 8-bit, PIL bilinear to the GT size; GT foreground > 128"
+    if spec.task == "binary":
+        rule = "argmax over 2 classes" if spec.num_classes == 2 else f"sigmoid > {spec.decode.threshold}"
+        return f"logits bilinearly resized (align_corners=False) to the GT size, then {rule}"
+    return "class probabilities resized to the GT size, argmax; label 255 ignored"
+
+
+def _eval_stream(layout, runtime, spec, metric, save_dir, skipped, batch_size, workers, times, bar, task,
+                 on_item) -> bool:
+    from .io.images import ImageReadError
+
+    masks: dict[str, np.ndarray] = {}
+
+    def read(sample):
+        image, mask = layout.load(sample)
+        if mask is None:
+            raise ValueError("no ground-truth mask")
+        masks[sample.id] = mask
+        return image
+
+    for outcome in stream_predictions(layout, read, runtime, spec, batch_size=batch_size, workers=workers,
+                                      times=times):
+        sample = outcome.item
+        mask = masks.pop(sample.id, None)
+        if not outcome.ok:
+            reason = outcome.error.reason if isinstance(outcome.error, ImageReadError) else str(outcome.error)
+            skipped.append({"id": sample.id, "file": str(sample.image_path), "reason": reason})
+        else:
+            metric.update(outcome.prediction.mask, _target(layout, mask, spec))
+            if save_dir is not None:
+                array, palette = _saved_mask(outcome.prediction.mask, spec)
+                write_png(save_dir / f"{sample.id}.png", array, palette)
+        if task is not None:
+            bar.advance(task)
+        if on_item:
+            on_item()
+    return True
+
+
+def _eval_multiscale(layout, runtime, spec, options: WsegOptions, metric, save_dir, skipped, bar, task,
+                     workers) -> bool:
+    from .wseg_protocol import run_protocol
+
+    use_crf = options.protocol.endswith("crf")
+    with ThreadPoolExecutor(max(1, workers or 2)) as pool:
+        futures = [pool.submit(layout.load, sample) for sample in layout.samples[:2]]
+        for index, sample in enumerate(layout.samples):
+            future = futures[index]
+            if index + 2 < len(layout.samples):
+                futures.append(pool.submit(layout.load, layout.samples[index + 2]))
+            try:
+                image, mask = future.result()
+                result = run_protocol(image, runtime.run, crf=use_crf, scales=options.scales, flip=options.flip,
+                                      pad_size=options.pad_size)
+            except Exception as exc:  # one image's failure is recorded, the split goes on
+                skipped.append({"id": sample.id, "file": str(sample.image_path), "reason": str(exc)})
+            else:
+                labels = result.labels_crf if use_crf else result.labels
+                metric.update(labels, mask)
+                if save_dir is not None:
+                    write_png(save_dir / f"{sample.id}.png", labels, voc_palette())
+            futures[index] = None
+            if task is not None:
+                bar.advance(task)
+    return True
+
+
+def _weights_dict(runtime) -> dict | None:
+    record = getattr(runtime, "weights", None) or getattr(runtime, "weights_record", None)
+    if record is None:
+        return None
+    return record.to_dict() if hasattr(record, "to_dict") else dict(record)
+
+
+def _progress(enabled: bool, total: int, label: str):
+    from .predict import _progress_bar
+
+    bar = _progress_bar(enabled, total, label)
+    task = bar.add_task(label, total=total) if getattr(bar, "enabled", False) else None
+    return bar, task
+
+
+def write_record(record: dict, path: str | os.PathLike) -> None:
+    from .envinfo import environment
+
+    atomic_write_text(path, json.dumps({**record, "environment": environment()}, indent=2, default=str))

@@ -1,0 +1,47 @@
+"""The benchmark scripts in benchmarks/ run end to end (tiny settings; the numbers are not checked)."""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def scripts(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    for name in ("_common", "cpu_compare", "gpu_suite"):
+        sys.modules.pop(name, None)
+    return lambda name: importlib.import_module(name)
+
+
+@pytest.mark.slow
+def test_cpu_compare_quick(scripts, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    cpu_compare = scripts("cpu_compare")
+    assert cpu_compare.main(["--quick", "--models", "unetpp_dsb2018", "--out-dir", str(tmp_path)]) == 0
+    (json_path,) = tmp_path.glob("cpu_*_quick.json")
+    payload = json.loads(json_path.read_text())
+    rows = {r["variant"]: r for r in payload["summary"]}
+    for peer in ("ort", "openvino"):  # the peers need nothing from segdeploy but the models
+        assert rows[peer]["batch_size"] == 1 and rows[peer]["images_per_s_median"] > 0
+    # segdeploy's own variants either ran or say why not
+    for key in ("segdeploy", "int8"):
+        assert rows[key].get("images_per_s_median", 0) > 0 or rows[key]["error"]
+    assert payload["environment"]["packages"]["onnxruntime"]
+    md = json_path.with_suffix(".md").read_text()
+    assert "| unetpp_dsb2018 | 96x96 | 1 |" in md
+
+
+def test_gpu_suite_skips_without_cuda(scripts, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    gpu_suite = scripts("gpu_suite")
+    assert gpu_suite.main(["--quick", "--out-dir", str(tmp_path)]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())

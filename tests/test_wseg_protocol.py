@@ -217,3 +217,16 @@ def test_run_protocol_wiring():
     assert (res.labels == expected).mean() > 0.9
     assert res.labels_crf is not None and (res.labels_crf == expected).mean() > 0.9
     assert run_protocol(img, forward, crf=False, pad_size=(32, 32)).labels_crf is None
+
+
+def test_crf_accepts_read_only_image():
+    from segdeploy.wseg_protocol import dense_crf
+
+    image = np.zeros((12, 16, 3), np.uint8)
+    image[:, 8:] = 200
+    image.setflags(write=False)  # as np.asarray(PIL image) gives
+    probs = np.full((21, 12, 16), 0.01, np.float32)
+    probs[0, :, :8] = 0.9
+    probs[5, :, 8:] = 0.9
+    labels = dense_crf(image, probs)
+    assert labels[:, :8].max() == 0 and (labels[:, 9:] == 5).all()

@@ -19,11 +19,10 @@ _LAZY = {
     "read_image": "segdeploy.io.images",
     "preprocess": "segdeploy.transforms",
     "decode": "segdeploy.transforms",
-    "predict": "segdeploy.predict",
-    "evaluate": "segdeploy.evaluate",
+    "predict": "segdeploy.prediction",
+    "evaluate": "segdeploy.evaluation",
     "open_runtime": "segdeploy.runtimes",
     "export_onnx": "segdeploy.export",
-    "compare": "segdeploy.compare",
     "benchmark": "segdeploy.bench",
 }
 

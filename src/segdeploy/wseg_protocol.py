@@ -214,7 +214,8 @@ def dense_crf_probs(
     crf.setUnaryEnergy(unary)
     crf.addPairwiseGaussian(sxy=gaussian_sxy, compat=gaussian_compat)
     crf.addPairwiseBilateral(
-        sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=np.ascontiguousarray(img), compat=bilateral_compat
+        # pydensecrf's typed memoryview rejects read-only buffers (e.g. np.asarray of a PIL image).
+        sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=np.array(img, order="C", copy=True), compat=bilateral_compat
     )
     q = crf.inference(n_iter)
     return np.asarray(q, dtype=np.float32).reshape(n_labels, h, w)

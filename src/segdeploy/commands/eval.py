@@ -56,7 +56,7 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ..evaluate import WsegOptions, evaluate, write_record
+    from ..evaluation import WsegOptions, evaluate, write_record
 
     options = {}
     for item in args.option:

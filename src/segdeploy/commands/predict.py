@@ -48,7 +48,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from rich.console import Console
 
-    from ..predict import predict_files, write_summary_json
+    from ..prediction import predict_files, write_summary_json
     from ..specs import get_spec
 
     spec = get_spec(args.model)

@@ -90,7 +90,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         array = array[:, :, :3]
     if array.ndim != 3 or array.shape[2] != 3 or array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageReadError(path, f"unexpected decoded shape {array.shape}")
-    return np.ascontiguousarray(array, dtype=np.uint8)
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    # Pillow hands out read-only buffers; callers (and C extensions such as the dense CRF) may write.
+    return array if array.flags.writeable else array.copy()
 
 
 def find_images(inputs, recursive: bool = False) -> list[tuple[Path, Path]]:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .io.writers import atomic_write_text, voc_palette, write_png
 from .pipeline import StageTimes, stream_predictions
+from .prediction import _progress_bar, weights_of
 from .specs import ModelSpec, get_spec
 
 WSEG_PROTOCOLS = ("single", "multiscale", "multiscale+crf")
@@ -130,7 +131,7 @@ def evaluate(model: str, dataset: str, data_root: str | os.PathLike, *, weights=
         "kind": "evaluation",
         "model": spec.name,
         "task": spec.task,
-        "weights": _weights_dict(runtime),
+        "weights": weights_of(runtime),
         "dataset": layout.describe(),
         "images_scored": metric.count if scored else 0,
         "images_skipped": len(skipped),
@@ -225,16 +226,7 @@ def _eval_multiscale(layout, runtime, spec, options: WsegOptions, metric, save_d
     return True
 
 
-def _weights_dict(runtime) -> dict | None:
-    record = getattr(runtime, "weights", None) or getattr(runtime, "weights_record", None)
-    if record is None:
-        return None
-    return record.to_dict() if hasattr(record, "to_dict") else dict(record)
-
-
 def _progress(enabled: bool, total: int, label: str):
-    from .predict import _progress_bar
-
     bar = _progress_bar(enabled, total, label)
     task = bar.add_task(label, total=total) if getattr(bar, "enabled", False) else None
     return bar, task

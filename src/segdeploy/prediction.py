@@ -163,7 +163,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
             runtime = open_model_runtime(spec.name, weights=weights, backend=backend, device=device,
                                          precision=precision)
         summary.runtime = runtime.describe() if hasattr(runtime, "describe") else None
-        summary.weights = _weights_dict(runtime)
+        summary.weights = weights_of(runtime)
 
         def read(entry):
             return read_image(entry[0])
@@ -201,8 +201,11 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
     return summary
 
 
-def _weights_dict(runtime) -> dict | None:
+def weights_of(runtime) -> dict | None:
+    """The weights record (kind, path, sha256 / seed) of the network a runtime runs, if known."""
     record = getattr(runtime, "weights", None) or getattr(runtime, "weights_record", None)
+    if record is None and hasattr(runtime, "describe"):
+        record = runtime.describe().get("weights")
     if record is None:
         return None
     return record.to_dict() if hasattr(record, "to_dict") else dict(record)

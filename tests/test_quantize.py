@@ -1,0 +1,136 @@
+"""int8 quantization: QDQ file, metadata, both CPU runtimes, fidelity reported by compare, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from segdeploy.export import cached_export, is_quantized, read_metadata  # noqa: E402
+from segdeploy.quantize import cached_quantize, quantize_onnx  # noqa: E402
+from segdeploy.runtimes import available_backends, open_runtime  # noqa: E402
+
+HAVE_OV = available_backends()["openvino"] is None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cache(tmp_path_factory):
+    old = os.environ.get("SEGDEPLOY_CACHE")
+    os.environ["SEGDEPLOY_CACHE"] = str(tmp_path_factory.getbasetemp() / "segdeploy-cache")
+    yield
+    if old is None:
+        os.environ.pop("SEGDEPLOY_CACHE", None)
+    else:
+        os.environ["SEGDEPLOY_CACHE"] = old
+
+
+def _images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    return [cv2.resize(rng.integers(0, 256, (5, 5, 3), dtype=np.uint8), (size + 4 * k, size),
+                       interpolation=cv2.INTER_CUBIC) for k in range(n)]
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory):
+    from segdeploy.io.writers import write_png
+
+    folder = tmp_path_factory.mktemp("calib")
+    for i, image in enumerate(_images(6, 64, seed=1)):
+        write_png(folder / f"c{i}.png", image)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def u2netp_int8(calib_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8") / "u2netp.int8.onnx"
+    fp32 = cached_export("u2netp", "random", input_size=(64, 64))
+    return quantize_onnx("u2netp", "random", calib_dir, out, onnx_path=fp32, input_size=(64, 64), num_calib=4)
+
+
+def test_quantized_file_is_qdq_with_metadata(u2netp_int8):
+    result = u2netp_int8
+    model = onnx.load(result.path)
+    onnx.checker.check_model(model)
+    assert is_quantized(model) and result.quantized_nodes > 0
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    meta = read_metadata(result.path)
+    assert meta["segdeploy_model"] == "u2netp"  # the fp32 export's entries are kept
+    info = json.loads(meta["segdeploy_quantization"])
+    assert info["num_calib"] == 4 and info["format"] == "QDQ" and info["calibrate_method"] == "minmax"
+    assert info["weight_type"].endswith("per-channel")
+    assert json.loads(open(result.path + ".json").read())["num_calib"] == 4
+
+
+def test_int8_runs_on_plain_onnxruntime_session(u2netp_int8):
+    session = ort.InferenceSession(u2netp_int8.path, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
+    out = session.run(None, {"input": x})
+    assert len(out) == 7 and out[0].shape == (2, 1, 64, 64) and np.isfinite(out[0]).all()
+
+
+@pytest.mark.skipif(not HAVE_OV, reason="needs openvino")
+def test_int8_runs_on_openvino_in_int8(u2netp_int8):
+    rt = open_runtime("u2netp", "openvino", precision="int8", onnx_path=u2netp_int8.path)
+    out = rt.run(np.random.default_rng(0).standard_normal((1, 3, 64, 64), dtype=np.float32))
+    assert out[0].shape == (1, 1, 64, 64)
+    precisions = rt.describe()["execution_precisions"]
+    assert set(precisions) & {"u8", "i8"}, precisions  # convolutions really run in 8 bits
+
+
+def test_compare_reports_int8_agreement_on_both_cpu_runtimes(u2netp_int8):
+    from segdeploy.compare import compare
+
+    combos = [("onnxruntime", "int8")] + ([("openvino", "int8")] if HAVE_OV else [])
+    report = compare("u2netp", "random", combos=combos, images=_images(4, 64, seed=2), input_size=(64, 64),
+                     int8_onnx=u2netp_int8.path, noise_floor=False)
+    for row in report.rows:
+        assert row.status in ("pass", "fail"), row.reason
+        assert row.task.map_mae is not None and row.task.mask_iou is not None
+        assert 0 < row.task.map_mae < 0.2 and 0.5 < row.task.mask_iou <= 1.0
+        assert min(o.cosine for o in row.outputs) > 0.9
+        assert row.runtime["precision"] == "int8"
+
+
+def test_open_runtime_quantizes_into_the_cache_from_calibration_images(calib_dir):
+    from segdeploy.export import spec_with_input_size
+    from segdeploy.specs import get_spec
+
+    spec = spec_with_input_size(get_spec("unetpp_dsb2018"), (32, 32))
+    rt = open_runtime("unetpp_dsb2018", "onnxruntime", precision="int8", weights="random", spec=spec,
+                      calib=calib_dir, num_calib=3, export_options={"input_size": (32, 32)})
+    path = rt.describe()["onnx"]
+    assert "-int8-" in path and rt.describe()["quantization"]["num_calib"] == 3
+    again = cached_quantize(spec, "random", calib_dir, num_calib=3, spec=spec, export_options={"input_size": (32, 32)})
+    assert str(again) == path
+
+
+def test_calibration_errors_name_the_folder(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no calibration images found"):
+        quantize_onnx("u2netp", "random", empty, tmp_path / "x.onnx")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        quantize_onnx("u2netp", "random", tmp_path / "nowhere", tmp_path / "x.onnx")
+    with pytest.raises(ValueError, match="calibrate_method"):
+        quantize_onnx("u2netp", "random", empty, tmp_path / "x.onnx", calibrate_method="magic")
+
+
+def test_cli_quantize(tmp_path, calib_dir, capsys):
+    from segdeploy.cli import main
+
+    out = tmp_path / "q.onnx"
+    code = main(["quantize", "unetpp_dsb2018", "--weights", "random", "--calib", str(calib_dir), "-o", str(out),
+                 "--num-calib", "2", "--input-size", "32"])
+    assert code == 0 and out.is_file() and is_quantized(out)
+    assert "calibrated on 2 images" in capsys.readouterr().out
+    assert main(["quantize", "unetpp_dsb2018", "--weights", "random", "--calib", str(tmp_path / "none"),
+                 "-o", str(out)]) == 2

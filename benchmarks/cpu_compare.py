@@ -83,6 +83,13 @@ def parse_args(argv=None):
     return args
 
 
+def calibration_images(n: int = 16) -> list:
+    """Photo-like RGB images (the demo's generator) to calibrate int8 on; speed does not depend on them."""
+    from segdeploy.demo import render_sample
+
+    return [render_sample(i, seed=1).image for i in range(n)]
+
+
 def variants_for(model: str, onnx_path: Path, args) -> list[Variant]:
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     out = []
@@ -91,7 +98,8 @@ def variants_for(model: str, onnx_path: Path, args) -> list[Variant]:
     out.append(Variant("ort", "ONNX Runtime fp32 (plain)", lambda: PlainOnnxRuntime(onnx_path)))
     out.append(Variant("openvino", "OpenVINO CPU defaults (latency)", lambda: OpenVinoDefault(onnx_path)))
     out.append(Variant("segdeploy", "segdeploy default CPU", lambda: segdeploy_runtime(model, "cpu")))
-    out.append(Variant("int8", "segdeploy int8", lambda: segdeploy_runtime(model, "cpu", precision="int8")))
+    out.append(Variant("int8", "segdeploy int8 (16 generated calibration photos)",
+                       lambda: segdeploy_runtime(model, "cpu", precision="int8", calib=calibration_images())))
     return [v for v in out if v.key not in skip]
 
 

@@ -69,3 +69,12 @@ def test_palette_png_keeps_class_ids(tmp_path):
     img = Image.open(tmp_path / "s.png")
     assert img.mode == "P" and np.array_equal(np.asarray(img), ids)
     assert img.getpalette()[15 * 3:15 * 3 + 3] == [192, 128, 128]  # VOC 'person'
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+
+    target = write_png(tmp_path / "p.png", photo(4, 4)[:, :, 0])
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)

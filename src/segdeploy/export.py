@@ -27,11 +27,12 @@ What the file holds:
 
 Parity check: a seeded N(0, 1) batch of 2 at the export size runs through PyTorch (fp32, eval)
 and through ONNX Runtime (CPU, all graph optimisations); per output max / mean absolute error,
-relative error (max abs error / max |reference|) and cosine similarity. It fails when a relative
-error exceeds ``parity_rtol`` and the absolute error exceeds 1e-6 (``PARITY_ATOL``) (1e-3 by default: the fp32 rounding error of the deep random-weight
-networks reaches 1e-4 — wseg masks: 7e-5 between PyTorch fp32 and fp64 — while a wrong conversion
-such as nearest instead of bilinear resizing gives 1e-2 and more). The finer, noise-aware gate is
-``segdeploy compare``. The numbers go into :class:`ExportResult` and into ``<out>.json``.
+relative error (max abs error / max |reference|) and cosine similarity. It fails when an output's
+relative error exceeds ``parity_rtol`` (default 1e-3) and its absolute error exceeds
+``PARITY_ATOL`` (1e-6). 1e-3 because the fp32 rounding error of the deep random-weight networks
+reaches 1e-4 (wseg masks: 7e-5 between PyTorch fp32 and float64; ONNX Runtime 1.2e-4), while a
+wrong conversion such as nearest instead of bilinear resizing gives 1e-2 and more. The finer,
+noise-aware gate is ``segdeploy compare``. The numbers go into :class:`ExportResult` and into ``<out>.json``.
 
 Files are written atomically (temporary file in the destination folder, then rename), so a crash
 never leaves a half-written ``.onnx`` behind; a failed parity check leaves no ``.onnx`` at all.
@@ -53,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from .io.writers import NEW_FILE_MODE
 from .specs import ModelSpec, get_spec
 
 DEFAULT_OPSET = 17
@@ -449,7 +451,8 @@ def export_onnx(
                                   output_names=output_names, dynamic_axes=dynamic_axes,
                                   multiple_of=spec.preprocess.multiple_of, simplify=simplify)
         except Exception as exc:
-            raise ExportError(f"{spec.name}: torch.onnx.export ({exporter}) failed: {type(exc).__name__}: {exc}") from exc
+            raise ExportError(
+                f"{spec.name}: torch.onnx.export ({exporter}) failed: {type(exc).__name__}: {exc}") from exc
         proto = onnx.load(str(raw_path))
     written_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     if written_opset != requested_opset:
@@ -480,6 +483,7 @@ def export_onnx(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
     os.close(fd)
     tmp_path = Path(tmp_name)
+    os.chmod(tmp_path, NEW_FILE_MODE)  # mkstemp makes 0600; a model file is shared like any other
     try:
         if proto.ByteSize() >= (2 << 30) - (1 << 20):
             raise ExportError(f"{spec.name}: the graph is over 2 GB; external-data export is not supported")
@@ -620,5 +624,5 @@ def spec_with_input_size(spec: ModelSpec, hw: tuple[int, int]) -> ModelSpec:
                                input_size=tuple(hw))
 
 
-__all__ = ["export_onnx", "spec_with_input_size", "ExportResult", "ExportError", "ExportParityError", "cached_export", "read_metadata",
-           "is_quantized", "cache_dir", "parity_input", "Parity", "OutputParity"]
+__all__ = ["export_onnx", "spec_with_input_size", "ExportResult", "ExportError", "ExportParityError",
+           "cached_export", "read_metadata", "is_quantized", "cache_dir", "parity_input", "Parity", "OutputParity"]

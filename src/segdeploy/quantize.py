@@ -172,8 +172,8 @@ def quantize_onnx(
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from .export import spec_with_input_size, cached_export, read_metadata, set_metadata
-    from .io.writers import atomic_write_text
+    from .export import cached_export, read_metadata, set_metadata, spec_with_input_size
+    from .io.writers import NEW_FILE_MODE, atomic_write_text
     from .weights import file_sha256
 
     if method not in METHODS:
@@ -230,6 +230,7 @@ def quantize_onnx(
     quantized_nodes = sum(node.op_type == "QuantizeLinear" for node in proto.graph.node)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
     os.close(fd)
+    os.chmod(tmp_name, NEW_FILE_MODE)
     try:
         onnx.save_model(proto, tmp_name)
         os.replace(tmp_name, out_path)

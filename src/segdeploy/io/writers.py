@@ -10,6 +10,17 @@ from pathlib import Path
 import numpy as np
 
 
+def _new_file_mode() -> int:
+    """0666 minus the process umask: the mode ``open()`` gives a new file (mkstemp gives 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+# Read once at import: os.umask is process-wide, so probing it while threads create files would race.
+NEW_FILE_MODE = _new_file_mode()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
@@ -18,6 +29,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, NEW_FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:

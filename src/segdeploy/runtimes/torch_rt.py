@@ -3,10 +3,12 @@
 Precisions:
     fp32: the module as built.
     fp16 / bf16 with ``cast="autocast"`` (default): ``torch.autocast`` runs convolutions and matrix
-        products in the low precision and keeps what overflows or loses precision there in fp32
-        (softmax, log, pow, sums and means: autocast's fp32 op list). That matters for wseg, whose
-        class score sums mask x feature products over every pixel (Σ_hw at 1024² exceeds fp16's
-        65504). ``cast="half"`` converts the whole module and the input instead (``.half()`` /
+        products in the low precision and keeps the operators of its fp32 list in fp32 (on CUDA:
+        softmax, log, pow, sum, ...; the CPU list is shorter). That matters for wseg, whose class
+        score sums mask x feature products over every pixel (Σ_hw at 1024² exceeds fp16's 65504).
+        Values beyond 65504 inside a convolution still overflow: random-weight wseg in fp16
+        autocast on the CPU gives Inf class scores, which ``segdeploy compare`` reports.
+        ``cast="half"`` converts the whole module and the input instead (``.half()`` /
         ``.to(bfloat16)``): faster, no per-op casts, but every reduction is in the low precision;
         use it only where ``segdeploy compare`` passes.
     int8: not offered (use an int8 ONNX on ONNX Runtime or OpenVINO).

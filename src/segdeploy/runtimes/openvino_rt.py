@@ -20,9 +20,12 @@ Options:
     performance_hint ("LATENCY" | "THROUGHPUT"): default LATENCY.
     threads (int): ``INFERENCE_NUM_THREADS`` (default: OpenVINO's choice, the physical cores).
     streams (int): ``NUM_STREAMS`` (default from the hint).
-    shape_mode ("dynamic" | "static"): dynamic = compile once with the file's symbolic batch / H / W;
-        static = compile one model per input shape met (faster kernels, compile cost per shape).
-    int8_rest ("f32" | "bf16"): precision hint of the unquantized layers of an int8 model.
+    shape_mode ("auto" | "dynamic" | "static"): dynamic = compile once with the file's symbolic batch
+        / H / W; static = compile one model per input shape met (faster kernels, compile cost per
+        shape). auto (default) = static for models with a fixed input size (every batch has one of
+        a few shapes), dynamic for native-size models (one shape per photo size).
+    int8_rest ("f32" | "bf16"): precision hint of the unquantized layers of an int8 model; default
+        bf16 where the CPU has it (measured: u2netp 320² int8 10.6 → 13.3 images/s on 2 cores), else f32.
 """
 
 from __future__ import annotations
@@ -66,8 +69,8 @@ class OpenVINORuntime(Runtime):
                                      "GPUs, not CUDA devices); use --device cpu")
         if options.get("performance_hint", "LATENCY").upper() not in ("LATENCY", "THROUGHPUT"):
             raise ValueError("performance_hint must be LATENCY or THROUGHPUT")
-        if options.get("shape_mode", "dynamic") not in ("dynamic", "static"):
-            raise ValueError("shape_mode must be 'dynamic' or 'static'")
+        if options.get("shape_mode", "auto") not in ("auto", "dynamic", "static"):
+            raise ValueError("shape_mode must be 'auto', 'dynamic' or 'static'")
         if options.get("int8_rest", "f32") not in ("f32", "bf16"):
             raise ValueError("int8_rest must be 'f32' or 'bf16'")
         needed = _CAPABILITY.get(precision)
@@ -82,8 +85,11 @@ class OpenVINORuntime(Runtime):
         self.performance_hint = str(options.get("performance_hint", "LATENCY")).upper()
         self.threads = options.get("threads")
         self.streams = options.get("streams")
-        self.shape_mode = options.get("shape_mode", "dynamic")
-        self.int8_rest = options.get("int8_rest", "f32")
+        self.shape_mode = options.get("shape_mode", "auto")
+        if self.shape_mode == "auto":
+            self.shape_mode = "static" if spec.preprocess.size is not None else "dynamic"
+        self.int8_rest = options.get("int8_rest") or (
+            "bf16" if "BF16" in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "f32")
         self.onnx_path: str | None = None
         self._compiled: dict[tuple[int, ...] | None, tuple[Any, Any, list[int]]] = {}
         self._last = None

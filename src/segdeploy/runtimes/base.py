@@ -13,6 +13,7 @@ for PyTorch, an ONNX file for the others) -> ``warmup(shape)`` -> ``run(batch)``
 
 from __future__ import annotations
 
+import importlib
 import os
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -33,6 +34,8 @@ class Runtime(ABC):
     """Base class of every backend. Subclasses set ``name`` and implement the abstract methods."""
 
     name: ClassVar[str] = ""
+    #: the Python package the backend needs (checked by :meth:`is_available`)
+    library: ClassVar[str] = ""
     #: precisions this backend can be asked for at all (availability is checked in ``check``)
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     #: option names ``__init__`` accepts besides device and precision
@@ -52,9 +55,13 @@ class Runtime(ABC):
 
     # -- availability -------------------------------------------------------------------------
     @classmethod
-    @abstractmethod
     def is_available(cls) -> bool:
         """True when the backend's library can be imported."""
+        try:
+            importlib.import_module(cls.library)
+        except ImportError:
+            return False
+        return True
 
     @classmethod
     def unavailable_reason(cls) -> str:

@@ -45,16 +45,9 @@ _LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": 
 @register_runtime
 class OnnxRuntimeRuntime(Runtime):
     name = "onnxruntime"
+    library = "onnxruntime"
     precisions = ("fp32", "fp16", "int8")
     option_names = ("threads", "inter_threads", "provider", "optimization")
-
-    @classmethod
-    def is_available(cls) -> bool:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return False
-        return True
 
     @classmethod
     def unavailable_reason(cls) -> str:

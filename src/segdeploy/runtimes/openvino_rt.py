@@ -45,16 +45,9 @@ _CAPABILITY = {"bf16": "BF16", "fp16": "FP16", "int8": "INT8"}
 @register_runtime
 class OpenVINORuntime(Runtime):
     name = "openvino"
+    library = "openvino"
     precisions = ("fp32", "fp16", "bf16", "int8")
     option_names = ("performance_hint", "threads", "streams", "shape_mode", "int8_rest")
-
-    @classmethod
-    def is_available(cls) -> bool:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return False
-        return True
 
     @classmethod
     def unavailable_reason(cls) -> str:

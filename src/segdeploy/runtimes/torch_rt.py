@@ -41,16 +41,9 @@ _DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 @register_runtime
 class TorchRuntime(Runtime):
     name = "torch"
+    library = "torch"
     precisions = ("fp32", "fp16", "bf16")
     option_names = ("channels_last", "compile", "compile_mode", "cuda_graph", "cast", "threads", "cudnn_benchmark")
-
-    @classmethod
-    def is_available(cls) -> bool:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            return False
-        return True
 
     @classmethod
     def unavailable_reason(cls) -> str:

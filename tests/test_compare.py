@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -29,16 +28,6 @@ SLOW = {"u2net", "unet_carvana", "unetpp_bigmb", "unet_bigmb", "wseg_voc"}
 HAVE_ORT = available_backends()["onnxruntime"] is None
 HAVE_OV = available_backends()["openvino"] is None
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _cache(tmp_path_factory):
-    old = os.environ.get("SEGDEPLOY_CACHE")
-    os.environ["SEGDEPLOY_CACHE"] = str(tmp_path_factory.getbasetemp() / "segdeploy-cache")
-    yield
-    if old is None:
-        os.environ.pop("SEGDEPLOY_CACHE", None)
-    else:
-        os.environ["SEGDEPLOY_CACHE"] = old
 
 
 def _images(n: int, height: int, width: int, seed: int = 0) -> list[np.ndarray]:

@@ -29,16 +29,6 @@ SIZES = {"u2net": 64, "u2netp": 64, "unet_carvana": 64, "unetpp_dsb2018": 96, "u
 SLOW = {"u2net", "unet_carvana", "unetpp_bigmb", "unet_bigmb", "wseg_voc"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _cache(tmp_path_factory):
-    old = os.environ.get("SEGDEPLOY_CACHE")
-    os.environ["SEGDEPLOY_CACHE"] = str(tmp_path_factory.getbasetemp() / "segdeploy-cache")
-    yield
-    if old is None:
-        os.environ.pop("SEGDEPLOY_CACHE", None)
-    else:
-        os.environ["SEGDEPLOY_CACHE"] = old
-
 
 def _torch_outputs(module, x: np.ndarray) -> list[np.ndarray]:
     with torch.no_grad():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -18,16 +17,6 @@ from segdeploy.runtimes import available_backends, open_runtime  # noqa: E402
 
 HAVE_OV = available_backends()["openvino"] is None
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _cache(tmp_path_factory):
-    old = os.environ.get("SEGDEPLOY_CACHE")
-    os.environ["SEGDEPLOY_CACHE"] = str(tmp_path_factory.getbasetemp() / "segdeploy-cache")
-    yield
-    if old is None:
-        os.environ.pop("SEGDEPLOY_CACHE", None)
-    else:
-        os.environ["SEGDEPLOY_CACHE"] = old
 
 
 def _images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:

@@ -24,16 +24,6 @@ CUDA = torch.cuda.is_available()
 SPEC = get_spec("u2netp")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _cache(tmp_path_factory):
-    old = os.environ.get("SEGDEPLOY_CACHE")
-    os.environ["SEGDEPLOY_CACHE"] = str(tmp_path_factory.getbasetemp() / "segdeploy-cache")
-    yield
-    if old is None:
-        os.environ.pop("SEGDEPLOY_CACHE", None)
-    else:
-        os.environ["SEGDEPLOY_CACHE"] = old
-
 
 def _needs(backend: str) -> None:
     reason = available_backends()[backend]

@@ -36,6 +36,12 @@ from .report import SCHEMA_ID, STEP_NAMES, check_results, published_vs_measured,
 SYNTHETIC_SEED = 0
 
 
+
+def _artifact_intact(stored: dict[str, Any]) -> bool:
+    """A stored export unit is reusable while its ONNX file is still there with the recorded size."""
+    path = Path(stored.get("onnx", ""))
+    return path.is_file() and path.stat().st_size == stored.get("onnx_bytes")
+
 class StepSkipped(Exception):
     """A step or unit cannot run for want of its input; the message is the recorded reason."""
 
@@ -472,11 +478,7 @@ class Runner:
                     "parity": "export_onnx parity check" if parity else
                     "checked by the compare step (every backend vs PyTorch fp32 on real images)"}
 
-        def valid(stored: dict[str, Any]) -> bool:
-            path = Path(stored.get("onnx", ""))
-            return path.is_file() and path.stat().st_size == stored.get("onnx_bytes")
-
-        unit = self._unit("export", "onnx", key, compute, valid)
+        unit = self._unit("export", "onnx", key, compute, _artifact_intact)
         unit.setdefault("label", "onnx")
         self.reporter.unit_finished("export", unit)
         if unit["status"] == "done":
@@ -533,11 +535,7 @@ class Runner:
             return {"label": "int8", "onnx": str(out), "onnx_sha256": file_sha256(out),
                     "onnx_bytes": out.stat().st_size, "quantize": data}
 
-        def valid(stored: dict[str, Any]) -> bool:
-            path = Path(stored.get("onnx", ""))
-            return path.is_file() and path.stat().st_size == stored.get("onnx_bytes")
-
-        unit = self._unit("export", "int8", key, compute, valid)
+        unit = self._unit("export", "int8", key, compute, _artifact_intact)
         unit.setdefault("label", "int8")
         self.reporter.unit_finished("export", unit)
         if unit["status"] == "done":

@@ -92,3 +92,14 @@ def test_python_api_returns_masks(tmp_path):
     assert [m.shape for m in masks] == [(21, 34), (21, 34)]
     assert set(np.unique(masks[0])) <= {0, 1}
     assert np.array_equal(masks[0], masks[1])
+
+
+def test_seed_changes_random_weights(tmp_path):
+    Image.fromarray(photo(24, 32)).save(tmp_path / "a.png")
+    maps = []
+    for seed in ("0", "0", "5"):
+        out = tmp_path / f"o{len(maps)}"
+        assert run_cli("predict", "unetpp_dsb2018", tmp_path / "a.png", "-o", out, "--weights", "random",
+                       "--seed", seed, "--save-prob", "--quiet") == 0
+        maps.append(np.load(out / "a.npy"))
+    assert np.array_equal(maps[0], maps[1]) and not np.array_equal(maps[0], maps[2])

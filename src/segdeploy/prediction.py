@@ -128,7 +128,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
                   recursive: bool = False, batch_size: int = 1, backend: str = "torch", device: str = "cpu",
                   precision: str = "fp32", cutout: bool = False, save_prob: bool = False,
                   overwrite: bool = False, workers: int | None = None, progress: bool = True,
-                  on_progress: Callable[[int], None] | None = None, runtime=None) -> PredictSummary:
+                  on_progress: Callable[[int], None] | None = None, runtime=None, seed: int = 0) -> PredictSummary:
     """Predict masks for files, folders and glob patterns and write them under ``out_dir``.
 
     Outputs per input: ``<stem>.png`` (saliency: 8-bit map; binary: 0/255; semantic: palette PNG),
@@ -161,7 +161,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
     if todo:
         if runtime is None:
             runtime = open_model_runtime(spec.name, weights=weights, backend=backend, device=device,
-                                         precision=precision)
+                                         precision=precision, seed=seed)
         summary.runtime = runtime.describe() if hasattr(runtime, "describe") else None
         summary.weights = weights_of(runtime)
 

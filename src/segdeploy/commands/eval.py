@@ -78,7 +78,8 @@ def run(args) -> int:
                        pad_size=tuple(args.pad_size))
     record = evaluate(args.model, args.dataset, root, weights=args.weights, backend=args.backend,
                       device=args.device, precision=args.precision, batch_size=args.batch_size, limit=args.limit,
-                      save_masks=args.save_masks, layout_options=options, wseg=wseg, progress=not args.quiet)
+                      save_masks=args.save_masks, layout_options=options, wseg=wseg, progress=not args.quiet,
+                      seed=args.seed)
     console = Console()
     table = Table(title=f"{record['model']} on {record['dataset'].get('dataset', args.dataset)}: "
                         f"{record['images_scored']} images scored, {record['images_skipped']} skipped")

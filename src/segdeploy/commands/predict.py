@@ -55,13 +55,16 @@ def run(args) -> int:
     if args.cutout and spec.task == "semantic":
         raise ValueError("--cutout is for saliency and binary models; "
                          f"{spec.name} is a {spec.task} model")
+    if args.weights is None:  # fail before scanning inputs, with advice on getting the checkpoint
+        from ..weights import load_weights
+
+        load_weights(None, spec, None)
     console = Console(stderr=True)
-    weights = args.weights
-    summary = predict_files(spec.name, args.inputs, args.output, weights=weights, recursive=args.recursive,
+    summary = predict_files(spec.name, args.inputs, args.output, weights=args.weights, recursive=args.recursive,
                             batch_size=args.batch_size, backend=args.backend, device=args.device,
                             precision=args.precision, cutout=args.cutout, save_prob=args.save_prob,
                             overwrite=args.overwrite, workers=args.workers, progress=not args.quiet,
-                            runtime=_runtime(args, spec))
+                            seed=args.seed)
     for failure in summary.failed:
         console.print(f"[red]failed[/] {failure['path']}: {failure['reason']}", highlight=False)
     speed = f", {summary.images_per_s:.1f} images/s" if summary.images_per_s else ""
@@ -74,11 +77,3 @@ def run(args) -> int:
         write_summary_json(summary, args.json)
     return 1 if summary.failed else 0
 
-
-def _runtime(args, spec):
-    """Open the runtime only when weights are given, so that a missing --weights fails with advice first."""
-    if args.weights is None:
-        from ..weights import load_weights
-
-        load_weights(None, spec, None)  # raises WeightsError with how to get the checkpoint
-    return None  # predict_files opens it lazily when there is work to do

@@ -11,6 +11,7 @@ fails in the runtime is retried one item at a time, so one bad input never loses
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -60,6 +61,12 @@ class StageTimes:
     failed: int = 0
     batches: int = 0
     batch_sizes: list[int] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, stage: str, seconds: float) -> None:
+        """Add seconds to a stage; called from worker threads, so the read-modify-write is locked."""
+        with self._lock:
+            setattr(self, stage, getattr(self, stage) + seconds)
 
     def to_dict(self) -> dict:
         return {
@@ -127,7 +134,7 @@ def stream_predictions(
         except Exception as exc:  # reported per item, never fatal for the run
             return _Prepared(item, error=exc)
         finally:
-            times.read += time.perf_counter() - t0
+            times.add("read", time.perf_counter() - t0)
 
     def finish(prep: _Prepared, outputs: list[np.ndarray]) -> Outcome:
         t0 = time.perf_counter()
@@ -138,7 +145,7 @@ def stream_predictions(
         except Exception as exc:
             return Outcome(prep.item, None, exc, prep.image if keep_images else None)
         finally:
-            times.decode += time.perf_counter() - t0
+            times.add("decode", time.perf_counter() - t0)
 
     def infer(batch: list[_Prepared]) -> list[tuple[_Prepared, list[np.ndarray] | BaseException]]:
         t0 = time.perf_counter()

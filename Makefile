@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/segdeploy demo -o runs/demo
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -1,7 +1,7 @@
 """Shared by cpu_compare.py and gpu_suite.py: peer runtimes, interleaved repeats, result files.
 
 A "peer" is what a user gets without segdeploy (plain ONNX Runtime, OpenVINO defaults, plain
-PyTorch); each is a small object with the runtime interface ``segdeploy.bench`` drives
+PyTorch); each is a small object with the runtime interface ``segdeploy.bench.harness`` drives
 (``run``, ``warmup``, ``describe``, and on CUDA ``run_device``), so peers and segdeploy's own
 runtimes are timed by the same harness, in one process, on one machine.
 """
@@ -33,7 +33,7 @@ def export_plain_onnx(model_name: str, input_size: tuple[int, int], folder: Path
     import torch
 
     from segdeploy import get_spec
-    from segdeploy.models import create_model
+    from segdeploy.zoo import create_model
 
     spec = get_spec(model_name)
     module = create_model(model_name, weights=weights)
@@ -126,7 +126,7 @@ class TorchEager:
                  compile_mode: str | None = None, weights: str = "random"):
         import torch
 
-        from segdeploy.models import create_model
+        from segdeploy.zoo import create_model
 
         self.torch = torch
         self.device = torch.device(device)
@@ -200,7 +200,7 @@ def run_variants(model: str, variants: list[Variant], *, batch_sizes: list[int],
     Interleaving spreads slow drifts (thermal, other processes) over all variants alike; the spread
     over rounds is the run-to-run noise a difference must exceed.
     """
-    from segdeploy.bench import benchmark
+    from segdeploy.bench.harness import benchmark
 
     for v in variants:
         try:
@@ -262,8 +262,8 @@ def fmt_rate(row: dict[str, Any] | None, prefix: str = "images_per_s") -> str:
 def segdeploy_runtime(model: str, device: str, precision: str | None = None, backend: str | None = None,
                       **options: Any):
     """Open segdeploy's own runtime: ``backend``/``precision`` None = what ``--backend auto`` picks."""
-    from segdeploy.commands.bench import resolve_auto
-    from segdeploy.runtimes import open_runtime
+    from segdeploy.cli.bench import resolve_auto
+    from segdeploy.backends import open_runtime
 
     if backend is None:
         backend, auto_precision = resolve_auto(model, "auto", "auto" if precision is None else precision, device)
@@ -274,7 +274,7 @@ def segdeploy_runtime(model: str, device: str, precision: str | None = None, bac
 
 def write_results(kind: str, payload: dict[str, Any], markdown: str, out_dir: Path, tag: str | None) -> tuple[Path, Path]:
     """Write ``<kind>_<date>[_tag].json`` and ``.md`` into ``out_dir`` (atomically)."""
-    from segdeploy.io.writers import atomic_write_text
+    from segdeploy.engine.writers import atomic_write_text
 
     stem = f"{kind}_{date.today().isoformat()}" + (f"_{tag}" if tag else "")
     json_path = atomic_write_text(out_dir / f"{stem}.json", json.dumps(payload, indent=2, default=str) + "\n")

@@ -85,7 +85,7 @@ def parse_args(argv=None):
 
 def calibration_images(n: int = 16) -> list:
     """Photo-like RGB images (the demo's generator) to calibrate int8 on; speed does not depend on them."""
-    from segdeploy.demo import render_sample
+    from segdeploy.recipes.demo import render_sample
 
     return [render_sample(i, seed=1).image for i in range(n)]
 
@@ -149,7 +149,7 @@ def markdown(payload: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from segdeploy.envinfo import environment
+    from segdeploy.core.environment import environment
 
     args = parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """GPU suite: every registry model on one CUDA GPU, plain PyTorch peers against segdeploy.
 
-Variants, timed in interleaved rounds by the same harness (``segdeploy.bench``):
+Variants, timed in interleaved rounds by the same harness (``segdeploy.bench.harness``):
 
 * ``eager32``    plain PyTorch eager fp32 (cudnn.benchmark on);
 * ``eager16cl``  eager fp16, channels_last;
@@ -14,7 +14,7 @@ Variants, timed in interleaved rounds by the same harness (``segdeploy.bench``):
 Two throughputs per batch size: host-to-host (``Runtime.run``: copies in and out included) and
 device-only (inputs already on the GPU, CUDA events around the forward; needs ``run_device``),
 the one comparable with PERFORMANCE.md §3 and the targets of §5. The JSON records device name,
-driver, clocks and library versions (``segdeploy.envinfo``).
+driver, clocks and library versions (``segdeploy.core.environment``).
 
 Without a CUDA device the script prints "skipped" and exits 0 without writing anything.
 A full sweep of all models takes longer than 10 minutes; split it with ``--models``.
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
         print("skipped: no CUDA device visible to torch; nothing measured, nothing written")
         return 0
     from segdeploy import get_spec, list_models
-    from segdeploy.envinfo import environment
+    from segdeploy.core.environment import environment
 
     models = list(MODELS) if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in list_models()]

@@ -1,4 +1,4 @@
-"""segdeploy.bench with fake runtimes: counting, inputs, end to end, renderings, CLI. No timed assertions."""
+"""segdeploy.bench.harness with fake runtimes: counting, inputs, end to end, renderings, CLI. No timed assertions."""
 
 import csv
 import io
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdeploy.bench import (
+from segdeploy.bench.harness import (
     MIN_BUFFERS,
     BenchReport,
     benchmark,
@@ -137,7 +137,7 @@ def test_host_memory_and_environment_recorded():
     r = report.results[0]
     assert r.host_peak_rss_bytes > 1 << 20 and r.host_peak_rss_scope in ("batch", "process")
     assert r.device_peak_bytes is None and r.split is None  # CPU run: no device numbers invented
-    assert report.environment  # from segdeploy.envinfo (or the documented fallback)
+    assert report.environment  # from segdeploy.core.environment (or the documented fallback)
     assert report.runtime == {"backend": "fake", "precision": "fp32", "provider": "numpy"}
 
 
@@ -221,7 +221,7 @@ def test_plot_written(tmp_path):
 @pytest.fixture
 def fake_runtimes(monkeypatch):
     opened = []
-    module = types.ModuleType("segdeploy.runtimes")
+    module = types.ModuleType("segdeploy.backends")
 
     class RuntimeUnavailable(RuntimeError):
         pass
@@ -238,12 +238,12 @@ def fake_runtimes(monkeypatch):
     module.RuntimeUnavailable = RuntimeUnavailable
     module.open_runtime = open_runtime
     module.select_auto = select_auto
-    monkeypatch.setitem(sys.modules, "segdeploy.runtimes", module)
+    monkeypatch.setitem(sys.modules, "segdeploy.backends", module)
     return opened
 
 
 def test_cli_writes_json_csv_plot_and_prints_json_numbers(tmp_path, fake_runtimes, capsys, monkeypatch):
-    from segdeploy.cli import main
+    from segdeploy.cli.main import main
 
     monkeypatch.setenv("COLUMNS", "250")  # rich would squeeze the table into 80 columns
 
@@ -261,14 +261,14 @@ def test_cli_writes_json_csv_plot_and_prints_json_numbers(tmp_path, fake_runtime
     assert len((tmp_path / "r.csv").read_text().splitlines()) == 3
     printed = capsys.readouterr().out
     for r in report.results:  # the images/s shown in the table are the JSON's, formatted
-        from segdeploy.bench import _fmt
+        from segdeploy.bench.harness import _fmt
 
         assert _fmt(r.images_per_s) in printed
     assert f"best: batch {report.best_batch_size}" in printed
 
 
 def test_cli_rejects_iters_with_duration(fake_runtimes):
-    from segdeploy.cli import main
+    from segdeploy.cli.main import main
 
     with pytest.raises(SystemExit):
         main(["bench", "u2netp", "--iters", "3", "--duration", "1"])
@@ -328,7 +328,7 @@ class _CpuStandInForCuda:
         return 1000, 2000, 3000
 
     def timer(self):
-        from segdeploy.timing import now
+        from segdeploy.bench.timing import now
 
         class T:
             def start(self):
@@ -361,7 +361,7 @@ class DeviceFake(FakeRuntime):
 
 @pytest.mark.parametrize("with_run_device", [True, False])
 def test_cuda_code_path_with_cpu_stand_in(monkeypatch, with_run_device):
-    import segdeploy.bench as bench
+    import segdeploy.bench.harness as bench
 
     monkeypatch.setattr(bench, "_Cuda", _CpuStandInForCuda)
     fake = DeviceFake() if with_run_device else FakeRuntime()

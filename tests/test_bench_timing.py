@@ -1,4 +1,4 @@
-"""Arithmetic of segdeploy.timing and segdeploy.flops, against hand-computed cases."""
+"""Arithmetic of segdeploy.bench.timing and segdeploy.bench.flops, against hand-computed cases."""
 
 import importlib.util
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from segdeploy.timing import LatencyStats, achieved_tflops, percentile, share_of_limit, throughput
+from segdeploy.bench.timing import LatencyStats, achieved_tflops, percentile, share_of_limit, throughput
 
 
 def test_percentile_linear_interpolation_by_hand():
@@ -99,7 +99,7 @@ class _Tiny:
 @pytest.mark.parametrize("batch", [1, 3])
 def test_flops_tiny_network_by_hand(use_meta, batch):
     pytest.importorskip("torch")
-    from segdeploy.flops import count_flops
+    from segdeploy.bench.flops import count_flops
 
     count = count_flops(_Tiny.build(), (5, 7), batch=batch, use_meta=use_meta)
     assert count.macs == _Tiny.MACS
@@ -112,7 +112,7 @@ def test_flops_tiny_network_by_hand(use_meta, batch):
 
 def test_flops_leave_module_untouched():
     torch = pytest.importorskip("torch")
-    from segdeploy.flops import count_flops
+    from segdeploy.bench.flops import count_flops
 
     net = _Tiny.build()
     before = {k: v.clone() for k, v in net.state_dict().items()}
@@ -131,8 +131,8 @@ def test_flops_leave_module_untouched():
 ])
 def test_flops_registry_models_match_models_md(name, size, gflop):
     pytest.importorskip("torch")
-    from segdeploy.flops import flops_for_model
-    from segdeploy.specs import get_spec
+    from segdeploy.bench.flops import flops_for_model
+    from segdeploy.core.registry import get_spec
 
     module = get_spec(name).builder.partition(":")[0]
     if importlib.util.find_spec(module) is None:

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from segdeploy.compare import (  # noqa: E402
+from segdeploy.verify.compare import (  # noqa: E402
     DEFAULT_TOLERANCES,
     Tolerance,
     _TaskAccumulator,
@@ -18,9 +18,9 @@ from segdeploy.compare import (  # noqa: E402
     tensor_errors,
     tolerance_for,
 )
-from segdeploy.runtimes import available_backends  # noqa: E402
-from segdeploy.specs import get_spec, list_models  # noqa: E402
-from segdeploy.transforms import Prediction  # noqa: E402
+from segdeploy.backends import available_backends  # noqa: E402
+from segdeploy.core.registry import get_spec, list_models  # noqa: E402
+from segdeploy.engine.transforms import Prediction  # noqa: E402
 
 SIZES = {"u2net": 64, "u2netp": 64, "unet_carvana": 64, "unetpp_dsb2018": 96, "unetpp_dsb2018_nearest": 96,
          "unetpp_bigmb": 64, "unet_bigmb": 64, "wseg_voc": 64}
@@ -76,7 +76,7 @@ def test_mask_iou_is_pooled_and_floored_for_tiny_masks():
 
 
 def test_degenerate_outputs_are_counted_only_where_the_reference_varies():
-    from segdeploy.compare import _OutputAccumulator
+    from segdeploy.verify.compare import _OutputAccumulator
 
     acc = _OutputAccumulator("d0")
     varying = np.linspace(0, 1, 16, dtype=np.float32).reshape(1, 1, 4, 4)
@@ -100,7 +100,7 @@ def test_tolerance_overrides():
 
 
 def test_parse_cli_tolerances():
-    from segdeploy.commands.compare import parse_tolerances
+    from segdeploy.cli.compare import parse_tolerances
 
     assert parse_tolerances(["mask_iou=0.9"]) == {"mask_iou": 0.9}
     both = parse_tolerances(["mask_iou=0.9", "bf16.map_mae=0.005"])
@@ -151,7 +151,7 @@ def test_every_model_converts_faithfully_on_cpu_runtimes(name):
 def test_wrong_resize_mode_fails_naming_output_and_measure(tmp_path):
     import onnx
 
-    from segdeploy.export import cached_export
+    from segdeploy.convert.export import cached_export
 
     good = cached_export("u2netp", "random", input_size=(64, 64))
     model = onnx.load(str(good))
@@ -202,7 +202,7 @@ def test_unavailable_rows_do_not_fail_unless_required():
 
 
 def test_report_json_round_trip(tmp_path):
-    from segdeploy.compare import write_report
+    from segdeploy.verify.compare import write_report
 
     report = compare("unetpp_dsb2018", "random", backends=["torch"], precisions=["fp32", "bf16"],
                      images=_images(3, 32, 32), input_size=(32, 32), batch_size=2)
@@ -229,7 +229,7 @@ def test_ground_truth_metric_change_is_reported():
 
 
 def _write_images(folder, images) -> None:
-    from segdeploy.io.writers import write_png
+    from segdeploy.engine.writers import write_png
 
     folder.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(images):
@@ -237,7 +237,7 @@ def _write_images(folder, images) -> None:
 
 
 def test_cli_compare_writes_json_and_exits_zero(tmp_path, capsys):
-    from segdeploy.cli import main
+    from segdeploy.cli.main import main
 
     _write_images(tmp_path / "imgs", _images(2, 32, 40))
     out = tmp_path / "cmp.json"
@@ -251,7 +251,7 @@ def test_cli_compare_writes_json_and_exits_zero(tmp_path, capsys):
 
 
 def test_cli_compare_exits_nonzero_on_failure_and_when_nothing_runs(tmp_path, capsys):
-    from segdeploy.cli import main
+    from segdeploy.cli.main import main
 
     _write_images(tmp_path / "imgs", _images(2, 32, 32))
     common = ["compare", "unetpp_dsb2018", "--weights", "random", "--images", str(tmp_path / "imgs"),
@@ -272,8 +272,8 @@ def test_cli_compare_exits_nonzero_on_failure_and_when_nothing_runs(tmp_path, ca
 
 
 def test_cli_compare_dataset_pairs(tmp_path, capsys):
-    from segdeploy.cli import main
-    from segdeploy.io.writers import write_png
+    from segdeploy.cli.main import main
+    from segdeploy.engine.writers import write_png
 
     images = _images(2, 32, 32)
     _write_images(tmp_path / "images", images)

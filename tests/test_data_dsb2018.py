@@ -103,7 +103,7 @@ def test_prepare_matches_direct_computation_and_is_idempotent(tmp_path):
 
 
 def test_prepare_cli_says_nothing_was_written(tmp_path, capsys):
-    from segdeploy.commands import prepare
+    from segdeploy.cli import prepare
 
     raw = make_dsb2018_tree(tmp_path / "raw", 3)
     parser = argparse.ArgumentParser()

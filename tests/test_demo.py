@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdeploy.cli import main
+from segdeploy.cli.main import main
 from segdeploy.data import get_layout
-from segdeploy.demo import DEMO_SIZES, SHAPES, render_sample, write_demo_dataset
-from segdeploy.report import SECTIONS, validate_results
+from segdeploy.recipes.demo import DEMO_SIZES, SHAPES, render_sample, write_demo_dataset
+from segdeploy.report.render import SECTIONS, validate_results
 
 
 def _digest(root: Path) -> dict[str, str]:

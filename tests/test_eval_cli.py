@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from segdeploy.cli import main
+from segdeploy.cli.main import main
 from tests.helpers_datasets import make_carvana_tree, make_dsb2018_tree, make_ecssd_tree, make_voc_tree
 
 RECORD_FIELDS = {"model", "weights", "dataset", "images_scored", "images_skipped", "skipped", "metrics",
@@ -41,7 +41,7 @@ def test_u2netp_on_ecssd(tmp_path):
 
     # the saved masks are exactly what was scored: re-scoring them gives the same numbers
     from segdeploy.data import get_layout
-    from segdeploy.metrics.saliency import SaliencyMetrics
+    from segdeploy.tasks.metrics.saliency import SaliencyMetrics
 
     layout = get_layout("ecssd", root, strict=False)
     metric = SaliencyMetrics()

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from segdeploy.export import (  # noqa: E402
+from segdeploy.convert.export import (  # noqa: E402
     ExportParityError,
     cached_export,
     export_onnx,
@@ -20,8 +20,9 @@ from segdeploy.export import (  # noqa: E402
     read_metadata,
     sidecar_path,
 )
-from segdeploy.models import create_model  # noqa: E402
-from segdeploy.specs import Decode, ModelSpec, Preprocess, get_spec, list_models  # noqa: E402
+from segdeploy.zoo import create_model  # noqa: E402
+from segdeploy.core.specs import Decode, ModelSpec, Preprocess  # noqa: E402
+from segdeploy.core.registry import get_spec, list_models
 
 # Small export sizes: fast, and divisible by each network's pooling depth.
 SIZES = {"u2net": 64, "u2netp": 64, "unet_carvana": 64, "unetpp_dsb2018": 96, "unetpp_dsb2018_nearest": 96,
@@ -213,14 +214,14 @@ def test_cached_export_is_reused_and_rebuilt_when_invalid(tmp_path, monkeypatch)
 
 
 def test_weights_tags_name_the_weights():
-    from segdeploy.export import weights_tag
+    from segdeploy.convert.export import weights_tag
 
     assert weights_tag({"kind": "random", "seed": 3}) == "random3"
     assert weights_tag({"kind": "file", "sha256": "ab" * 32}) == "ab" * 6
 
 
 def test_missing_weights_explain_how_to_get_them(tmp_path):
-    from segdeploy.weights import WeightsError
+    from segdeploy.zoo.checkpoints import WeightsError
 
     with pytest.raises(WeightsError, match="random"):
         cached_export("u2netp", None)

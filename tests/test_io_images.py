@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdeploy.io.images import ImageReadError, find_images, read_image
-from segdeploy.io.writers import atomic_write_bytes, voc_palette, write_png
+from segdeploy.engine.images import ImageReadError, find_images, read_image
+from segdeploy.engine.writers import atomic_write_bytes, voc_palette, write_png
 from tests.image_zoo import exif_rotated_jpeg, make_mixed_folder, photo
 
 

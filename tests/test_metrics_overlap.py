@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segdeploy.metrics import Metric
-from segdeploy.metrics.overlap import BinaryOverlap, Dice, IoU
+from segdeploy.tasks.metrics import Metric
+from segdeploy.tasks.metrics.overlap import BinaryOverlap, Dice, IoU
 
 torch = pytest.importorskip("torch")
 tmc = pytest.importorskip("torchmetrics.functional.classification")

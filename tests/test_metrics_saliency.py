@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 import pytest
 
-from segdeploy.metrics import Metric
-from segdeploy.metrics.saliency import (
+from segdeploy.tasks.metrics import Metric
+from segdeploy.tasks.metrics.saliency import (
     EMeasure,
     FMeasure,
     MAE,

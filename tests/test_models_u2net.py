@@ -2,7 +2,7 @@
 
 Golden fixtures (tests/fixtures/golden/u2net*.npz) were produced by running the UPSTREAM
 xuebinqin/U-2-Net model/u2net.py module (not this package's code) with the weights
-``segdeploy.weights.random_state_dict(<module>, seed)`` loaded strictly into it.
+``segdeploy.zoo.checkpoints.random_state_dict(<module>, seed)`` loaded strictly into it.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from segdeploy.models import create_model
-from segdeploy.specs import get_spec
-from segdeploy.weights import WeightsError, manifest, random_state_dict
+from segdeploy.zoo import create_model
+from segdeploy.core.registry import get_spec
+from segdeploy.zoo.checkpoints import WeightsError, manifest, random_state_dict
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 CASES = [("u2netp", "u2netp_64"), ("u2netp", "u2netp_odd"), ("u2net", "u2net_odd")]

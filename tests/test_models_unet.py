@@ -1,7 +1,7 @@
 """UNet-family networks (milesial UNet, 4uiiurz1 / bigmb UNet++, bigmb U_Net) against their upstreams.
 
 Golden files in tests/fixtures/golden/ were produced by running the UPSTREAM modules (outside this
-repository) with segdeploy.weights.random_state_dict(<segdeploy module>, seed) loaded strictly, in
+repository) with segdeploy.zoo.checkpoints.random_state_dict(<segdeploy module>, seed) loaded strictly, in
 float64, on the stored seeded input. A failing golden means the architecture differs from upstream.
 """
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from segdeploy.models import create_model
-from segdeploy.specs import get_spec
-from segdeploy.weights import WeightsError, manifest, random_state_dict
+from segdeploy.zoo import create_model
+from segdeploy.core.registry import get_spec
+from segdeploy.zoo.checkpoints import WeightsError, manifest, random_state_dict
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 MODELS = ["unet_carvana", "unetpp_dsb2018", "unetpp_dsb2018_nearest", "unetpp_bigmb", "unet_bigmb"]
@@ -101,7 +101,7 @@ def test_size_not_multiple_of_16_is_a_clear_error(name):
 
 
 def test_nested_unet_rejects_unknown_upsample_mode():
-    from segdeploy.models.nested_unet import NestedUNet
+    from segdeploy.zoo.nested_unet import NestedUNet
 
     with pytest.raises(ValueError, match="upsample"):
         NestedUNet(upsample="bicubic")

@@ -2,7 +2,7 @@
 
 Golden files (tests/fixtures/golden/wseg_voc*.npz) come from the UPSTREAM visinf/1-stage-wseg model
 (built as get_model(cfg.NET) with configs/voc_resnet38.yaml) carrying
-``segdeploy.weights.random_state_dict(SoftMaxAE(), seed)``, in eval mode:
+``segdeploy.zoo.checkpoints.random_state_dict(SoftMaxAE(), seed)``, in eval mode:
 
 - wseg_voc.npz: 1x3x64x80 input, raw random weights (near one-hot masks);
 - wseg_voc_b2.npz: 2x3x44x52 input (odd stride-4/8 sizes 11x13 and 6x7) with the last 1x1 conv
@@ -19,9 +19,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segdeploy.models import create_model
-from segdeploy.models.wseg import PAMR, SoftMaxAE
-from segdeploy.weights import manifest
+from segdeploy.zoo import create_model
+from segdeploy.zoo.wseg import PAMR, SoftMaxAE
+from segdeploy.zoo.checkpoints import manifest
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 # MODELS.md table: upstream get_model(cfg.NET, num_classes=21) parameter count.

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from segdeploy import get_spec
-from segdeploy.pipeline import StageTimes, stream_predictions
+from segdeploy.engine.pipeline import StageTimes, stream_predictions
 from tests.image_zoo import photo
 
 
@@ -69,7 +69,7 @@ def test_failing_batch_is_retried_item_by_item():
 
     runtime.run = run_poison
 
-    import segdeploy.pipeline as pipeline_module
+    import segdeploy.engine.pipeline as pipeline_module
     original = pipeline_module.preprocess_with_valid
 
     def tagged(image, spec_):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdeploy.cli import main
+from segdeploy.cli.main import main
 from tests.image_zoo import make_mixed_folder, photo
 
 

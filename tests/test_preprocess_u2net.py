@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segdeploy.specs import IMAGENET_MEAN, IMAGENET_STD, get_spec
+from segdeploy.core.specs import IMAGENET_MEAN, IMAGENET_STD
 
-transforms = pytest.importorskip("segdeploy.transforms")
+from segdeploy.core.registry import get_spec
+
+transforms = pytest.importorskip("segdeploy.engine.transforms")
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 STD = np.asarray(IMAGENET_STD)[:, None, None]

@@ -1,4 +1,4 @@
-"""segdeploy.transforms.preprocess against the UNet-family upstream preprocessing.
+"""segdeploy.engine.transforms.preprocess against the UNet-family upstream preprocessing.
 
 Fixtures were produced outside the repository by the upstream pipelines on a seeded photo-like RGB
 image (``image``): milesial BasicDataset.preprocess (scale 0.5, PIL BICUBIC, /255); 4uiiurz1 val
@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segdeploy.specs import IMAGENET_STD, get_spec
+from segdeploy.core.specs import IMAGENET_STD
 
-# segdeploy.transforms was written concurrently; skip (not fail) where it is absent.
-transforms = pytest.importorskip("segdeploy.transforms")
+from segdeploy.core.registry import get_spec
+
+# segdeploy.engine.transforms was written concurrently; skip (not fail) where it is absent.
+transforms = pytest.importorskip("segdeploy.engine.transforms")
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 

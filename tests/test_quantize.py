@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from segdeploy.export import cached_export, is_quantized, read_metadata  # noqa: E402
-from segdeploy.quantize import cached_quantize, quantize_onnx  # noqa: E402
-from segdeploy.runtimes import available_backends, open_runtime  # noqa: E402
+from segdeploy.convert.export import cached_export, is_quantized, read_metadata  # noqa: E402
+from segdeploy.convert.quantize import cached_quantize, quantize_onnx  # noqa: E402
+from segdeploy.backends import available_backends, open_runtime  # noqa: E402
 
 HAVE_OV = available_backends()["openvino"] is None
 
@@ -29,7 +29,7 @@ def _images(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def calib_dir(tmp_path_factory):
-    from segdeploy.io.writers import write_png
+    from segdeploy.engine.writers import write_png
 
     folder = tmp_path_factory.mktemp("calib")
     for i, image in enumerate(_images(6, 64, seed=1)):
@@ -76,7 +76,7 @@ def test_int8_runs_on_openvino_in_int8(u2netp_int8):
 
 
 def test_compare_reports_int8_agreement_on_both_cpu_runtimes(u2netp_int8):
-    from segdeploy.compare import compare
+    from segdeploy.verify.compare import compare
 
     combos = [("onnxruntime", "int8")] + ([("openvino", "int8")] if HAVE_OV else [])
     report = compare("u2netp", "random", combos=combos, images=_images(4, 64, seed=2), input_size=(64, 64),
@@ -90,8 +90,8 @@ def test_compare_reports_int8_agreement_on_both_cpu_runtimes(u2netp_int8):
 
 
 def test_open_runtime_quantizes_into_the_cache_from_calibration_images(calib_dir):
-    from segdeploy.export import spec_with_input_size
-    from segdeploy.specs import get_spec
+    from segdeploy.convert.export import spec_with_input_size
+    from segdeploy.core.registry import get_spec
 
     spec = spec_with_input_size(get_spec("unetpp_dsb2018"), (32, 32))
     rt = open_runtime("unetpp_dsb2018", "onnxruntime", precision="int8", weights="random", spec=spec,
@@ -114,7 +114,7 @@ def test_calibration_errors_name_the_folder(tmp_path):
 
 
 def test_cli_quantize(tmp_path, calib_dir, capsys):
-    from segdeploy.cli import main
+    from segdeploy.cli.main import main
 
     out = tmp_path / "q.onnx"
     code = main(["quantize", "unetpp_dsb2018", "--weights", "random", "--calib", str(calib_dir), "-o", str(out),

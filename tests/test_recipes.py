@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from segdeploy.data import list_layouts
-from segdeploy.recipes import RECIPES, get_recipe, list_recipes
-from segdeploy.runner import resolve_options
-from segdeploy.specs import get_spec, list_models
+from segdeploy.recipes.catalog import RECIPES, get_recipe, list_recipes
+from segdeploy.recipes.runner import resolve_options
+from segdeploy.core.registry import get_spec, list_models
 
 SHARED = Path("/work/shared")
 

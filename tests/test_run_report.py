@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from segdeploy.cli import main
-from segdeploy.recipes import RECIPES
-from segdeploy.report import (
+from segdeploy.cli.main import main
+from segdeploy.recipes.catalog import RECIPES
+from segdeploy.report.render import (
     RESULTS_SCHEMA,
     SECTIONS,
     STEP_NAMES,
@@ -179,8 +179,8 @@ def test_steps_without_input_are_skipped_with_reasons(tmp_path, cache):
 
 
 def test_an_uninstalled_backend_is_skipped_not_failed(tmp_path, cache, monkeypatch):
-    from segdeploy.runner import run_recipe
-    from segdeploy.runtimes import get_runtime_class
+    from segdeploy.recipes.runner import run_recipe
+    from segdeploy.backends import get_runtime_class
 
     openvino = get_runtime_class("openvino")
     monkeypatch.setattr(openvino, "is_available", classmethod(lambda cls: False))

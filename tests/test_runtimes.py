@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from segdeploy.runtimes import (  # noqa: E402
+from segdeploy.backends import (  # noqa: E402
     RuntimeUnavailable,
     available_backends,
     backend_names,
@@ -18,7 +18,7 @@ from segdeploy.runtimes import (  # noqa: E402
     physical_cores,
     select_auto,
 )
-from segdeploy.specs import get_spec  # noqa: E402
+from segdeploy.core.registry import get_spec  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 SPEC = get_spec("u2netp")
@@ -44,7 +44,7 @@ def reference(batch):
 
 @pytest.fixture(scope="module")
 def onnx_path():
-    from segdeploy.export import cached_export
+    from segdeploy.convert.export import cached_export
 
     return cached_export("u2netp", "random", input_size=(64, 64))
 
@@ -197,7 +197,7 @@ def test_torch_bf16_autocast_on_cpu(batch, reference):
 
 
 def test_a_module_passed_in_is_not_modified():
-    from segdeploy.models import create_model
+    from segdeploy.zoo import create_model
 
     module = create_model("unetpp_dsb2018", "random")
     try:
@@ -222,7 +222,7 @@ def test_physical_cores_is_positive():
 @pytest.mark.parametrize("precision,options", [("fp16", {}), ("bf16", {}), ("fp16", {"channels_last": True, "cast": "half"}),
                                                ("fp16", {"cuda_graph": True})])
 def test_torch_cuda_precisions_pass_compare(precision, options):
-    from segdeploy.compare import compare
+    from segdeploy.verify.compare import compare
 
     images = [np.random.default_rng(i).integers(0, 256, (64, 80, 3), dtype=np.uint8) for i in range(4)]
     report = compare("u2netp", "random", backends=["torch"], precisions=[precision], images=images, device="cuda",
@@ -236,7 +236,7 @@ def test_torch_cuda_precisions_pass_compare(precision, options):
 @pytest.mark.slow
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 def test_torch_cuda_compiled_passes_compare():
-    from segdeploy.compare import compare
+    from segdeploy.verify.compare import compare
 
     images = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(2)]
     report = compare("unetpp_dsb2018", "random", backends=["torch"], precisions=["fp16"], images=images,

@@ -5,12 +5,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from segdeploy import get_spec
-from segdeploy.transforms import decode, preprocess, preprocess_batch, preprocess_with_valid, target_size
+from segdeploy.engine.transforms import decode, preprocess, preprocess_batch, preprocess_with_valid, target_size
 from tests.image_zoo import photo
 
 
 def test_resize_back_matches_torch_interpolate():
-    from segdeploy.transforms import _resize_float
+    from segdeploy.tasks.base import resize_float as _resize_float
 
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((21, 37, 53)).astype(np.float32)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdeploy.wseg_protocol import (
+from segdeploy.zoo.wseg_protocol import (
     MultiScaleMeta,
     dense_crf,
     make_views,
@@ -220,7 +220,7 @@ def test_run_protocol_wiring():
 
 
 def test_crf_accepts_read_only_image():
-    from segdeploy.wseg_protocol import dense_crf
+    from segdeploy.zoo.wseg_protocol import dense_crf
 
     image = np.zeros((12, 16, 3), np.uint8)
     image[:, 8:] = 200

@@ -11,19 +11,30 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "list_models": "segdeploy.specs",
-    "get_spec": "segdeploy.specs",
-    "ModelSpec": "segdeploy.specs",
-    "create_model": "segdeploy.models",
-    "load_weights": "segdeploy.weights",
-    "read_image": "segdeploy.io.images",
-    "preprocess": "segdeploy.transforms",
-    "decode": "segdeploy.transforms",
-    "predict": "segdeploy.prediction",
-    "evaluate": "segdeploy.evaluation",
-    "open_runtime": "segdeploy.runtimes",
-    "export_onnx": "segdeploy.export",
-    "benchmark": "segdeploy.bench",
+    # registry and specs
+    "list_models": "segdeploy.core.registry",
+    "get_spec": "segdeploy.core.registry",
+    "register_model": "segdeploy.core.registry",
+    "ModelSpec": "segdeploy.core.specs",
+    "Preprocess": "segdeploy.core.specs",
+    "Decode": "segdeploy.core.specs",
+    "WeightsVariant": "segdeploy.core.specs",
+    "SegdeployError": "segdeploy.core.errors",
+    # networks and weights
+    "create_model": "segdeploy.zoo",
+    "load_weights": "segdeploy.zoo.checkpoints",
+    # engine and jobs
+    "read_image": "segdeploy.engine.images",
+    "preprocess": "segdeploy.engine.transforms",
+    "decode": "segdeploy.engine.transforms",
+    "predict": "segdeploy.jobs.predict",
+    "evaluate": "segdeploy.jobs.evaluate",
+    # backends, conversion, verification, benchmarks, recipes
+    "open_runtime": "segdeploy.backends",
+    "export_onnx": "segdeploy.convert.export",
+    "compare": "segdeploy.verify.compare",
+    "benchmark": "segdeploy.bench.harness",
+    "run_recipe": "segdeploy.recipes.runner",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

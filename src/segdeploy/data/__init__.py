@@ -10,10 +10,10 @@ dut-omron, pairs), carvana, dsb2018 (raw or prepared 96x96) and voc2012. A root 
 raises :class:`DatasetError` naming what was expected and what was found.
 """
 
-from .base import DatasetError, Layout, Sample, read_id_list
-from .carvana import Carvana
-from .dsb2018 import DSB2018, PrepareReport, prepare_dsb2018
-from .registry import (
+from segdeploy.data.base import DatasetError, Layout, Sample, read_id_list
+from segdeploy.data.carvana import Carvana
+from segdeploy.data.dsb2018 import DSB2018, PrepareReport, prepare_dsb2018
+from segdeploy.data.registry import (
     LAYOUTS,
     add_dataset_arguments,
     get_layout,
@@ -22,8 +22,8 @@ from .registry import (
     layout_from_args,
     list_layouts,
 )
-from .sod import Pairs, SODLayout
-from .voc import VOC2012
+from segdeploy.data.sod import Pairs, SODLayout
+from segdeploy.data.voc import VOC2012
 
 __all__ = [
     "LAYOUTS",

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-#: Suffixes accepted for input images (lower case). Kept in step with segdeploy.io.images.
+#: Suffixes accepted for input images (lower case). Kept in step with segdeploy.engine.images.
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 #: Suffixes accepted for ground-truth masks (lower case). GIF is Carvana's mask format.
 MASK_SUFFIXES: tuple[str, ...] = (".png", ".gif", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -28,11 +28,7 @@ MASK_SUFFIXES: tuple[str, ...] = (".png", ".gif", ".bmp", ".jpg", ".jpeg", ".tif
 _SHOW = 5
 
 
-class DatasetError(ValueError):
-    """A dataset root, split file or ground-truth file does not match the expected layout.
-
-    The message says what was expected, what was found, and what to do about it.
-    """
+from segdeploy.core.errors import DatasetError  # noqa: E402  (defined in core, raised here)
 
 
 @dataclass(frozen=True)
@@ -436,7 +432,7 @@ class Layout:
 
     # ----------------------------------------------------------------- decoding
     def load_image(self, sample: Sample) -> np.ndarray:
-        """The input image as HxWx3 uint8 RGB (segdeploy.io.images.read_image)."""
+        """The input image as HxWx3 uint8 RGB (segdeploy.engine.images.read_image)."""
         return read_rgb(sample.image_path)
 
     def load_mask(self, sample: Sample) -> np.ndarray | None:
@@ -447,7 +443,7 @@ class Layout:
         """``(image HxWx3 uint8 RGB, mask HxW or None)``; the sizes are checked to agree.
 
         Raises:
-            segdeploy.io.images.ImageReadError: the image file cannot be decoded.
+            segdeploy.engine.images.ImageReadError: the image file cannot be decoded.
             DatasetError: the mask cannot be decoded, or its size differs from the image's.
         """
         image = self.load_image(sample)
@@ -470,11 +466,11 @@ class Layout:
 
 # --------------------------------------------------------------------- file decoding helpers
 def read_rgb(path: Path) -> np.ndarray:
-    """Read an input image as HxWx3 uint8 RGB through segdeploy.io.images.read_image.
+    """Read an input image as HxWx3 uint8 RGB through segdeploy.engine.images.read_image.
 
     The one place readers decode images, so a change of reader happens here only.
     """
-    from segdeploy.io.images import read_image
+    from segdeploy.engine.images import read_image
 
     return read_image(path)
 
@@ -567,7 +563,7 @@ def load_class_mask(path: Path, layout_name: str, num_classes: int, ignore_index
 
 def _voc_colors_to_ids(rgb: np.ndarray, path: Path, layout_name: str) -> np.ndarray:
     """Invert the PASCAL VOC colour map (class c ↔ bit-spread colour; 255 ↔ (224, 224, 192))."""
-    from segdeploy.io.writers import voc_palette
+    from segdeploy.engine.writers import voc_palette
 
     palette = np.asarray(voc_palette(256), dtype=np.int64).reshape(256, 3)
     code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import (
+from segdeploy.data.base import (
     IMAGE_SUFFIXES,
     MASK_SUFFIXES,
     DatasetError,
@@ -36,7 +36,7 @@ from .base import (
     load_binary_mask,
     pair_by_stem,
 )
-from .splits import SPLIT_ORDERS, ordered_ids, torch_val_indices
+from segdeploy.data.splits import SPLIT_ORDERS, ordered_ids, torch_val_indices
 
 #: (images, masks) folders as distributed / as the seed tooling arranges them, in search order.
 CARVANA_DIR_PAIRS = (

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import (
+from segdeploy.data.base import (
     DatasetError,
     Layout,
     Sample,
@@ -43,7 +43,7 @@ from .base import (
     read_id_list,
     select_ids,
 )
-from .splits import SPLIT_ORDERS, ordered_ids, sklearn_val_indices
+from segdeploy.data.splits import SPLIT_ORDERS, ordered_ids, sklearn_val_indices
 
 VAL_IDS_FILE = "val_ids.txt"
 MANIFEST_FILE = "prepare.json"
@@ -318,7 +318,7 @@ def _encode_png(array: np.ndarray) -> bytes:
 
 
 def _write_if_changed(path: Path, data: bytes) -> bool:
-    from segdeploy.io.writers import atomic_write_bytes
+    from segdeploy.engine.writers import atomic_write_bytes
 
     try:
         if path.read_bytes() == data:
@@ -382,7 +382,7 @@ def prepare_dsb2018(
 
     def work(sample: Sample) -> str:
         img, mask = prepare_sample(sample.image_path, sample.mask_paths, size)
-        from segdeploy.io.writers import atomic_write_bytes
+        from segdeploy.engine.writers import atomic_write_bytes
 
         atomic_write_bytes(images_dir / f"{sample.id}.png", _encode_png(img))
         atomic_write_bytes(masks_dir / f"{sample.id}.png", _encode_png(mask))

@@ -6,11 +6,11 @@ import argparse
 import os
 from typing import Any
 
-from .base import DatasetError, Layout
-from .carvana import Carvana
-from .dsb2018 import DSB2018
-from .sod import SOD_LAYOUTS, Pairs
-from .voc import VOC2012
+from segdeploy.data.base import DatasetError, Layout
+from segdeploy.data.carvana import Carvana
+from segdeploy.data.dsb2018 import DSB2018
+from segdeploy.data.sod import SOD_LAYOUTS, Pairs
+from segdeploy.data.voc import VOC2012
 
 LAYOUTS: dict[str, type[Layout]] = {cls.name: cls for cls in (*SOD_LAYOUTS, Pairs, Carvana, DSB2018, VOC2012)}
 

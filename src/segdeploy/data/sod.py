@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import (
+from segdeploy.data.base import (
     IMAGE_SUFFIXES,
     MASK_SUFFIXES,
     DatasetError,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import (
+from segdeploy.data.base import (
     DatasetError,
     Layout,
     Sample,

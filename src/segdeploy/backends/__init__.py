@@ -1,0 +1,164 @@
+"""Runtimes: run a registry model on PyTorch, ONNX Runtime or OpenVINO at a chosen precision.
+
+>>> rt = open_runtime("u2netp", backend="openvino", precision="bf16", weights="u2netp.pth")
+>>> outputs = rt.run(batch)            # list of float32 arrays, spec.output_names order
+>>> rt.describe()["inference_precision"]
+
+See :mod:`segdeploy.backends.base` for the protocol and each backend module for its options.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+from typing import Any
+
+from segdeploy.backends.base import (
+    PRECISIONS,
+    Runtime,
+    RuntimeUnavailable,
+    backend_names,
+    get_runtime_class,
+    physical_cores,
+    register_runtime,
+)
+
+_BUILTIN = ("torch_backend", "onnxruntime_backend", "openvino_backend")
+_loaded = False
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if not _loaded:
+        for name in _BUILTIN:
+            importlib.import_module(f"{__name__}.{name}")
+        _loaded = True
+
+
+def _spec_and_module(model):
+    """(spec, module or None) for a registry name, a ModelSpec or an nn.Module from create_model."""
+    from segdeploy.core.specs import ModelSpec
+    from segdeploy.core.registry import get_spec
+
+    if isinstance(model, (str, ModelSpec)):
+        return get_spec(model), None
+    spec = getattr(model, "segdeploy_spec", None)
+    if spec is None:
+        raise TypeError("model must be a registry name, a ModelSpec, or a module built by segdeploy.create_model")
+    return spec, model
+
+
+def open_runtime(
+    model,
+    backend: str = "torch",
+    device: str = "cpu",
+    precision: str = "fp32",
+    weights: str | os.PathLike | None = None,
+    onnx_path: str | os.PathLike | None = None,
+    *,
+    seed: int = 0,
+    spec=None,
+    export_options: dict[str, Any] | None = None,
+    calib=None,
+    num_calib: int | None = None,
+    **options: Any,
+) -> Runtime:
+    """Open ``model`` on one backend, device and precision; raise RuntimeUnavailable if it can't run.
+
+    Args:
+        model: registry name, ModelSpec, or an nn.Module from :func:`segdeploy.create_model`
+            (PyTorch runs a copy of it when a setting would change it in place; ONNX backends export it).
+        backend: "torch", "onnxruntime" or "openvino".
+        device: "cpu" or "cuda" ("cuda:N").
+        precision: "fp32", "fp16", "bf16" or "int8".
+        weights: checkpoint path or "random" (not needed with a module or with ``onnx_path``).
+        onnx_path: ONNX file for onnxruntime / openvino (int8: a quantized one). Without it the model
+            is exported to the cache (:func:`segdeploy.convert.export.cached_export`), reusing a valid export.
+        seed: seed of random weights.
+        spec: a ModelSpec to use instead of the model's own (e.g. a smaller preprocessing size).
+        export_options: keyword arguments for the cached export (input_size, opset, exporter, ...).
+        calib: for int8 without ``onnx_path``: calibration images (folder, paths or uint8 arrays);
+            the quantized model is cached like the export.
+        num_calib: calibration images used (default: :data:`segdeploy.convert.quantize.DEFAULT_NUM_CALIB`).
+        **options: backend options (see the backend's module docstring).
+
+    Raises:
+        RuntimeUnavailable: the backend library, device, provider or precision is not available here.
+        ValueError: bad argument (unknown backend, option, or an fp32 file for int8 ...).
+    """
+    cls = get_runtime_class(backend)
+    base_spec, module = _spec_and_module(model)
+    spec = spec or base_spec
+    cls.check(device, precision, options)
+    if backend == "torch":
+        if onnx_path is not None:
+            raise ValueError("the torch backend runs the PyTorch module; onnx_path is for onnxruntime / openvino")
+        if module is None:
+            from segdeploy.zoo import create_model
+
+            module = create_model(spec, weights, seed=seed)
+        elif _changes_module(device, precision, options):
+            module = copy.deepcopy(module)
+        runtime = cls(spec, device, precision, **options)
+        return runtime.load(module)
+
+    artifact = onnx_path
+    if artifact is None:
+        # The graph does not depend on the preprocessing, so the export (and its cache entry and
+        # metadata) is made from the model's own spec; ``spec`` only drives calibration and running.
+        source = module if module is not None else base_spec
+        if precision == "int8":
+            if calib is None:
+                raise ValueError(
+                    "int8 needs a quantized ONNX (onnx_path=..., made with `segdeploy quantize`) or calibration "
+                    "images (calib=FOLDER) to quantize one")
+            from segdeploy.convert.quantize import cached_quantize
+
+            artifact = cached_quantize(source, weights, calib, num_calib=num_calib, seed=seed, spec=spec,
+                                       export_options=export_options)
+        else:
+            from segdeploy.convert.export import cached_export
+
+            artifact = cached_export(source, weights, seed=seed, spec=base_spec, **(export_options or {}))
+    runtime = cls(spec, device, precision, **options)
+    return runtime.load(artifact)
+
+
+def _changes_module(device: str, precision: str, options: dict[str, Any]) -> bool:
+    return (device != "cpu" or options.get("channels_last") or
+            (precision in ("fp16", "bf16") and options.get("cast") == "half"))
+
+
+def available_backends() -> dict[str, str | None]:
+    """{backend: None if importable else the reason it is not}."""
+    return {name: None if get_runtime_class(name).is_available() else get_runtime_class(name).unavailable_reason()
+            for name in backend_names()}
+
+
+def select_auto(model=None, device: str = "cpu", precision: str | None = None) -> tuple[str, str]:
+    """The backend (and precision) segdeploy picks by default for a device.
+
+    CUDA: PyTorch (fp16 unless a precision is given). CPU: OpenVINO (the fastest CPU column of
+    PERFORMANCE.md §4), in bf16 when the CPU supports it and no precision is given, else fp32;
+    ONNX Runtime, then PyTorch, when OpenVINO is missing. Run ``segdeploy compare`` to confirm the
+    fidelity of a low-precision pick for your weights.
+    """
+    if str(device).startswith("cuda"):
+        get_runtime_class("torch").check(device, precision or "fp16", {})
+        return "torch", precision or "fp16"
+    if precision is None:
+        order = [("openvino", "bf16"), ("openvino", "fp32"), ("onnxruntime", "fp32"), ("torch", "fp32")]
+    else:
+        order = [(b, precision) for b in ("openvino", "onnxruntime", "torch")]
+    for backend, want in order:
+        try:
+            get_runtime_class(backend).check(device, want, {})
+        except (RuntimeUnavailable, ValueError):
+            continue
+        return backend, want
+    raise RuntimeUnavailable(f"no backend can run {precision or 'fp32'} on {device}")
+
+
+__all__ = ["open_runtime", "Runtime", "RuntimeUnavailable", "register_runtime", "get_runtime_class",
+           "backend_names", "available_backends", "select_auto", "physical_cores", "PRECISIONS"]

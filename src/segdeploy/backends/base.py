@@ -1,0 +1,179 @@
+"""The Runtime protocol: one interface over PyTorch, ONNX Runtime and OpenVINO.
+
+A runtime takes a preprocessed NCHW float32 batch and returns every network output as float32
+numpy arrays, batch axis first, in ``spec.output_names`` order, whatever precision it computes in.
+Asking for a device, provider or precision that is not there raises :class:`RuntimeUnavailable`
+(with the reason and what to install); a runtime never falls back silently.
+
+Life cycle: ``cls.check(device, precision, options)`` (cheap, before anything is built) ->
+``runtime = cls(spec, device, precision, **options)`` -> ``runtime.load(artifact)`` (an nn.Module
+for PyTorch, an ONNX file for the others) -> ``warmup(shape)`` -> ``run(batch)`` ... ->
+``describe()``. :func:`segdeploy.backends.open_runtime` does all of that.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from segdeploy.core.specs import ModelSpec
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+DEVICES = ("cpu", "cuda")
+
+
+from segdeploy.core.errors import RuntimeUnavailable  # noqa: E402  (defined in core, raised here)
+
+
+class Runtime(ABC):
+    """Base class of every backend. Subclasses set ``name`` and implement the abstract methods."""
+
+    name: ClassVar[str] = ""
+    #: the Python package the backend needs (checked by :meth:`is_available`)
+    library: ClassVar[str] = ""
+    #: precisions this backend can be asked for at all (availability is checked in ``check``)
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    #: option names ``__init__`` accepts besides device and precision
+    option_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, spec: ModelSpec, device: str = "cpu", precision: str = "fp32", **options: Any):
+        unknown = sorted(set(options) - set(self.option_names))
+        if unknown:
+            raise ValueError(
+                f"{self.name} runtime: unknown option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(self.option_names) or 'none'}")
+        self.spec = spec
+        self.device = device
+        self.precision = precision
+        self.options = options
+        self.loaded = False
+
+    # -- availability -------------------------------------------------------------------------
+    @classmethod
+    def is_available(cls) -> bool:
+        """True when the backend's library can be imported."""
+        try:
+            importlib.import_module(cls.library)
+        except ImportError:
+            return False
+        return True
+
+    @classmethod
+    def unavailable_reason(cls) -> str:
+        """Why :meth:`is_available` is False (what to install)."""
+        return f"{cls.name} is not installed"
+
+    @classmethod
+    def check(cls, device: str, precision: str, options: dict[str, Any] | None = None) -> None:
+        """Raise RuntimeUnavailable when this device / precision cannot run; cheap, builds nothing."""
+        if not cls.is_available():
+            raise RuntimeUnavailable(cls.unavailable_reason())
+        check_device_name(device)
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        if precision not in cls.precisions:
+            raise RuntimeUnavailable(
+                f"{cls.name} runtime does not offer {precision} (it offers {', '.join(cls.precisions)})")
+
+    # -- life cycle ---------------------------------------------------------------------------
+    @abstractmethod
+    def load(self, artifact: Any) -> "Runtime":
+        """Prepare the network from ``artifact`` (nn.Module or ONNX path); returns self."""
+
+    @abstractmethod
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """NCHW float32 batch -> float32 outputs (batch axis first) in ``spec.output_names`` order."""
+
+    def warmup(self, batch_shape: tuple[int, ...], iterations: int = 2) -> None:
+        """Run ``iterations`` untimed batches of ``batch_shape`` (non-zero data) to trigger lazy work
+        (kernel selection, compilation, memory pools) before anything is timed."""
+        rng = np.random.default_rng(12345)
+        batch = rng.standard_normal(tuple(batch_shape), dtype=np.float32)
+        for _ in range(iterations):
+            self.run(batch)
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """What actually runs: backend, library versions, device name, provider, precision, threads."""
+
+    # -- helpers for subclasses ----------------------------------------------------------------
+    def _check_batch(self, batch: np.ndarray) -> np.ndarray:
+        if not self.loaded:
+            raise RuntimeError(f"{self.name} runtime: call load() before run()")
+        if not isinstance(batch, np.ndarray):
+            raise TypeError(f"{self.name} runtime: run() takes a numpy array, got {type(batch).__name__}")
+        if batch.ndim != 4 or batch.shape[1] != 3:
+            raise ValueError(f"{self.name} runtime: expected an N x 3 x H x W batch, got shape {batch.shape}")
+        multiple = self.spec.preprocess.multiple_of
+        if multiple > 1 and (batch.shape[2] % multiple or batch.shape[3] % multiple):
+            raise ValueError(f"{self.spec.name} needs height and width divisible by {multiple}; "
+                             f"got {batch.shape[2]}x{batch.shape[3]}")
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec.name} {self.device} {self.precision}>"
+
+
+def check_device_name(device: str) -> None:
+    if device not in DEVICES and not str(device).startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}; choose cpu or cuda (cuda:N)")
+
+
+def physical_cores() -> int:
+    """Physical cores available to this process (hyper-threads counted once).
+
+    Counts distinct (physical id, core id) pairs in /proc/cpuinfo among the CPUs this process may
+    run on; falls back to the affinity set size, then os.cpu_count().
+    """
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        allowed = set(range(os.cpu_count() or 1))
+    cores: set[tuple[str, str]] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            processor = physical = None
+            for line in handle:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "processor":
+                    processor, physical = int(value), "0"
+                elif key == "physical id":
+                    physical = value
+                elif key == "core id" and processor in allowed:
+                    cores.add((physical or "0", value))
+    except (OSError, ValueError):
+        cores = set()
+    return max(1, len(cores) or len(allowed) or (os.cpu_count() or 1))
+
+
+_REGISTRY: dict[str, type[Runtime]] = {}
+
+
+def register_runtime(cls: type[Runtime]) -> type[Runtime]:
+    """Class decorator: make a backend available to :func:`open_runtime` under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_runtime_class(name: str) -> type[Runtime]:
+    from segdeploy.backends import _load_builtin  # the built-in backends register themselves on import
+
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(_REGISTRY)}") from None
+
+
+def backend_names() -> list[str]:
+    from segdeploy.backends import _load_builtin
+
+    _load_builtin()
+    return list(_REGISTRY)

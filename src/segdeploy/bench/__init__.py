@@ -1,0 +1,1 @@
+"""Benchmarking: pure-inference and end-to-end harness, device timing, FLOPs, renderings."""

@@ -1,0 +1,100 @@
+"""segdeploy eval: a model's accuracy on a dataset, by the seed guide's protocol."""
+
+from __future__ import annotations
+
+from segdeploy.cli.common import model_argument, runtime_arguments, size_hw, weights_argument
+
+DESCRIPTION = """\
+Score a model on a dataset read as distributed (ECSSD, DUTS-TE, MSRA-B, HKU-IS, PASCAL-S,
+DUT-OMRON, any --images/--masks pair, Carvana, DSB2018, VOC2012).
+
+Saliency models: maxF, meanF, adpF, MAE, S-measure, E-measure, weighted F (PySODMetrics
+conventions). Binary: Dice and IoU, per-image mean (headline) and pooled. Semantic: mIoU over 21
+classes (headline) and 20 foreground classes. Predictions are made at the ground truth's size;
+the ground truth is never resized. The JSON record names the weights (sha256), the split, the
+images counted and skipped (with reasons), the metric definitions and the runtime.
+"""
+
+EPILOG = """\
+examples:
+  segdeploy eval u2net --dataset ecssd --data-root ECSSD/ --weights u2net.pth --json ecssd.json
+  segdeploy eval unet_carvana --dataset carvana --data-root carvana/ --weights unet_carvana_scale0.5_epoch2.pth
+  segdeploy eval unetpp_dsb2018_nearest --dataset dsb2018 --data-root dsb2018_96/ --weights nested_unet.pth
+  segdeploy eval wseg_voc --dataset voc2012 --data-root VOCdevkit/ --weights model_enc_e020Xs0.928.pth \\
+      --protocol multiscale+crf
+"""
+
+
+def register(sub) -> None:
+    import argparse
+
+    parser = sub.add_parser("eval", help="score a model on a dataset", description=DESCRIPTION, epilog=EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    model_argument(parser)
+    parser.add_argument("--dataset", required=True, help="dataset layout name, or 'pairs' with --images/--masks")
+    parser.add_argument("--data-root", help="dataset folder as distributed")
+    parser.add_argument("--images", help="with --dataset pairs: folder of images")
+    parser.add_argument("--masks", help="with --dataset pairs: folder of masks (matched by file stem)")
+    parser.add_argument("--split-file", help="text file of ids to score (overrides the default split)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="dataset reader option (repeatable), e.g. split=val")
+    weights_argument(parser)
+    runtime_arguments(parser)
+    parser.add_argument("--limit", type=int, metavar="N", help="score only the first N images")
+    parser.add_argument("--save-masks", metavar="DIR", help="write the scored masks (<id>.png)")
+    parser.add_argument("--json", metavar="PATH", help="write the evaluation record")
+    parser.add_argument("--protocol", choices=("single", "multiscale", "multiscale+crf"), default="multiscale+crf",
+                        help="semantic models only: upstream wseg test protocol (default: multiscale+crf)")
+    parser.add_argument("--pad-size", type=size_hw, default=(1024, 1024), metavar="HxW",
+                        help="semantic multiscale: canvas size of each view (default 1024x1024, upstream)")
+    parser.add_argument("--scales", default="1,0.5,1.5,2", help="semantic multiscale: scales (default 1,0.5,1.5,2)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from segdeploy.jobs.evaluate import WsegOptions, evaluate, write_record
+
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
+        options[key] = value
+    if args.split_file:
+        options["split_file"] = args.split_file
+    root = args.data_root
+    if args.dataset == "pairs":
+        if not (args.images and args.masks):
+            raise ValueError("--dataset pairs needs --images DIR and --masks DIR")
+        options.update(images=args.images, masks=args.masks)
+        root = root or args.images
+    elif not root:
+        raise ValueError("--data-root is required (the dataset folder as distributed)")
+    wseg = WsegOptions(protocol=args.protocol, scales=tuple(float(s) for s in args.scales.split(",")),
+                       pad_size=tuple(args.pad_size))
+    record = evaluate(args.model, args.dataset, root, weights=args.weights, backend=args.backend,
+                      device=args.device, precision=args.precision, batch_size=args.batch_size, limit=args.limit,
+                      save_masks=args.save_masks, layout_options=options, wseg=wseg, progress=not args.quiet,
+                      seed=args.seed)
+    console = Console()
+    table = Table(title=f"{record['model']} on {record['dataset'].get('dataset', args.dataset)}: "
+                        f"{record['images_scored']} images scored, {record['images_skipped']} skipped")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in record["metrics"].items():
+        if not key.startswith("IoU/"):
+            table.add_row(key, f"{value:.4f}")
+    console.print(table)
+    for item in record["skipped"]:
+        console.print(f"[yellow]skipped[/] {item['file']}: {item['reason']}", highlight=False)
+    if record["weights"] and record["weights"].get("kind") == "random":
+        console.print("[yellow]note:[/] random weights — these scores are meaningless; pass the official "
+                      "checkpoint with --weights.")
+    if args.json:
+        write_record(record, args.json)
+        console.print(f"record written to {args.json}")
+    return 0 if record["images_scored"] else 1

@@ -1,0 +1,53 @@
+"""segdeploy info MODEL: everything the registry knows about one model."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("info", help="show a model's source, preprocessing, decoding and weights",
+                            description="Show where a model comes from, how its input is prepared, how its "
+                            "output is decoded, which checkpoint file it loads and what it is known to score.")
+    parser.add_argument("model", metavar="MODEL")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=run)
+
+
+def spec_dict(spec) -> dict:
+    data = spec.to_dict()
+    data.pop("builder_kwargs", None)
+    return data
+
+
+def run(args) -> int:
+    import json
+
+    from segdeploy.core.registry import get_spec
+
+    spec = get_spec(args.model)
+    data = spec_dict(spec)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=spec.title, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    pre, dec, w = spec.preprocess, spec.decode, spec.official
+    rows = [
+        ("name", spec.name), ("task", f"{spec.task} ({spec.num_classes} classes)"),
+        ("source", spec.source), ("licence", spec.license),
+        ("default input", "x".join(map(str, spec.input_size))),
+        ("preprocess", ", ".join(f"{k}={v}" for k, v in data["preprocess"].items() if v not in (None, 1, 1.0))),
+        ("decode", ", ".join(f"{k}={v}" for k, v in data["decode"].items() if v is not None)),
+        ("outputs", ", ".join(spec.output_names)),
+        ("checkpoint", w.file_name or "—"), ("link", w.url or "—"), ("how to get", w.how_to_get or "—"),
+        ("published", "; ".join(f"{k}: {v}" for k, v in w.published.items()) or "—"),
+    ]
+    if spec.notes:
+        rows.append(("notes", spec.notes))
+    for key, value in rows:
+        table.add_row(key, str(value))
+    Console().print(table)
+    return 0

@@ -1,0 +1,77 @@
+"""The ``segdeploy`` command: a thin layer over the Python API.
+
+Each subcommand lives in ``segdeploy/commands/<name>.py`` and defines ``register(subparsers)``.
+Command modules import torch / onnxruntime / openvino only inside their ``run`` functions, so
+``segdeploy --help`` and ``segdeploy list`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from segdeploy import __version__
+
+# Order is the order shown by --help: the seed guide's steps, then the one-command recipes.
+COMMANDS = ("list", "info", "predict", "export", "quantize", "compare", "eval", "bench", "prepare", "run", "demo")
+
+EPILOG = """\
+typical session:
+  segdeploy demo                                    # whole pipeline on bundled images, random weights
+  segdeploy list                                    # the model zoo
+  segdeploy predict u2net photos/ -o masks/ --weights u2net.pth
+  segdeploy export u2net --weights u2net.pth -o u2net.onnx
+  segdeploy compare u2netp --weights u2netp.pth --backends onnxruntime,openvino --images photos/
+  segdeploy eval u2net --dataset ecssd --data-root ECSSD/ --weights u2net.pth
+  segdeploy bench u2netp --backend openvino --batch-sizes 1,4,8
+  segdeploy run u2net-ecssd --data-root ECSSD/ --weights u2net.pth -o runs/u2net
+
+'segdeploy COMMAND --help' explains each command.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segdeploy",
+        description="Segmentation models from PyTorch checkpoint to fast, verified deployment: rebuild, "
+        "export, convert, compare, evaluate, benchmark.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"segdeploy {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"segdeploy.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"segdeploy.cli.{name}":
+                continue  # command not part of this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # known user errors get one clear line, not a traceback
+        from segdeploy.core.errors import is_user_error
+
+        if is_user_error(exc):
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            print(f"segdeploy {args.command}: error: {message}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""Post-training int8 quantization with calibration images: ``segdeploy quantize``.
+
+Method "ort-qdq": ONNX Runtime static quantization (``onnxruntime.quantization.quantize_static``)
+in QDQ format — QuantizeLinear/DequantizeLinear pairs around the quantized operators, which both
+ONNX Runtime (CPU) and OpenVINO (CPU, as FakeQuantize) execute as int8 kernels:
+
+* weights: int8, symmetric, per output channel;
+* activations: uint8, asymmetric, per tensor, ranges from MinMax calibration (or entropy /
+  percentile) over the calibration images, each preprocessed exactly as at inference
+  (``segdeploy.engine.images.read_image`` + ``segdeploy.engine.transforms.preprocess``), fed one at a time;
+* the fp32 graph is first prepared with ``quant_pre_process`` (shape inference, BatchNorm folding)
+  when that succeeds; ``op_types`` restricts which operators are quantized (default Conv,
+  ConvTranspose, MatMul, Gemm: the compute; resizes, pools and element-wise ops stay float).
+
+The file's ``metadata_props`` keep the fp32 export's entries and add ``segdeploy_quantization``
+(JSON: method, format, types, per-channel, calibration method, number and identity of the
+calibration images, the fp32 source's sha256). Written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from segdeploy.core.specs import ModelSpec
+
+from segdeploy.core.registry import get_spec
+
+DEFAULT_NUM_CALIB = 32
+METHODS = ("ort-qdq",)
+CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    path: str
+    model: str
+    source_onnx: str
+    method: str
+    calibrate_method: str
+    per_channel: bool
+    num_calib: int
+    calib_source: str
+    quantized_nodes: int
+    seconds: float
+    metadata: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _calib_entries(calib, spec: ModelSpec, num_calib: int) -> tuple[list[Any], str]:
+    """The first ``num_calib`` calibration entries (paths or arrays) and a description of them."""
+    from segdeploy.engine.images import find_images
+
+    if calib is None:
+        raise ValueError("quantization needs calibration images (a folder, image paths, or arrays)")
+    if isinstance(calib, (str, os.PathLike)):
+        calib = [calib]
+    entries: list[Any] = []
+    folders = []
+    for item in calib:
+        if isinstance(item, np.ndarray):
+            entries.append(item)
+        else:
+            found = [path for path, _ in find_images([item])]
+            if not found:
+                raise ValueError(f"{item}: no calibration images found")
+            entries.extend(found)
+            folders.append(str(item))
+        if len(entries) >= num_calib:
+            break
+    entries = entries[:num_calib]
+    if not entries:
+        raise ValueError("no calibration images given")
+    source = ", ".join(folders) if folders else f"{len(entries)} arrays"
+    return entries, source
+
+
+def _calib_identity(entries: list[Any]) -> str:
+    digest = hashlib.sha256()
+    for entry in entries:
+        if isinstance(entry, np.ndarray):
+            digest.update(str(entry.shape).encode() + str(entry.dtype).encode())
+            digest.update(np.ascontiguousarray(entry).tobytes())
+        else:
+            stat = Path(entry).stat()
+            digest.update(f"{Path(entry).resolve()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()
+
+
+def _calib_input(entry, spec: ModelSpec) -> np.ndarray:
+    """One calibration input, 1 x 3 x H x W float32."""
+    from segdeploy.engine.images import read_image
+    from segdeploy.engine.transforms import preprocess
+
+    if isinstance(entry, np.ndarray) and entry.dtype != np.uint8:
+        chw = np.asarray(entry, dtype=np.float32)  # already preprocessed (3 x H x W)
+        if chw.ndim != 3 or chw.shape[0] != 3:
+            raise ValueError(f"a float calibration array must be 3 x H x W, got {chw.shape}")
+    else:
+        image = entry if isinstance(entry, np.ndarray) else read_image(entry)
+        chw = preprocess(image, spec)
+    return chw[None]
+
+
+class ImageCalibrationReader:
+    """``onnxruntime.quantization.CalibrationDataReader`` over preprocessed calibration images."""
+
+    def __init__(self, entries: list[Any], spec: ModelSpec, input_name: str):
+        self.entries = entries
+        self.spec = spec
+        self.input_name = input_name
+        self._iter: Iterator[Any] | None = None
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._iter is None:
+            self._iter = iter(self.entries)
+        entry = next(self._iter, None)
+        if entry is None:
+            return None
+        return {self.input_name: _calib_input(entry, self.spec)}
+
+    def rewind(self) -> None:
+        self._iter = None
+
+
+def quantize_onnx(
+    model,
+    weights=None,
+    calib: str | os.PathLike | Iterable | None = None,
+    out_path: str | os.PathLike | None = None,
+    *,
+    method: str = "ort-qdq",
+    num_calib: int | None = None,
+    onnx_path: str | os.PathLike | None = None,
+    input_size: tuple[int, int] | None = None,
+    per_channel: bool = True,
+    calibrate_method: str = "minmax",
+    op_types: Iterable[str] | None = DEFAULT_OP_TYPES,
+    seed: int = 0,
+    spec: ModelSpec | None = None,
+    export_options: dict[str, Any] | None = None,
+) -> QuantizeResult:
+    """Quantize ``model`` to int8 (QDQ ONNX) calibrating on ``calib`` images.
+
+    Args:
+        model: registry name, ModelSpec, or module from create_model.
+        weights: checkpoint path or "random" (not needed with ``onnx_path`` or a module).
+        calib: folder of images, image paths, HxWx3 uint8 arrays or preprocessed 3xHxW float arrays.
+        out_path: destination ``.onnx``.
+        method: "ort-qdq" (the only one; see module doc).
+        num_calib: use the first N calibration images (default 32).
+        onnx_path: the fp32 ONNX to quantize (default: the cached export of model + weights).
+        input_size: (H, W) images are squashed to, instead of the spec's preprocessing size.
+        per_channel: per-output-channel weight scales.
+        calibrate_method: "minmax", "entropy" or "percentile".
+        op_types: operator types to quantize (None = every type ONNX Runtime can quantize).
+
+    Returns:
+        QuantizeResult (also written to ``<out_path>.json``).
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from segdeploy.convert.export import cached_export, read_metadata, set_metadata, spec_with_input_size
+    from segdeploy.engine.writers import NEW_FILE_MODE, atomic_write_text
+    from segdeploy.zoo.checkpoints import file_sha256
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if calibrate_method not in CALIBRATE_METHODS:
+        raise ValueError(f"calibrate_method must be one of {', '.join(CALIBRATE_METHODS)}")
+    if out_path is None:
+        raise ValueError("quantize_onnx needs out_path")
+    started = time.perf_counter()
+    num_calib = int(num_calib or DEFAULT_NUM_CALIB)
+    base_spec = _own_spec(model, spec)
+    spec = spec or base_spec
+    if input_size is not None:
+        spec = spec_with_input_size(spec, tuple(input_size))
+    entries, calib_source = _calib_entries(calib, spec, num_calib)
+    if onnx_path is None:
+        onnx_path = cached_export(model if not isinstance(model, str) else base_spec, weights, seed=seed,
+                                  spec=base_spec, **(export_options or {}))
+    onnx_path = Path(onnx_path)
+    source_meta = read_metadata(onnx_path)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+
+    calib_methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                     "percentile": CalibrationMethod.Percentile}
+    with tempfile.TemporaryDirectory(prefix="segdeploy-quant-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        source = _pre_process(onnx_path, prepared)
+        input_name = onnx.load(str(source), load_external_data=False).graph.input[0].name
+        reader = ImageCalibrationReader(entries, spec, input_name)
+        quantized_tmp = Path(tmp) / "quantized.onnx"
+        try:
+            with _quiet_logging():
+                quantize_static(
+                    str(source), str(quantized_tmp), reader, quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(op_types) if op_types else None, per_channel=per_channel,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=calib_methods[calibrate_method],
+                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+                )
+        except Exception as exc:
+            raise RuntimeError(f"{spec.name}: ONNX Runtime quantize_static failed: {type(exc).__name__}: {exc}") from exc
+        proto = onnx.load(str(quantized_tmp))
+    quant_info = {
+        "method": method, "format": "QDQ", "activation_type": "uint8 asymmetric per-tensor",
+        "weight_type": "int8 symmetric " + ("per-channel" if per_channel else "per-tensor"),
+        "calibrate_method": calibrate_method, "num_calib": len(entries), "calib_source": calib_source,
+        "calib_identity": _calib_identity(entries)[:16], "op_types": list(op_types) if op_types else None,
+        "source_sha256": file_sha256(onnx_path),
+    }
+    metadata = dict(source_meta)
+    metadata["segdeploy_quantization"] = json.dumps(quant_info)
+    set_metadata(proto, metadata)
+    quantized_nodes = sum(node.op_type == "QuantizeLinear" for node in proto.graph.node)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    os.close(fd)
+    os.chmod(tmp_name, NEW_FILE_MODE)
+    try:
+        onnx.save_model(proto, tmp_name)
+        os.replace(tmp_name, out_path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    result = QuantizeResult(
+        path=str(out_path), model=spec.name, source_onnx=str(onnx_path), method=method,
+        calibrate_method=calibrate_method, per_channel=per_channel, num_calib=len(entries),
+        calib_source=calib_source, quantized_nodes=quantized_nodes, seconds=time.perf_counter() - started,
+        metadata=metadata)
+    atomic_write_text(str(out_path) + ".json", json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def _own_spec(model, spec: ModelSpec | None) -> ModelSpec:
+    """The spec the model itself carries (registry entry or a module's ``segdeploy_spec``)."""
+    if isinstance(model, (str, ModelSpec)):
+        return get_spec(model)
+    own = getattr(model, "segdeploy_spec", None) or spec
+    if own is None:
+        raise ValueError("a plain nn.Module needs spec=ModelSpec(...)")
+    return own
+
+
+@contextlib.contextmanager
+def _quiet_logging():
+    """ONNX Runtime's quantization tools log advice on the root logger; keep the console clean."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _pre_process(onnx_path: Path, prepared: Path) -> Path:
+    """``quant_pre_process`` (BatchNorm folding, shape inference) with symbolic shape inference, or
+    without it when that fails (the data-dependent Pad of milesial's UNet defeats it); the original
+    graph when both fail."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    for skip_symbolic in (False, True):
+        try:
+            with _quiet_logging():
+                quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=skip_symbolic)
+            return prepared
+        except Exception:  # noqa: BLE001 - try the next, more lenient preparation
+            continue
+    return onnx_path
+
+
+def cached_quantize(model, weights, calib, *, num_calib: int | None = None, seed: int = 0,
+                    spec: ModelSpec | None = None, export_options: dict[str, Any] | None = None,
+                    calibrate_method: str = "minmax") -> Path:
+    """Path of an int8 model of ``model`` calibrated on ``calib``, quantizing into the cache when needed.
+
+    The cache key covers the fp32 export (file name), the calibration images (paths, sizes and
+    modification times, or array bytes), their number and the calibration method.
+    """
+    from segdeploy.convert.export import cache_dir, cached_export
+
+    base_spec = _own_spec(model, None)
+    spec = spec or base_spec
+    num = int(num_calib or DEFAULT_NUM_CALIB)
+    entries, _ = _calib_entries(calib, spec, num)
+    fp32 = cached_export(model if not isinstance(model, str) else base_spec, weights, seed=seed, spec=base_spec,
+                         **(export_options or {}))
+    key = json.dumps({"fp32": fp32.name, "calib": _calib_identity(entries), "num": len(entries),
+                      "method": calibrate_method, "pre": [spec.preprocess.size, spec.preprocess.scale]},
+                     sort_keys=True, default=str)
+    path = cache_dir() / "onnx" / f"{fp32.stem}-int8-{hashlib.sha256(key.encode()).hexdigest()[:8]}.onnx"
+    if path.is_file() and Path(str(path) + ".json").is_file():
+        return path
+    quantize_onnx(model, weights, entries, path, num_calib=len(entries), onnx_path=fp32, seed=seed, spec=spec,
+                  calibrate_method=calibrate_method)
+    return path

@@ -1,0 +1,172 @@
+"""Model-specific preprocessing and output decoding, driven entirely by a ModelSpec.
+
+``preprocess`` turns an RGB uint8 image into the float32 CHW array the network was trained on;
+``decode`` turns one image's raw network outputs into a map and a mask at the original size.
+Each resampling convention reproduces the library the upstream code used (see ``Preprocess``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segdeploy.core.specs import ModelSpec
+from segdeploy.tasks import Prediction, get_task
+
+from segdeploy.core.registry import get_spec
+
+_PIL_FILTERS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST"}
+_CV2_FLAGS = {"bilinear": "INTER_LINEAR", "bicubic": "INTER_CUBIC", "nearest": "INTER_NEAREST"}
+
+
+def target_size(spec_pre, height: int, width: int) -> tuple[int, int]:
+    """The (H, W) an image of this size is resized to before it enters the network."""
+    if spec_pre.size is not None:
+        return tuple(spec_pre.size)
+    if spec_pre.scale is not None:
+        # milesial BasicDataset.preprocess: newW, newH = int(scale * w), int(scale * h) (truncation).
+        new_h, new_w = int(spec_pre.scale * height), int(spec_pre.scale * width)
+        if new_h < 1 or new_w < 1:
+            raise ValueError(f"image of {width}x{height} is too small for scale {spec_pre.scale}")
+        return new_h, new_w
+    return height, width
+
+
+def _linear_axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Half-pixel bilinear sampling along one axis: source index pairs and weights.
+
+    Source coordinate of output sample i is (i + 0.5) * n_in / n_out - 0.5. Indices outside
+    [0, n_in - 1] are returned as -1 / n_in so that the caller can read them as the constant 0.
+    """
+    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    lo = np.floor(src).astype(np.int64)
+    weight = src - lo
+    return lo, lo + 1, weight
+
+
+def resize_skimage_constant(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize as ``skimage.transform.resize(order=1, mode='constant', cval=0,
+    anti_aliasing=False)``: half-pixel sampling, samples that fall outside the image blend with 0
+    (only on an axis being enlarged), result clipped to the input's [min, max].
+
+    Args:
+        image: HxWxC float array in [0, 1].
+    Returns:
+        float64 HxWxC array.
+    """
+    padded = np.zeros((image.shape[0] + 2, image.shape[1] + 2, image.shape[2]), dtype=np.float64)
+    padded[1:-1, 1:-1] = image  # a ring of cval=0 so that index -1 and n read 0
+    r0, r1, wr = _linear_axis(image.shape[0], height)
+    c0, c1, wc = _linear_axis(image.shape[1], width)
+    r0, r1 = np.clip(r0 + 1, 0, image.shape[0] + 1), np.clip(r1 + 1, 0, image.shape[0] + 1)
+    c0, c1 = np.clip(c0 + 1, 0, image.shape[1] + 1), np.clip(c1 + 1, 0, image.shape[1] + 1)
+    rows = padded[r0] * (1 - wr)[:, None, None] + padded[r1] * wr[:, None, None]
+    out = rows[:, c0] * (1 - wc)[None, :, None] + rows[:, c1] * wc[None, :, None]
+    # skimage (0.14 _warps.resize → warp(clip=True)) clips the result to the input's value range.
+    return np.clip(out, image.min(), image.max())
+
+
+def resize_image(image: np.ndarray, height: int, width: int, interpolation: str, library: str) -> np.ndarray:
+    """Resize an HxWx3 uint8 image with the named library's convention.
+
+    Returns uint8 for "pil" and "cv2" (they resample uint8 images), float64 in [0, 1] for "skimage"
+    (skimage converts to float before resampling).
+    """
+    if library == "skimage":
+        if interpolation != "bilinear":
+            raise ValueError("the skimage convention is implemented for bilinear (order=1) only")
+        return resize_skimage_constant(image.astype(np.float64) / 255.0, height, width)
+    if image.shape[0] == height and image.shape[1] == width:
+        return image
+    if library == "pil":
+        from PIL import Image
+
+        resample = getattr(Image.Resampling, _PIL_FILTERS[interpolation])
+        return np.asarray(Image.fromarray(image).resize((width, height), resample=resample))
+    if library == "cv2":
+        import cv2
+
+        return cv2.resize(image, (width, height), interpolation=getattr(cv2, _CV2_FLAGS[interpolation]))
+    raise ValueError(f"unknown resize library {library!r}")
+
+
+def _padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def preprocess_with_valid(image: np.ndarray, spec: ModelSpec | str) -> tuple[np.ndarray, tuple[int, int]]:
+    """Like :func:`preprocess`, also returning the (H, W) region that holds the image.
+
+    When the network needs sizes divisible by ``multiple_of`` and the image is used at its native
+    size, the input is zero-padded on the bottom/right; :func:`decode` crops that padding away.
+    """
+    spec = get_spec(spec)
+    pre = spec.preprocess
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"preprocess expects an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
+    height, width = target_size(pre, image.shape[0], image.shape[1])
+    resized = resize_image(image, height, width, pre.interpolation, pre.resize_library)
+    x = resized.astype(np.float64)
+    if pre.channel_order == "BGR":
+        x = x[:, :, ::-1]
+    if pre.scaling == "div255":
+        if resized.dtype == np.uint8:
+            x = x / 255.0
+    elif pre.scaling == "divmax":
+        # U-2-Net ToTensorLab(flag=0): image / np.max(image) over all pixels and channels.
+        peak = x.max()
+        x = x / peak if peak > 0 else x
+    else:
+        raise ValueError(f"unknown scaling {pre.scaling!r}")
+    if pre.mean is not None:
+        x = (x - np.asarray(pre.mean)) / np.asarray(pre.std)
+    if pre.post_divide != 1.0:
+        x = x / pre.post_divide
+    chw = np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
+    if pre.size is None and pre.multiple_of > 1:
+        ph, pw = _padded_size(height, width, pre.multiple_of)
+        if (ph, pw) != (height, width):
+            padded = np.zeros((3, ph, pw), dtype=np.float32)
+            padded[:, :height, :width] = chw
+            chw = padded
+    return chw, (height, width)
+
+
+def preprocess(image: np.ndarray, spec: ModelSpec | str) -> np.ndarray:
+    """RGB uint8 HxWx3 image → float32 CHW network input, as the model's upstream code prepares it."""
+    return preprocess_with_valid(image, spec)[0]
+
+
+def preprocess_batch(images: list[np.ndarray], spec: ModelSpec | str) -> np.ndarray:
+    """Stack preprocessed images into an NCHW float32 batch (all must give the same input size)."""
+    arrays = [preprocess(image, spec) for image in images]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise ValueError(f"images give different input sizes {sorted(shapes)}; batch them separately")
+    return np.stack(arrays)
+
+
+def select_output(outputs, spec: ModelSpec) -> np.ndarray:
+    """The output tensor the decode spec reads (one image: CxHxW)."""
+    if isinstance(outputs, np.ndarray):
+        return outputs
+    outputs = list(outputs)
+    return outputs[spec.decode.output_index] if len(outputs) > 1 else outputs[0]
+
+
+def decode(outputs, spec: ModelSpec | str, original_hw: tuple[int, int],
+           valid_hw: tuple[int, int] | None = None) -> Prediction:
+    """One image's raw outputs → :class:`Prediction` at ``original_hw`` (the task decodes).
+
+    Args:
+        outputs: the network outputs for one image (no batch axis), a list in output order or the
+            selected array.
+        original_hw: (H, W) of the image as read (the size masks are produced at).
+        valid_hw: region of the network input that holds the image (padding cropped first).
+    """
+    spec = get_spec(spec)
+    raw = np.asarray(select_output(outputs, spec), dtype=np.float32)
+    if raw.ndim == 2:
+        raw = raw[None]
+    if valid_hw is not None:
+        raw = raw[:, : valid_hw[0], : valid_hw[1]]
+    return get_task(spec).decode(raw, spec, tuple(original_hw))

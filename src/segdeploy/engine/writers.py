@@ -1,0 +1,75 @@
+"""Atomic output writing: a file is either complete or absent, never half-written."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from segdeploy.tasks.semantic import voc_palette  # noqa: F401  (re-exported for writers' users)
+
+
+def _new_file_mode() -> int:
+    """0666 minus the process umask: the mode ``open()`` gives a new file (mkstemp gives 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+# Read once at import: os.umask is process-wide, so probing it while threads create files would race.
+NEW_FILE_MODE = _new_file_mode()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, NEW_FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# PASCAL VOC colour map: class c gets bits of c spread over R, G, B from the most significant bit.
+def encode_png(array: np.ndarray, palette: list[int] | None = None) -> bytes:
+    """PNG bytes of an HxW (gray or palette indices), HxWx3 (RGB) or HxWx4 (RGBA) uint8 array."""
+    from PIL import Image
+
+    array = np.ascontiguousarray(array)
+    if array.dtype != np.uint8:
+        raise TypeError(f"PNG writer expects uint8, got {array.dtype}")
+    image = Image.fromarray(array)
+    if palette is not None:
+        if array.ndim != 2:
+            raise ValueError("a palette PNG needs an HxW index array")
+        image = image.convert("P") if image.mode != "P" else image
+        image.putpalette(palette)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray, palette: list[int] | None = None) -> Path:
+    return atomic_write_bytes(path, encode_png(array, palette))
+
+
+def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return atomic_write_bytes(path, buffer.getvalue())

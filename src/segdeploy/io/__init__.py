@@ -1,1 +1,0 @@
-"""Image reading and atomic output writing."""

@@ -1,0 +1,1 @@
+"""The seed guides as data (recipes) and the resumable runner that carries one out."""

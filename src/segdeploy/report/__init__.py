@@ -1,0 +1,1 @@
+"""The run report: JSON record (schema-checked), Markdown and HTML renderings, plots."""

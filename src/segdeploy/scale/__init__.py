@@ -1,0 +1,1 @@
+"""Scale-out batch inference on Ray Data (predict and eval on a cluster)."""

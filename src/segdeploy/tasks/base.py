@@ -1,0 +1,127 @@
+"""The Task protocol: what a kind of segmentation output means and how it is read, written and scored.
+
+A task turns a network's selected output (one image, ``C x h x w``, padding already cropped) into a
+:class:`Prediction` at the original image size, chooses the file format of its masks, and names its
+metric set and the fidelity measures a conversion is judged by. The engine and the jobs call these
+methods; nothing outside :mod:`segdeploy.tasks` compares a task name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from segdeploy.core.errors import UsageError
+
+
+@dataclass
+class Prediction:
+    """One image's decoded output at its original size.
+
+    Attributes:
+        map: float32 HxW probability / saliency in [0, 1] (saliency, binary) or CxHxW class
+            probabilities (semantic).
+        mask: uint8 HxW — saliency: the 0..255 map as upstream saves it; binary: 0/1;
+            semantic: class ids.
+    """
+
+    map: np.ndarray
+    mask: np.ndarray
+
+
+def resize_float(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear, half-pixel (F.interpolate align_corners=False, no antialias) resize of CxHxW float32."""
+    import cv2
+
+    if array.shape[1:] == (height, width):
+        return array
+    channels = array.shape[0]
+    out = np.empty((channels, height, width), dtype=np.float32)
+    # cv2 handles at most 512 channels per call; chunks of 4 are its fastest path.
+    for start in range(0, channels, 4):
+        chunk = np.ascontiguousarray(array[start:start + 4].transpose(1, 2, 0), dtype=np.float32)
+        resized = cv2.resize(chunk, (width, height), interpolation=cv2.INTER_LINEAR)
+        out[start:start + 4] = resized.reshape(height, width, -1).transpose(2, 0, 1)
+    return out
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x.astype(np.float64) - x.max(axis=0, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=0, keepdims=True)
+
+
+def activate(raw: np.ndarray, activation: str) -> np.ndarray:
+    """Apply a Decode.activation ("none", "sigmoid", "softmax") over the channel axis."""
+    if activation == "sigmoid":
+        return sigmoid(raw)
+    if activation == "softmax":
+        return softmax(raw)
+    if activation == "none":
+        return raw.astype(np.float64)
+    raise UsageError(f"unknown decode activation {activation!r}; use none, sigmoid or softmax")
+
+
+class Task(ABC):
+    """Base of the three tasks. Subclasses are stateless singletons (see :func:`get_task`)."""
+
+    name: ClassVar[str] = ""
+    #: dataset mask kinds (``Layout.task``) this task can be scored against
+    dataset_tasks: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def decode(self, raw: np.ndarray, spec, original_hw: tuple[int, int]) -> Prediction:
+        """Selected output of one image (C x h x w, float32, padding cropped) → Prediction."""
+
+    @abstractmethod
+    def mask_image(self, pred: Prediction) -> tuple[np.ndarray, list[int] | None]:
+        """The array written as the mask PNG and its palette (None = grayscale)."""
+
+    def alpha(self, pred: Prediction) -> np.ndarray:
+        """uint8 HxW alpha channel of a cut-out (255 = keep the pixel)."""
+        return (pred.mask > 0).astype(np.uint8) * 255
+
+    def cutout(self, image: np.ndarray, pred: Prediction,
+               background: tuple[int, ...] | None = None) -> np.ndarray:
+        """RGBA cut-out: the original pixels with alpha from :meth:`alpha`. With ``background``
+        (R, G, B[, A]) the subject is composited onto that colour instead (RGBA out)."""
+        alpha = self.alpha(pred)
+        if background is None:
+            return np.dstack([image, alpha])
+        bg = np.asarray(tuple(background) + (255,) * (4 - len(background)), dtype=np.float32)
+        a = alpha[..., None].astype(np.float32) / 255.0
+        rgb = image.astype(np.float32) * a + bg[:3] * (1.0 - a)
+        out_alpha = alpha.astype(np.float32) + bg[3] * (1.0 - a[..., 0])
+        return np.dstack([np.clip(np.rint(rgb), 0, 255), np.clip(np.rint(out_alpha), 0, 255)]).astype(np.uint8)
+
+    @abstractmethod
+    def metric(self, spec, layout) -> Any:
+        """A fresh metric object (``update(pred, target)``, ``compute()``) for this task."""
+
+    @abstractmethod
+    def metric_input(self, pred: Prediction) -> np.ndarray:
+        """What the metric's ``update`` takes as prediction."""
+
+    @abstractmethod
+    def target(self, layout, mask: np.ndarray) -> np.ndarray:
+        """Ground truth, as read by a dataset layout, in the form the metric takes."""
+
+    @abstractmethod
+    def decode_policy(self, spec) -> str:
+        """One sentence on how predictions are produced for scoring (written into eval records)."""
+
+    def check_dataset(self, spec, layout) -> None:
+        """Raise UsageError when ``layout``'s masks cannot score this task."""
+        if layout.task not in self.dataset_tasks:
+            raise UsageError(f"{spec.name} is a {self.name} model; dataset {layout.name} has {layout.task} masks "
+                             f"(a {self.name} model is scored on {' or '.join(self.dataset_tasks)} masks)")
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}>"

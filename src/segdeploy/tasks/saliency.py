@@ -1,0 +1,50 @@
+"""Saliency: one 0..1 map per image (U²-Net). Masks are the 8-bit map; scored by the SOD metric set."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segdeploy.tasks.base import Prediction, Task, resize_float
+
+
+class SaliencyTask(Task):
+    name = "saliency"
+    dataset_tasks = ("saliency", "binary")
+
+    def decode(self, raw: np.ndarray, spec, original_hw: tuple[int, int]) -> Prediction:
+        dec = spec.decode
+        height, width = original_hw
+        pred = raw[0].astype(np.float64)
+        if dec.normalize == "minmax":  # u2net_test.py normPRED
+            lo, hi = pred.min(), pred.max()
+            pred = (pred - lo) / (hi - lo) if hi > lo else np.zeros_like(pred)
+        if dec.resize_library == "pil":
+            from PIL import Image
+
+            # u2net_test.py save_output: Image.fromarray(pred*255).convert('RGB') truncates to 8 bits,
+            # then resizes to the original (W, H) with BILINEAR.
+            u8 = np.clip(pred * 255.0, 0, 255).astype(np.uint8)
+            mask = np.asarray(Image.fromarray(u8).resize((width, height), resample=Image.Resampling.BILINEAR))
+            return Prediction(map=mask.astype(np.float32) / 255.0, mask=np.ascontiguousarray(mask))
+        prob = np.clip(resize_float(pred[None].astype(np.float32), height, width)[0], 0.0, 1.0)
+        return Prediction(map=prob, mask=np.round(prob * 255).astype(np.uint8))
+
+    def decode_policy(self, spec) -> str:
+        return "fused map, per-image min-max, 8-bit, PIL bilinear to the GT size; GT foreground > 128"
+
+    def mask_image(self, pred: Prediction) -> tuple[np.ndarray, list[int] | None]:
+        return pred.mask, None
+
+    def alpha(self, pred: Prediction) -> np.ndarray:
+        return pred.mask  # the saliency map is the soft alpha matte
+
+    def metric(self, spec, layout):
+        from segdeploy.tasks.metrics.saliency import SaliencyMetrics
+
+        return SaliencyMetrics()
+
+    def metric_input(self, pred: Prediction) -> np.ndarray:
+        return pred.mask
+
+    def target(self, layout, mask: np.ndarray) -> np.ndarray:
+        return mask if layout.mask_encoding == "gray" else (layout.foreground(mask) * 255).astype(np.uint8)

@@ -53,7 +53,7 @@ def open_runtime(
     model,
     backend: str = "torch",
     device: str = "cpu",
-    precision: str = "fp32",
+    precision: str | None = None,
     weights: str | os.PathLike | None = None,
     onnx_path: str | os.PathLike | None = None,
     *,
@@ -69,9 +69,11 @@ def open_runtime(
     Args:
         model: registry name, ModelSpec, or an nn.Module from :func:`segdeploy.create_model`
             (PyTorch runs a copy of it when a setting would change it in place; ONNX backends export it).
-        backend: "torch", "onnxruntime" or "openvino".
+        backend: "auto", "torch", "onnxruntime" or "openvino". "auto" picks the fastest backend and
+            precision whose fidelity gate passes (:func:`select_auto`); the choice and its reason are
+            on ``runtime.selection``.
         device: "cpu" or "cuda" ("cuda:N").
-        precision: "fp32", "fp16", "bf16" or "int8".
+        precision: "fp32", "fp16", "bf16" or "int8"; None = fp32 (or the auto choice).
         weights: checkpoint path or "random" (not needed with a module or with ``onnx_path``).
         onnx_path: ONNX file for onnxruntime / openvino (int8: a quantized one). Without it the model
             is exported to the cache (:func:`segdeploy.convert.export.cached_export`), reusing a valid export.
@@ -87,6 +89,30 @@ def open_runtime(
         RuntimeUnavailable: the backend library, device, provider or precision is not available here.
         ValueError: bad argument (unknown backend, option, or an fp32 file for int8 ...).
     """
+    selection = None
+    if backend == "auto":
+        chosen, precision = select_auto(model if not hasattr(model, "state_dict") else getattr(model, "segdeploy_spec", None),
+                                        device, precision)
+        selection = {"requested": "auto", "backend": chosen, "precision": precision,
+                     "why": auto_reason(chosen, precision, device)}
+        backend = chosen
+    precision = precision or "fp32"
+    runtime = _open(model, backend, device, precision, weights, onnx_path, seed=seed, spec=spec,
+                    export_options=export_options, calib=calib, num_calib=num_calib, **options)
+    runtime.selection = selection
+    return runtime
+
+
+def auto_reason(backend: str, precision: str, device: str) -> str:
+    """Why ``--backend auto`` chose what it chose (printed by the CLI, kept in records)."""
+    if str(device).startswith("cuda"):
+        return f"on CUDA segdeploy runs PyTorch ({precision})"
+    return (f"{backend} {precision} is the fastest CPU configuration segdeploy knows for this machine "
+            "whose fidelity gate passes")
+
+
+def _open(model, backend, device, precision, weights, onnx_path, *, seed, spec, export_options, calib, num_calib,
+          **options) -> Runtime:
     cls = get_runtime_class(backend)
     base_spec, module = _spec_and_module(model)
     spec = spec or base_spec

@@ -40,6 +40,9 @@ class Runtime(ABC):
     #: option names ``__init__`` accepts besides device and precision
     option_names: ClassVar[tuple[str, ...]] = ()
 
+    #: how "--backend auto" chose this runtime (None when the backend was named)
+    selection: dict[str, Any] | None = None
+
     def __init__(self, spec: ModelSpec, device: str = "cpu", precision: str = "fp32", **options: Any):
         unknown = sorted(set(options) - set(self.option_names))
         if unknown:

@@ -19,10 +19,12 @@ def weights_argument(parser: argparse.ArgumentParser, default: str | None = None
 
 
 def runtime_arguments(parser: argparse.ArgumentParser, batch_default: int = 1) -> None:
-    parser.add_argument("--backend", default="torch",
-                        help="torch | onnxruntime | openvino | auto (default: torch)")
+    parser.add_argument("--backend", default="auto",
+                        help="auto | torch | onnxruntime | openvino (default: auto = the fastest backend and "
+                        "precision whose fidelity gate passes for this model on this device; it prints its choice)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu); never silently falls back")
-    parser.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 | int8 (default: fp32)")
+    parser.add_argument("--precision", default=None,
+                        help="fp32 | fp16 | bf16 | int8 (default: fp32, or the auto choice with --backend auto)")
     parser.add_argument("--batch-size", type=int, default=batch_default, metavar="N",
                         help=f"images per forward pass (default: {batch_default})")
 

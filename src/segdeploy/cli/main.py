@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"segdeploy {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -63,13 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # known user errors get one clear line, not a traceback
-        from segdeploy.core.errors import is_user_error
+    except BrokenPipeError:
+        # `segdeploy list | head`: the reader went away; say nothing more and don't let Python
+        # complain while flushing stdout at exit.
+        import os
 
-        if is_user_error(exc):
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            print(f"segdeploy {args.command}: error: {message}", file=sys.stderr)
-            return 2
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # segdeploy's own errors get one clear line; bugs keep their traceback
+        from segdeploy.core.errors import exit_code_of, is_user_error
+
+        if is_user_error(exc) and not getattr(args, "debug", False):
+            print(f"segdeploy {args.command}: error: {exc}", file=sys.stderr)
+            return exit_code_of(exc)
         raise
 
 

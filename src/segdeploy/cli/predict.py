@@ -52,16 +52,19 @@ def run(args) -> int:
     from segdeploy.core.registry import get_spec
 
     spec = get_spec(args.model)
-    if args.weights is None:  # fail before scanning inputs, with advice on getting the checkpoint
-        from segdeploy.zoo.checkpoints import load_weights
+    # fail before scanning inputs, with advice on getting the checkpoint
+    from segdeploy.zoo.checkpoints import resolve_weights
 
-        load_weights(None, spec, None)
+    resolve_weights(spec, args.weights)
     console = Console(stderr=True)
     summary = predict_files(spec.name, args.inputs, args.output, weights=args.weights, recursive=args.recursive,
                             batch_size=args.batch_size, backend=args.backend, device=args.device,
                             precision=args.precision, cutout=args.cutout, save_prob=args.save_prob,
                             overwrite=args.overwrite, workers=args.workers, progress=not args.quiet,
                             seed=args.seed)
+    if summary.selection:
+        console.print(f"backend auto → {summary.selection['backend']} {summary.selection['precision']}: "
+                      f"{summary.selection['why']}", highlight=False)
     for failure in summary.failed:
         console.print(f"[red]failed[/] {failure['path']}: {failure['reason']}", highlight=False)
     speed = f", {summary.images_per_s:.1f} images/s" if summary.images_per_s else ""

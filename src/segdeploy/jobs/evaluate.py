@@ -42,8 +42,8 @@ class WsegOptions:
     pad_size: tuple[int, int] = (1024, 1024)
 
 
-def evaluate(model: str, dataset: str, data_root: str | os.PathLike, *, weights=None, backend: str = "torch",
-             device: str = "cpu", precision: str = "fp32", batch_size: int = 1, limit: int | None = None,
+def evaluate(model: str, dataset: str, data_root: str | os.PathLike, *, weights=None, backend: str = "auto",
+             device: str = "cpu", precision: str | None = None, batch_size: int = 1, limit: int | None = None,
              save_masks: str | os.PathLike | None = None, layout_options: dict[str, Any] | None = None,
              wseg: WsegOptions | None = None, workers: int | None = None, progress: bool = True,
              runtime=None, on_item: Callable[[], None] | None = None, seed: int = 0) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from segdeploy.core.registry import get_spec
 from segdeploy.tasks import Prediction, get_task
 
 
-def open_model_runtime(model, *, weights=None, backend: str = "torch", device: str = "cpu",
-                       precision: str = "fp32", **options):
+def open_model_runtime(model, *, weights=None, backend: str = "auto", device: str = "cpu",
+                       precision: str | None = None, **options):
     """A runtime for ``model`` (a registry name, a ModelSpec, or an nn.Module built by create_model)."""
     from segdeploy.backends import open_runtime
 
@@ -37,8 +37,8 @@ def _spec_of(model) -> ModelSpec:
     return spec
 
 
-def predict(model, images: Iterable, *, weights=None, backend: str = "torch", device: str = "cpu",
-            precision: str = "fp32", batch_size: int = 1, return_maps: bool = False, runtime=None):
+def predict(model, images: Iterable, *, weights=None, backend: str = "auto", device: str = "cpu",
+            precision: str | None = None, batch_size: int = 1, return_maps: bool = False, runtime=None):
     """Predict masks for images given as arrays (HxWx3 uint8 RGB) or file paths.
 
     Args:
@@ -86,6 +86,7 @@ class PredictSummary:
     images_per_s: float | None = None
     weights: dict[str, Any] | None = None
     runtime: dict[str, Any] | None = None
+    selection: dict[str, Any] | None = None
     stages: dict[str, Any] | None = None
     output_dir: str = ""
 
@@ -118,8 +119,8 @@ def output_paths(inputs: list[tuple[Path, Path]], out_dir: Path) -> list[Path]:
 
 
 def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, weights=None,
-                  recursive: bool = False, batch_size: int = 1, backend: str = "torch", device: str = "cpu",
-                  precision: str = "fp32", cutout: bool = False, save_prob: bool = False,
+                  recursive: bool = False, batch_size: int = 1, backend: str = "auto", device: str = "cpu",
+                  precision: str | None = None, cutout: bool = False, save_prob: bool = False,
                   overwrite: bool = False, workers: int | None = None, progress: bool = True,
                   on_progress: Callable[[int], None] | None = None, runtime=None, seed: int = 0) -> PredictSummary:
     """Predict masks for files, folders and glob patterns and write them under ``out_dir``.
@@ -156,6 +157,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
             runtime = open_model_runtime(spec.name, weights=weights, backend=backend, device=device,
                                          precision=precision, seed=seed)
         summary.runtime = runtime.describe() if hasattr(runtime, "describe") else None
+        summary.selection = getattr(runtime, "selection", None)
         summary.weights = weights_of(runtime)
 
         def read(entry):

@@ -24,10 +24,7 @@ from segdeploy.zoo import create_model  # noqa: E402
 from segdeploy.core.specs import Decode, ModelSpec, Preprocess  # noqa: E402
 from segdeploy.core.registry import get_spec, list_models
 
-# Small export sizes: fast, and divisible by each network's pooling depth.
-SIZES = {"u2net": 64, "u2netp": 64, "unet_carvana": 64, "unetpp_dsb2018": 96, "unetpp_dsb2018_nearest": 96,
-         "unetpp_bigmb": 64, "unet_bigmb": 64, "wseg_voc": 64}
-SLOW = {"u2net", "unet_carvana", "unetpp_bigmb", "unet_bigmb", "wseg_voc"}
+from tests.registry_params import model_params, small_size  # noqa: E402
 
 
 
@@ -40,9 +37,6 @@ def _torch_outputs(module, x: np.ndarray) -> list[np.ndarray]:
 def _rel(ref: np.ndarray, out: np.ndarray) -> float:
     return float(np.abs(ref - out).max() / np.abs(ref).max())
 
-
-def test_registry_sizes_cover_every_model():
-    assert set(SIZES) == set(list_models())
 
 
 @pytest.fixture(scope="module")
@@ -229,10 +223,10 @@ def test_missing_weights_explain_how_to_get_them(tmp_path):
         cached_export("u2netp", tmp_path / "nope.pth")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in SIZES])
+@pytest.mark.parametrize("name", model_params())
 def test_every_registry_model_exports_with_parity(name, tmp_path_factory):
     """Exported graph == PyTorch on a seeded batch of 2 (the export gate) and at batch 1."""
-    size = SIZES[name]
+    size = small_size(name)
     path = cached_export(name, "random", input_size=(size, size))
     side = json.loads(sidecar_path(path).read_text())
     assert side["parity"]["passed"] and side["opset"] == 17

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from segdeploy.zoo import create_model
+from tests.registry_params import model_params
 from segdeploy.core.registry import get_spec
 from segdeploy.zoo.checkpoints import WeightsError, manifest, random_state_dict
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
-MODELS = ["unet_carvana", "unetpp_dsb2018", "unetpp_dsb2018_nearest", "unetpp_bigmb", "unet_bigmb"]
 # (registry name, fixture file)
 GOLDEN_CASES = [
     ("unet_carvana", "unet_carvana.npz"),  # 1x3x61x95: odd sizes, asymmetric decoder padding
@@ -35,7 +35,7 @@ def _threads():
     torch.set_num_threads(2)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", model_params())
 def test_state_dict_layout_equals_upstream_manifest(name):
     spec = get_spec(name)
     model = spec.build()

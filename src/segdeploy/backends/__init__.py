@@ -14,6 +14,7 @@ import importlib
 import os
 from typing import Any
 
+from segdeploy.core.errors import UsageError
 from segdeploy.backends.base import (
     PRECISIONS,
     Runtime,
@@ -51,7 +52,7 @@ def _spec_and_module(model):
 
 def open_runtime(
     model,
-    backend: str = "torch",
+    backend: str = "auto",
     device: str = "cpu",
     precision: str | None = None,
     weights: str | os.PathLike | None = None,
@@ -90,7 +91,26 @@ def open_runtime(
         ValueError: bad argument (unknown backend, option, or an fp32 file for int8 ...).
     """
     selection = None
-    if backend == "auto":
+    file_info = None
+    if onnx_path is not None:
+        from segdeploy.backends.onnx_file import check_onnx_file, inspect_onnx
+
+        file_info = inspect_onnx(onnx_path)
+        check_onnx_file(file_info, spec or _spec_and_module(model)[0])
+        if backend == "torch":
+            raise UsageError("--onnx runs the file on onnxruntime or openvino; the torch backend runs the "
+                             "PyTorch module (drop --onnx or choose --backend onnxruntime|openvino)")
+    if backend == "auto" and file_info is not None:
+        # A given file: its own precision (a quantized file is int8), on the fastest ONNX runtime here.
+        from segdeploy.convert.export import is_quantized
+
+        precision = precision or ("int8" if is_quantized(file_info.path) else "fp32")
+        chosen = next((b for b in ("openvino", "onnxruntime") if get_runtime_class(b).is_available()), "onnxruntime")
+        selection = {"requested": "auto", "backend": chosen, "precision": precision,
+                     "why": f"a given ONNX file runs on {chosen} (the fastest ONNX runtime installed), in its own "
+                            f"precision ({precision})"}
+        backend = chosen
+    elif backend == "auto":
         chosen, precision = select_auto(model if not hasattr(model, "state_dict") else getattr(model, "segdeploy_spec", None),
                                         device, precision)
         selection = {"requested": "auto", "backend": chosen, "precision": precision,
@@ -100,6 +120,10 @@ def open_runtime(
     runtime = _open(model, backend, device, precision, weights, onnx_path, seed=seed, spec=spec,
                     export_options=export_options, calib=calib, num_calib=num_calib, **options)
     runtime.selection = selection
+    if file_info is not None and file_info.static_batch is not None:
+        from segdeploy.backends.onnx_file import FixedBatch
+
+        runtime = FixedBatch(runtime, file_info.static_batch)
     return runtime
 
 

@@ -68,7 +68,7 @@ def _sha256(path: Path) -> str:
 
 def load_official_u2netp():
     """The U²-Netp module with the bundled weights loaded strictly, in eval mode."""
-    from segdeploy.specs import get_spec
+    from segdeploy.core.registry import get_spec
 
     module = get_spec("u2netp").build().eval()
     module.load_state_dict(safetensors_torch.load_file(str(_weights_path())), strict=True)
@@ -82,8 +82,8 @@ def _photos() -> list[dict]:
 @pytest.fixture(scope="module")
 def photo_inputs() -> dict[str, np.ndarray]:
     """Each bundled photo read and preprocessed as the project does for u2netp: 1x3x320x320 float32."""
-    from segdeploy.io.images import read_image
-    from segdeploy.transforms import preprocess_with_valid
+    from segdeploy.engine.images import read_image
+    from segdeploy.engine.transforms import preprocess_with_valid
 
     inputs = {}
     for photo in _photos():
@@ -124,7 +124,7 @@ def test_weights_sha256_matches_readme():
 
 
 def test_weights_cover_the_upstream_layout():
-    from segdeploy.specs import get_spec
+    from segdeploy.core.registry import get_spec
 
     spec = get_spec("u2netp")
     layout = json.loads(_assets().joinpath("manifests", spec.manifest).read_text())["state_dict"]
@@ -147,9 +147,12 @@ def test_outputs_match_rembg_onnx_on_real_photos(photo_inputs, torch_outputs):
         assert len(reference) == len(ours) == 7
         for k, (a, b) in enumerate(zip(ours, reference)):
             assert a.shape == b.shape == (1, 1, 320, 320), (name, k)
-            diff = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+            gap = np.abs(a.astype(np.float64) - b.astype(np.float64))
+            diff = float(gap.max())
             worst[k] = max(worst[k], diff)
             assert diff <= TOLERANCE, f"{name}: d{k} max |PyTorch - onnxruntime| = {diff:.2e}"
+            # Equal to 1e-5 on average: the float32 noise is confined to a few edge pixels.
+            assert float(gap.mean()) <= 1e-5, f"{name}: d{k} mean |PyTorch - onnxruntime| = {gap.mean():.2e}"
     print("max |diff| per output over all photos:", " ".join(f"d{k} {d:.1e}" for k, d in enumerate(worst)))
 
 

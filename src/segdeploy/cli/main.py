@@ -60,8 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        # Flush here, inside the handler: a reader that went away (`| head`) must end in the
+        # BrokenPipeError branch below, not in Python's "Exception ignored" message at exit.
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
+        # Finished files are complete (atomic writes); the item in flight is abandoned. The
+        # inference thread is a daemon, so exiting does not wait for a long forward pass.
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:

@@ -73,6 +73,10 @@ def _open_lazy(source, name):
     """Image.open (header only) with segdeploy's errors."""
     from PIL import Image, UnidentifiedImageError
 
+    # segdeploy checks its own pixel limit (max_pixels, named in its message) from the header,
+    # before decoding; Pillow's fixed 89 MP warning / 179 MP refusal would pre-empt it.
+    Image.MAX_IMAGE_PIXELS = None
+
     try:
         return Image.open(source)
     except UnidentifiedImageError:
@@ -83,14 +87,17 @@ def _open_lazy(source, name):
         raise ImageReadError(name, f"corrupt or truncated image ({exc})") from exc
 
 
+def _orientation(img) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1) or 1)
+    except Exception:  # a broken EXIF block must not make a good image unreadable
+        return 1
+
+
 def _displayed_size(img) -> tuple[int, int]:
     """(width, height) after EXIF orientation, from the header only."""
     width, height = img.size
-    try:
-        orientation = img.getexif().get(0x0112, 1)
-    except Exception:  # a broken EXIF block must not make a good image unreadable
-        orientation = 1
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return (height, width) if _orientation(img) in (5, 6, 7, 8) else (width, height)
 
 
 def _decode(path, *, max_pixels: int | None, fit):
@@ -121,7 +128,9 @@ def _decode(path, *, max_pixels: int | None, fit):
                 swap = (width, height) != img.size
                 img.draft(img.mode, (need_h, need_w) if swap else (need_w, need_h))
         img.load()  # decode now: truncated files fail here, not later in a worker
-        return ImageOps.exif_transpose(img), (width, height)
+        if (width, height) != img.size or _orientation(img) != 1:
+            img = ImageOps.exif_transpose(img)  # (it copies even when there is nothing to turn)
+        return img, (width, height)
     except ImageReadError:
         raise
     except Image.DecompressionBombError as exc:

@@ -22,12 +22,16 @@ def _new_file_mode() -> int:
 # Read once at import: os.umask is process-wide, so probing it while threads create files would race.
 NEW_FILE_MODE = _new_file_mode()
 
+# Temporary files of writes in progress (set.add / discard are atomic under the GIL).
+_IN_PROGRESS: set[str] = set()
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _IN_PROGRESS.add(tmp)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -44,7 +48,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         except FileNotFoundError:
             pass
         raise
+    finally:
+        _IN_PROGRESS.discard(tmp)
     return path
+
+
+def remove_partial_files() -> None:
+    """Delete the temporary files of writes still in progress (before a process exits abruptly)."""
+    for tmp in list(_IN_PROGRESS):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _fsync_dir(folder: Path) -> None:

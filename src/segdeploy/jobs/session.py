@@ -16,7 +16,7 @@ import numpy as np
 from segdeploy.core.errors import UsageError
 from segdeploy.core.registry import get_spec
 from segdeploy.core.specs import ModelSpec
-from segdeploy.engine.images import DEFAULT_MAX_PIXELS, LoadedImage, load_image, read_image
+from segdeploy.engine.images import DEFAULT_MAX_PIXELS, load_image, read_image
 from segdeploy.engine.pipeline import stream_predictions
 from segdeploy.engine.transforms import InputPolicy
 from segdeploy.tasks import get_task

@@ -118,9 +118,9 @@ def _decode(path, *, max_pixels: int | None, fit):
     try:
         width, height = _displayed_size(img)
         if max_pixels and width * height > max_pixels:
-            raise ImageReadError(name, f"image of {width}x{height} = {width * height / 1e6:.0f} megapixels exceeds the "
-                                 f"limit of {max_pixels / 1e6:.0f} megapixels; raise it with {MAX_PIXELS_OPTION} N "
-                                 "(pixels) if this machine has the memory")
+            raise ImageReadError(name, f"image of {width}x{height} = {width * height:,} pixels exceeds the limit of "
+                                 f"{max_pixels:,} pixels; raise it with {MAX_PIXELS_OPTION} N (0 = no limit) if this "
+                                 "machine has the memory")
         if fit is not None and img.format == "JPEG":
             need_w, need_h = fit(width, height)
             if (need_w, need_h) != (width, height):

@@ -189,6 +189,7 @@ def stream_predictions(
     budget = memory_budget if memory_budget else None
     start = time.perf_counter()
     held = [0]  # bytes of prepared items not yet finished (read/batched/decoding)
+    largest = [0]  # bytes of the largest prepared item so far
     held_lock = threading.Lock()
 
     def account(delta: int) -> None:
@@ -207,6 +208,7 @@ def stream_predictions(
             array, valid = preprocess_with_valid(image, spec)
             prep = _Prepared(item, image, array, valid, original)
             account(prep.nbytes)
+            largest[0] = max(largest[0], prep.nbytes)
             return prep
         except Exception as exc:  # reported per item, never fatal for the run
             return _Prepared(item, error=exc)
@@ -259,8 +261,14 @@ def stream_predictions(
         def refill() -> None:
             nonlocal exhausted
             while not exhausted and len(reading) < prefetch:
-                if reading and budget is not None and held[0] >= budget:
-                    return  # enough pixels held; at least one read stays in flight
+                if reading and budget is not None:
+                    # Held bytes plus the reads in flight, each guessed as large as the largest
+                    # item so far (before the first one is known, one read per worker).
+                    if largest[0] == 0 and len(reading) >= workers:
+                        return
+                    in_flight = sum(1 for f in reading if not f.done())
+                    if held[0] + in_flight * largest[0] >= budget:
+                        return  # enough pixels held; at least one read stays in flight
                 try:
                     item = next(item_iter)
                 except StopIteration:

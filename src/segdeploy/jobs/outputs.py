@@ -102,7 +102,7 @@ def weights_identity(spec, weights, seed: int, onnx_path=None, calib=None, runti
             identity = {"kind": RANDOM, "seed": seed}
         else:
             if os.path.isdir(resolved):
-                raise UsageError(f"--weights {weights}: is a folder; give the checkpoint file inside it")
+                raise UsageError(f"{resolved}: is a folder; --weights takes a checkpoint file (.pth/.pt/.safetensors)")
             identity = {"kind": "file", "sha256": file_sha256(resolved)}
     if calib is not None:
         identity["calib"] = str(calib)

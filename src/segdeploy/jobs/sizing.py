@@ -9,6 +9,7 @@ estimated per input pixel from measured peaks on CPU (U²-Netp 320², 1-stage ws
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from segdeploy.engine.transforms import InputPolicy, target_size
@@ -51,6 +52,8 @@ def check_memory(spec, policy: InputPolicy, paths: list[Path], max_pixels: int |
     largest, size = None, (0, 0)
     for path in paths:
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                continue  # opening a FIFO would block; the reader reports it
             with Image.open(path) as img:
                 w, h = img.size
         except Exception:  # unreadable files are reported by the reader, not here

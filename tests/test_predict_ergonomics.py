@@ -68,7 +68,9 @@ def test_bgcolor_composites_and_only_mask_conflicts(jpg, tmp_path, capsys):
     assert cut[..., 3].min() == 255  # opaque background
     assert run_cli("predict", "u2netp", jpg, "-o", out, *FAST, "--only-mask", "--cutout") == 2
     assert "--only-mask" in capsys.readouterr().err
-    assert run_cli("predict", "u2netp", jpg, "-o", tmp_path / "bad.png", *FAST, "--bgcolor", "1,2") == 2
+    with pytest.raises(SystemExit) as info:  # argparse: usage error, exit 2
+        run_cli("predict", "u2netp", jpg, "-o", tmp_path / "bad.png", *FAST, "--bgcolor", "1,2")
+    assert info.value.code == 2 and "R,G,B" in capsys.readouterr().err
 
 
 def test_api_accepts_path_list_pil_and_array(jpg):

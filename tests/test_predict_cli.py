@@ -36,7 +36,8 @@ def test_mixed_folder_masks_failures_and_resume(mixed, tmp_path, capsys):
     for bad in zoo["bad"]:
         assert bad in err, f"{bad} not named in: {err}"
         assert not (out / bad).with_suffix(".png").exists()
-    assert not [p for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]  # no temp leftovers
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert [p.name for p in leftovers] == [".segdeploy-manifest.json"]  # the manifest, no temp files
     record = json.loads(summary.read_text())
     assert record["found"] == len(zoo["good"]) + len(zoo["bad"])
     assert record["written"] == len(zoo["good"]) and len(record["failed"]) == len(zoo["bad"])

@@ -156,7 +156,8 @@ def run(args) -> int:
             raise UsageError("- (stdin) is one image; give it alone, with -o FILE.png or -o -")
         if args.inputs[0] == "-" and not is_single_file_output(args.inputs, args.output):
             raise UsageError("- (stdin) gives one image: use -o FILE.png or -o - (stdout)")
-        result = predict_one(spec.name, args.inputs[0], args.output, **common)
+        result = predict_one(spec.name, args.inputs[0], args.output,
+                             log=lambda text: console.print(text, highlight=False, markup=False), **common)
         if result.get("selection"):
             sel = result["selection"]
             console.print(f"backend auto → {sel['backend']} {sel['precision']}: {sel['why']}", highlight=False)
@@ -169,6 +170,13 @@ def run(args) -> int:
 
     if args.output == "-":
         raise UsageError("-o - (stdout) takes one image; give a single input file or -")
+    from pathlib import Path
+
+    from segdeploy.engine.images import IMAGE_SUFFIXES
+
+    if Path(args.output).suffix.lower() in IMAGE_SUFFIXES and not Path(args.output).is_dir():
+        raise UsageError(f"-o {args.output} names an image file, but the inputs ({' '.join(args.inputs)}) may hold "
+                         "many images; give one input file for one output file, or a folder for -o")
     summary = predict_files(spec.name, args.inputs, args.output, recursive=args.recursive,
                             batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
                             memory_budget=args.memory_budget or DEFAULT_MEMORY_BUDGET,

@@ -128,9 +128,11 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
         raise UsageError(f"-o {out_dir}: is an existing file, not a folder; give a folder for the masks "
                          "(or a single input with -o FILE.png)")
     for item in inputs:
-        if os.path.isdir(item) and os.path.realpath(item) == os.path.realpath(out_dir):
+        folder = item if os.path.isdir(item) else _pattern_base(item)
+        if folder is not None and os.path.realpath(folder) == os.path.realpath(out_dir):
+            suggestion = Path(folder) / "masks"
             raise UsageError(f"-o {out_dir} is the input folder {item}: masks would be written among (and over) "
-                             "the source images; choose another folder, e.g. -o {0}/masks".format(item.rstrip('/')))
+                             f"the source images; choose another folder, e.g. -o {suggestion}")
     found = [(path, rel) for path, rel in find_inputs(inputs, recursive, out_dir)]
     targets = plan_outputs(found, out_dir)
     summary = PredictSummary(model=spec.name, found=len(found), output_dir=str(out_dir))
@@ -253,6 +255,15 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
     return summary
 
 
+def _pattern_base(item: str) -> str | None:
+    """The folder a glob pattern searches (its parts before the first wildcard), None for a path."""
+    if os.path.lexists(item) or not set("*?[") & set(item):
+        return None
+    parts = Path(item).parts
+    first = next(i for i, part in enumerate(parts) if set("*?[") & set(part))
+    return os.path.join(*parts[:first]) if first else "."
+
+
 def find_inputs(inputs: Iterable, recursive: bool, out_dir: Path) -> list[tuple[Path, Path]]:
     """Inputs with their output-relative paths; the output tree is never searched."""
     from segdeploy.engine.images import find_images
@@ -264,7 +275,7 @@ def predict_one(model: str, source: str, target: str, *, weights=None, backend: 
                 precision: str | None = None, cutout: bool = False, background: tuple[int, ...] | None = None,
                 save_prob: bool = False, overwrite: bool = False, seed: int = 0, max_size: int | None | str = "spec",
                 max_pixels: int | None = DEFAULT_MAX_PIXELS, onnx_path=None, calib=None, stdin=None,
-                stdout=None) -> dict[str, Any]:
+                stdout=None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """One image to one file: ``source`` is a path or "-" (stdin), ``target`` a file path or "-" (stdout).
 
     The file is the mask, or the cut-out with ``cutout`` / ``background``; its format follows the
@@ -296,6 +307,9 @@ def predict_one(model: str, source: str, target: str, *, weights=None, backend: 
         if os.path.isdir(source):
             raise UsageError(f"{source} is a folder; -o {target} names one file. Give -o a folder for many masks")
         item = source
+        warning = check_memory(spec, InputPolicy.for_model(spec, max_size), [Path(source)], max_pixels)
+        if warning and log:
+            log(f"warning: {warning}")
     session = Session(spec.name, weights=weights, backend=backend, device=device, precision=precision,
                       max_size=max_size, max_pixels=max_pixels, onnx_path=onnx_path, calib=calib, seed=seed)
     pred = session.predict(item, return_maps=True)

@@ -200,6 +200,8 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
     if manifest is None:
         manifest = Manifest(settings=settings)
     manifest.settings, manifest.runtime = settings, ran
+    # Saved before the first mask, so that files of a run killed early are known as this run's.
+    manifest.save(out_dir)
 
     def read(entry):
         return load_image(entry[0], policy, max_pixels=max_pixels)
@@ -245,8 +247,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
         summary.interrupted = True
         raise
     finally:
-        if manifest.files:
-            manifest.save(out_dir)
+        manifest.save(out_dir)
         summary.stages = times.to_dict()
         summary.seconds = round(time.perf_counter() - start, 3)
         processed = summary.written + len(summary.failed)

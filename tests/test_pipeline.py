@@ -108,3 +108,39 @@ def test_sink_errors_mark_item_failed_and_results_are_kept():
 def test_batch_size_must_be_positive():
     with pytest.raises(ValueError):
         list(stream_predictions([1], read, FakeSaliencyRuntime(), get_spec("u2netp"), batch_size=0))
+
+
+def test_huge_batch_size_is_bounded_by_the_memory_budget():
+    """--batch-size 100000: batches are sent once they hold half the budget; reading stops at the budget."""
+    runtime = FakeSaliencyRuntime()
+    per_item = 3 * 320 * 320 * 4 + 20 * 24 * 3  # network input + image
+    budget = 6 * per_item
+    outs = list(stream_predictions(range(30), lambda i: photo(20, 24, seed=i), runtime, get_spec("u2netp"),
+                                   batch_size=100_000, memory_budget=budget, workers=2))
+    assert all(o.ok for o in outs) and len(outs) == 30
+    assert sum(runtime.batch_sizes) == 30
+    assert max(runtime.batch_sizes) <= 3  # 2 x batch bytes ≥ budget → sent; never waits for 100000
+
+
+def test_reading_ahead_stops_at_the_budget():
+    import threading
+
+    held, peak, lock = [0], [0], threading.Lock()
+
+    def read_counting(i):
+        with lock:
+            held[0] += 1
+            peak[0] = max(peak[0], held[0])
+        return photo(40, 40, seed=i)
+
+    class Rt(FakeSaliencyRuntime):
+        def run(self, batch):
+            with lock:
+                held[0] -= len(batch)
+            return super().run(batch)
+
+    per_item = 3 * 320 * 320 * 4 + 40 * 40 * 3
+    list(stream_predictions(range(40), read_counting, Rt(), get_spec("u2netp"), batch_size=1, workers=4,
+                            prefetch=32, memory_budget=3 * per_item))
+    # at most the budget (3 items) plus the reads in flight when it was reached (≤ workers)
+    assert peak[0] <= 3 + 4 + 1

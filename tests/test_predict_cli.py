@@ -36,7 +36,8 @@ def test_mixed_folder_masks_failures_and_resume(mixed, tmp_path, capsys):
     for bad in zoo["bad"]:
         assert bad in err, f"{bad} not named in: {err}"
         assert not (out / bad).with_suffix(".png").exists()
-    assert not [p for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]  # no temp leftovers
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert [p.name for p in leftovers] == [".segdeploy-manifest.json"]  # the manifest, no temp files
     record = json.loads(summary.read_text())
     assert record["found"] == len(zoo["good"]) + len(zoo["bad"])
     assert record["written"] == len(zoo["good"]) and len(record["failed"]) == len(zoo["bad"])
@@ -103,3 +104,35 @@ def test_seed_changes_random_weights(tmp_path):
                        "--seed", seed, "--save-prob", "--quiet") == 0
         maps.append(np.load(out / "a.npy"))
     assert np.array_equal(maps[0], maps[1]) and not np.array_equal(maps[0], maps[2])
+
+
+def test_weights_folder_onnx_file_and_nan_checkpoint_are_refused_by_name(tmp_path, capsys):
+    import torch
+
+    from segdeploy import create_model
+
+    Image.fromarray(photo(8, 8)).save(tmp_path / "a.png")
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    assert run_cli("predict", "u2netp", tmp_path / "a.png", "-o", tmp_path / "o1", "--weights", folder,
+                   "--backend", "torch", "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "Traceback" not in err
+
+    onnx = tmp_path / "u2netp.onnx"
+    onnx.write_bytes(b"\x08\x07\x12\x07pytorch" + b"\x00" * 64)  # an ONNX ModelProto starts with field 1 (ir_version)
+    assert run_cli("predict", "u2netp", tmp_path / "a.png", "-o", tmp_path / "o2", "--weights", onnx,
+                   "--backend", "torch", "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "--onnx" in err and "weights_only=False" not in err
+
+    state = create_model("u2netp", "random").state_dict()
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = state[first].clone()
+    state[first].view(-1)[0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    assert run_cli("predict", "u2netp", tmp_path / "a.png", "-o", tmp_path / "o3", "--weights", tmp_path / "nan.pth",
+                   "--backend", "torch", "--quiet") == 2
+    err = capsys.readouterr().err
+    assert "NaN" in err and first in err
+    assert not (tmp_path / "o3" / "a.png").exists()

@@ -74,3 +74,63 @@ def test_batch_rejects_mixed_sizes_and_validates_input():
         preprocess_batch([photo(20, 20), photo(30, 20)], "wseg_voc")
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         preprocess(np.zeros((5, 5), np.uint8), "u2net")
+
+
+def _padded_reference(image, height, width):
+    """The earlier implementation: float64 copy of the whole image plus a zero ring (memory-hungry)."""
+    from segdeploy.engine.transforms import _linear_axis
+
+    image = image.astype(np.float64) / 255.0
+    padded = np.zeros((image.shape[0] + 2, image.shape[1] + 2, image.shape[2]), dtype=np.float64)
+    padded[1:-1, 1:-1] = image
+    r0, r1, wr = _linear_axis(image.shape[0], height)
+    c0, c1, wc = _linear_axis(image.shape[1], width)
+    r0, r1 = np.clip(r0 + 1, 0, image.shape[0] + 1), np.clip(r1 + 1, 0, image.shape[0] + 1)
+    c0, c1 = np.clip(c0 + 1, 0, image.shape[1] + 1), np.clip(c1 + 1, 0, image.shape[1] + 1)
+    rows = padded[r0] * (1 - wr)[:, None, None] + padded[r1] * wr[:, None, None]
+    out = rows[:, c0] * (1 - wc)[None, :, None] + rows[:, c1] * wc[None, :, None]
+    return np.clip(out, image.min(), image.max())
+
+
+@pytest.mark.parametrize("shape", [(173, 419), (320, 320), (97, 61), (640, 480), (1, 5)])
+def test_lean_skimage_resize_is_bit_identical(shape):
+    from segdeploy.engine.transforms import resize_skimage_constant
+
+    image = photo(*shape, seed=shape[0])
+    out = resize_skimage_constant(image, 320, 320)
+    assert out.dtype == np.float64
+    assert np.array_equal(out, _padded_reference(image, 320, 320))
+
+
+def test_input_policy_reduces_native_models_and_keeps_fixed_size_exact():
+    from segdeploy.engine.transforms import EXACT_PIXELS, InputPolicy
+
+    wseg = InputPolicy.for_model(get_spec("wseg_voc"))
+    assert wseg.max_side == 512 and wseg.working_size(4000, 3000) == (512, 384)
+    assert wseg.working_size(500, 375) == (500, 375)
+    assert InputPolicy.for_model(get_spec("wseg_voc"), 0).working_size(4000, 3000) == (4000, 3000)
+    assert InputPolicy.for_model(get_spec("wseg_voc"), 1000).working_size(3000, 4000) == (750, 1000)
+    u2 = InputPolicy.for_model(get_spec("u2netp"))
+    assert u2.working_size(6000, 4000) == (6000, 4000)  # 24 MP: exactly as upstream
+    assert 6000 * 4000 <= EXACT_PIXELS
+    w, h = u2.working_size(12000, 12000)
+    assert (w, h) == (640, 640)  # ≥ 2x the 320x320 network input
+
+
+def test_native_model_sees_reduced_input_and_writes_full_size_mask():
+    from segdeploy.engine.pipeline import stream_predictions
+
+    seen = []
+
+    class Rt:
+        def run(self, batch):
+            seen.append(batch.shape)
+            n, _, h, w = batch.shape
+            return [np.zeros((n, 20), np.float32), np.full((n, 21, h, w), 1 / 21, np.float32)]
+
+    image = photo(300, 1200)
+    out = list(stream_predictions([0], lambda _: image, Rt(), get_spec("wseg_voc"), max_side=400))
+    assert seen == [(1, 3, 104, 400)]  # 100 x 400 padded to a multiple of 8, aspect kept
+    assert out[0].prediction.mask.shape == (300, 1200)
+    list(stream_predictions([0], lambda _: image, Rt(), get_spec("wseg_voc"), max_side=0))
+    assert seen[-1] == (1, 3, 304, 1200)

@@ -28,6 +28,7 @@ _LAZY = {
     "preprocess": "segdeploy.engine.transforms",
     "decode": "segdeploy.engine.transforms",
     "predict": "segdeploy.jobs.predict",
+    "Session": "segdeploy.jobs.session",
     "evaluate": "segdeploy.jobs.evaluate",
     # backends, conversion, verification, benchmarks, recipes
     "open_runtime": "segdeploy.backends",

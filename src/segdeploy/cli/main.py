@@ -53,6 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_if_inference_busy(code: int) -> None:
+    """Leave at once when a forward pass is still running in the inference thread.
+
+    Interpreter shutdown would otherwise wait for the kernel, or abort when the C++ runtime's
+    threads are torn down under it ("terminate called without an active exception"). Every output
+    file is written atomically, so nothing partial stays behind.
+    """
+    import os
+    import threading
+
+    if any(t.name == "segdeploy-infer" and t.is_alive() for t in threading.enumerate()):
+        from segdeploy.engine.writers import remove_partial_files
+
+        remove_partial_files()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -60,9 +82,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        # Flush here, inside the handler: a reader that went away (`| head`) must end in the
+        # BrokenPipeError branch below, not in Python's "Exception ignored" message at exit.
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
+        # Finished files are complete (atomic writes); the item in flight is abandoned. The
+        # inference thread is a daemon, so exiting does not wait for a long forward pass.
         print("interrupted", file=sys.stderr)
+        _exit_if_inference_busy(130)
         return 130
     except BrokenPipeError:
         # `segdeploy list | head`: the reader went away; say nothing more and don't let Python

@@ -7,20 +7,79 @@ from segdeploy.cli.common import model_argument, runtime_arguments, weights_argu
 DESCRIPTION = """\
 Predict masks for image files, folders and glob patterns.
 
-For every input, OUTDIR/<relative path>/<stem>.png is written at the image's original size
-(as displayed: EXIF orientation applied): saliency models write an 8-bit map, binary models 0/255,
-semantic models a palette PNG of class ids. Outputs that already exist are skipped (the run
-resumes) unless --overwrite. Every file is written atomically. Unreadable inputs are reported
-by name and reason and skipped; the exit code is 1 when any input failed.
+Folder mode (-o OUTDIR): for every input, OUTDIR/<relative path>/<stem>.png is written at the
+image's original size (as displayed: EXIF orientation applied): saliency models write an 8-bit
+map, binary models 0/255, semantic models a palette PNG of class ids. Each input folder is mirrored
+under OUTDIR (one folder: its files directly in OUTDIR; several: OUTDIR/<folder name>/...), so two
+inputs never share an output; the output folder is never searched for inputs and never replaces
+one. OUTDIR/.segdeploy-manifest.json records model, weights sha256, backend, precision and
+preprocessing: a rerun with the same settings resumes, one with other settings is refused (exit 2,
+nothing touched) unless --overwrite. Every file is written atomically.
+
+One-file mode (one input and -o FILE.png, or - for stdin / stdout): writes exactly that file: the
+mask, or the cut-out with --cutout / --bgcolor.
+  cat a.jpg | segdeploy predict u2netp - -o - > mask.png
+
+Outputs: the mask only by default (--only-mask says so explicitly); --cutout adds the RGBA cut-out
+(<stem>_cutout.png; in one-file mode it replaces the mask); --bgcolor R,G,B[,A] composites the
+subject onto that colour (implies --cutout); --save-prob adds <stem>.npy, the float32 map.
+
+Big photos: native-resolution models (wseg_voc, unet_carvana) reduce photos whose longest side
+exceeds the model's limit (see 'segdeploy info MODEL', max_input_side) to it, aspect kept; masks are
+still written at the original size. --max-size N changes the limit (0 = none); a run estimated to
+exceed the machine's memory prints a warning first. Images above --max-pixels fail by name.
+
+Unreadable inputs (corrupt, FIFO, dangling symlink, too large) are reported by name and reason and
+counted as failed; the others are processed.
 """
 
 EPILOG = """\
 examples:
-  segdeploy predict u2net photo.jpg -o out/ --weights u2net.pth
-  segdeploy predict u2netp 'shots/*.png' albums/ --recursive -o out/ --weights random --cutout
-  segdeploy predict unet_carvana cars/ -o masks/ --weights unet_carvana_scale0.5_epoch2.pth \\
-      --backend openvino --batch-size 4
+  segdeploy predict u2netp photo.jpg -o photo_mask.png
+  segdeploy predict u2netp photo.jpg -o cut.png --bgcolor 255,255,255
+  segdeploy predict u2net photos/ -o out/ --weights u2net.pth
+  segdeploy predict u2netp 'shots/*.png' albums/ --recursive -o out/ --cutout
+  segdeploy predict u2netp photos/ -o out/ --backend onnxruntime --precision int8 --calib calib_photos/
+  segdeploy predict wseg_voc big.jpg -o big_mask.png --weights model_enc_e020Xs0.928.pth --max-size 1024
+
+exit codes: 0 all written; 1 some inputs failed (named); 2 usage error (nothing written);
+  4 runtime error; 130 interrupted (finished files kept, nothing partial).
 """
+
+
+def _rgba(text: str) -> tuple[int, ...]:
+    import argparse
+
+    try:
+        parts = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) not in (3, 4) or not all(0 <= p <= 255 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected R,G,B or R,G,B,A with values 0..255, got {text!r}")
+    return parts
+
+
+def _size_bytes(text: str) -> int:
+    """'512M', '2G', '1.5GiB', or a plain number of MiB."""
+    import argparse
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*", text.lower())
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a size like 512M or 2G, got {text!r}")
+    return int(float(match.group(1)) * {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "": 1 << 20}[match.group(2)])
+
+
+def _non_negative(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {text!r}")
+    return value
 
 
 def register(sub) -> None:
@@ -29,15 +88,36 @@ def register(sub) -> None:
     parser = sub.add_parser("predict", help="predict masks for images", description=DESCRIPTION, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     model_argument(parser)
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the masks")
-    parser.add_argument("--recursive", action="store_true", help="descend into sub-folders")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, glob patterns, or - (stdin)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT",
+                        help="folder for the masks; or, for one input, a file (OUT.png) or - (stdout)")
+    parser.add_argument("--recursive", action="store_true", help="descend into sub-folders (and ** in patterns)")
     weights_argument(parser)
     runtime_arguments(parser)
-    parser.add_argument("--cutout", action="store_true",
-                        help="also write <stem>_cutout.png: the image with the mask as alpha (saliency, binary)")
-    parser.add_argument("--save-prob", action="store_true", help="also write <stem>.npy: the float32 probability map")
-    parser.add_argument("--overwrite", action="store_true", help="recompute outputs that already exist")
+    parser.add_argument("--onnx", metavar="FILE", default=None,
+                        help="run this ONNX file (e.g. a quantized one from 'segdeploy quantize' or rembg's) with "
+                        "--backend onnxruntime or openvino")
+    parser.add_argument("--calib", metavar="DIR", default=None,
+                        help="calibration images for --precision int8 (quantized once and cached)")
+    outputs = parser.add_argument_group("outputs")
+    outputs.add_argument("--cutout", action="store_true",
+                         help="also write <stem>_cutout.png: the image with the mask as alpha (one-file mode: "
+                         "write the cut-out instead of the mask)")
+    outputs.add_argument("--bgcolor", type=_rgba, metavar="R,G,B[,A]", default=None,
+                         help="cut-out composited onto this colour (implies --cutout)")
+    outputs.add_argument("--only-mask", action="store_true",
+                         help="write only the mask (the default; refuses --cutout / --bgcolor / --save-prob)")
+    outputs.add_argument("--save-prob", action="store_true", help="also write <stem>.npy: the float32 probability map")
+    outputs.add_argument("--overwrite", action="store_true",
+                         help="recompute outputs that exist, even if made with other settings")
+    limits = parser.add_argument_group("big inputs")
+    limits.add_argument("--max-size", type=_non_negative, default=None, metavar="N",
+                        help="longest side a native-resolution model sees (default: the model's max_input_side; "
+                        "0 = no limit); masks stay at the original size")
+    limits.add_argument("--max-pixels", type=_non_negative, default=None, metavar="N",
+                        help="refuse images with more pixels than this (default: 250000000; 0 = no limit)")
+    limits.add_argument("--memory-budget", type=_size_bytes, default=None, metavar="SIZE",
+                        help="decoded images held at once by the readers, e.g. 512M, 2G (default: 1G)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="threads for reading and writing (default: CPU count, at most 8)")
     parser.add_argument("--json", metavar="PATH", help="write the run summary as JSON")
@@ -48,20 +128,59 @@ def register(sub) -> None:
 def run(args) -> int:
     from rich.console import Console
 
-    from segdeploy.jobs.predict import predict_files, write_summary_json
+    from segdeploy.core.errors import UsageError
     from segdeploy.core.registry import get_spec
-
-    spec = get_spec(args.model)
-    # fail before scanning inputs, with advice on getting the checkpoint
+    from segdeploy.engine.images import DEFAULT_MAX_PIXELS
+    from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET
+    from segdeploy.jobs.outputs import is_single_file_output
+    from segdeploy.jobs.predict import check_json_target, predict_files, predict_one, write_summary_json
     from segdeploy.zoo.checkpoints import resolve_weights
 
-    resolve_weights(spec, args.weights)
+    spec = get_spec(args.model)
+    if args.only_mask and (args.cutout or args.bgcolor or args.save_prob):
+        raise UsageError("--only-mask writes the mask alone; drop --cutout / --bgcolor / --save-prob, or --only-mask")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    check_json_target(args.json)
+    if args.onnx is None:
+        resolve_weights(spec, args.weights)  # fail before scanning inputs, with advice on getting the checkpoint
     console = Console(stderr=True)
-    summary = predict_files(spec.name, args.inputs, args.output, weights=args.weights, recursive=args.recursive,
-                            batch_size=args.batch_size, backend=args.backend, device=args.device,
-                            precision=args.precision, cutout=args.cutout, save_prob=args.save_prob,
-                            overwrite=args.overwrite, workers=args.workers, progress=not args.quiet,
-                            seed=args.seed)
+    max_size = "spec" if args.max_size is None else args.max_size
+    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
+    common = dict(weights=args.weights, backend=args.backend, device=args.device, precision=args.precision,
+                  seed=args.seed, max_size=max_size, max_pixels=max_pixels, onnx_path=args.onnx, calib=args.calib,
+                  background=args.bgcolor, cutout=args.cutout, save_prob=args.save_prob, overwrite=args.overwrite)
+
+    if "-" in args.inputs or is_single_file_output(args.inputs, args.output):
+        if len(args.inputs) != 1:
+            raise UsageError("- (stdin) is one image; give it alone, with -o FILE.png or -o -")
+        if args.inputs[0] == "-" and not is_single_file_output(args.inputs, args.output):
+            raise UsageError("- (stdin) gives one image: use -o FILE.png or -o - (stdout)")
+        result = predict_one(spec.name, args.inputs[0], args.output,
+                             log=lambda text: console.print(text, highlight=False, markup=False), **common)
+        if result.get("selection"):
+            sel = result["selection"]
+            console.print(f"backend auto → {sel['backend']} {sel['precision']}: {sel['why']}", highlight=False)
+        if args.output != "-" and not args.quiet:
+            console.print(f"written {args.output}", highlight=False)
+        _random_note(console, result.get("weights"))
+        if args.json:
+            write_summary_json(result, args.json)
+        return 0
+
+    if args.output == "-":
+        raise UsageError("-o - (stdout) takes one image; give a single input file or -")
+    from pathlib import Path
+
+    from segdeploy.engine.images import IMAGE_SUFFIXES
+
+    if Path(args.output).suffix.lower() in IMAGE_SUFFIXES and not Path(args.output).is_dir():
+        raise UsageError(f"-o {args.output} names an image file, but the inputs ({' '.join(args.inputs)}) may hold "
+                         "many images; give one input file for one output file, or a folder for -o")
+    summary = predict_files(spec.name, args.inputs, args.output, recursive=args.recursive,
+                            batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
+                            memory_budget=args.memory_budget or DEFAULT_MEMORY_BUDGET,
+                            log=lambda text: console.print(text, highlight=False, markup=False), **common)
     if summary.selection:
         console.print(f"backend auto → {summary.selection['backend']} {summary.selection['precision']}: "
                       f"{summary.selection['why']}", highlight=False)
@@ -70,10 +189,13 @@ def run(args) -> int:
     speed = f", {summary.images_per_s:.1f} images/s" if summary.images_per_s else ""
     console.print(f"found {summary.found}, written {summary.written}, skipped {summary.skipped} (already done), "
                   f"failed {len(summary.failed)} in {summary.seconds:.1f} s{speed}", highlight=False)
-    if summary.weights and summary.weights.get("kind") == "random":
-        console.print("[yellow]note:[/] random weights — these masks are meaningless; pass the official "
-                      "checkpoint with --weights to get real predictions.")
+    _random_note(console, summary.weights)
     if args.json:
         write_summary_json(summary, args.json)
     return 1 if summary.failed else 0
 
+
+def _random_note(console, weights) -> None:
+    if weights and weights.get("kind") == "random":
+        console.print("[yellow]note:[/] random weights — these masks are meaningless; pass the official "
+                      "checkpoint with --weights to get real predictions.")

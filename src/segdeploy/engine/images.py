@@ -2,19 +2,35 @@
 
 The returned array is what a person sees in an image viewer: EXIF orientation applied, palette and
 grayscale expanded, 16-bit scaled to 8 bits, CMYK converted, alpha composited on nothing (dropped).
+
+Memory: :func:`load_image` reads the header first, refuses images above a pixel limit, and when the
+caller says how large the image needs to be (``fit``), decodes a JPEG at a reduced scale
+(``draft``) and reduces other formats as early as Pillow allows, so a 144-megapixel 1-bit PNG never
+becomes a 432 MB RGB array plus copies.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from segdeploy.core.errors import ImageReadError
+from segdeploy.engine.finder import IMAGE_SUFFIXES, InputNotFound, find_images  # noqa: F401  (re-exported)
 
+#: Default largest image accepted, in pixels (width × height). Pillow warns at 89 MP and refuses
+#: at 179 MP; 12000 × 12000 scans (144 MP) are real inputs, so segdeploy's own limit is higher and
+#: its message names the option that raises it.
+DEFAULT_MAX_PIXELS = 250_000_000
 
-from segdeploy.core.errors import ImageReadError  # noqa: E402  (defined in core, raised here)
+#: Option that raises the pixel limit (named in the error message).
+MAX_PIXELS_OPTION = "--max-pixels"
+
+STDIN = "-"
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
@@ -26,48 +42,120 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     if np.issubdtype(array.dtype, np.integer):
         # PIL gives 16-bit PNGs as int32 ('I') or uint16 ('I;16'): the range is 16 bits either way.
         peak = 65535 if array.max(initial=0) > 255 or array.dtype in (np.uint16, np.int32) else 255
-        return np.clip(np.round(array.astype(np.float64) * (255.0 / peak)), 0, 255).astype(np.uint8)
-    scaled = array.astype(np.float64)
+        scaled = array.astype(np.float32) * np.float32(255.0 / peak)
+        return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+    scaled = array.astype(np.float32)
     if scaled.max(initial=0) <= 1.0:
         scaled = scaled * 255.0
     return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
-def open_image(path: str | os.PathLike):
-    """Open with Pillow, fully decode, and apply EXIF orientation. Raises ImageReadError."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    path = Path(path)
+def _check_regular_file(path: Path) -> None:
+    """Refuse what is not a readable regular file, with the reason a user can act on."""
     try:
-        size = path.stat().st_size
+        info = os.stat(path)
     except OSError as exc:
-        raise ImageReadError(path, f"cannot access file ({exc.strerror or exc})") from exc
-    if size == 0:
+        if os.path.islink(path):
+            reason = "symbolic link loop" if exc.errno == 40 else "dangling symbolic link (its target does not exist)"
+            raise ImageReadError(path, reason) from None
+        raise ImageReadError(path, f"cannot access file ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageReadError(path, "is a folder, not an image file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = "FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else \
+            "socket" if stat.S_ISSOCK(info.st_mode) else "device or special file"
+        raise ImageReadError(path, f"not a regular file: {kind}")
+    if info.st_size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
+
+
+def _open_lazy(source, name):
+    """Image.open (header only) with segdeploy's errors."""
+    from PIL import Image, UnidentifiedImageError
+
+    # segdeploy checks its own pixel limit (max_pixels, named in its message) from the header,
+    # before decoding; Pillow's fixed 89 MP warning / 179 MP refusal would pre-empt it.
+    Image.MAX_IMAGE_PIXELS = None
+
     try:
-        with Image.open(path) as img:
-            img.load()  # decode now: truncated files fail here, not later in a worker
-            return ImageOps.exif_transpose(img)
+        return Image.open(source)
     except UnidentifiedImageError:
-        raise ImageReadError(path, "not an image file Pillow can identify (wrong extension or corrupt)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(path, f"corrupt or truncated image ({exc})") from exc
+        raise ImageReadError(name, "not an image file Pillow can identify (wrong extension or corrupt)") from None
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(path, f"image too large ({exc})") from exc
+        raise ImageReadError(name, f"image too large ({exc})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(name, f"corrupt or truncated image ({exc})") from exc
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as an HxWx3 uint8 RGB array in displayed orientation.
+def _orientation(img) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1) or 1)
+    except Exception:  # a broken EXIF block must not make a good image unreadable
+        return 1
 
-    Handles JPEG/PNG/BMP/TIFF/WebP; modes 1, L, LA, P, PA, RGB, RGBA, CMYK, YCbCr, I, I;16, F.
-    Alpha is dropped (the colour channels are kept as stored), as upstream loaders that call
-    ``convert('RGB')`` or ``cv2.imread`` do.
 
-    Raises:
-        ImageReadError: empty, truncated, unidentifiable or unreadable file (message names it).
+def _displayed_size(img) -> tuple[int, int]:
+    """(width, height) after EXIF orientation, from the header only."""
+    width, height = img.size
+    return (height, width) if _orientation(img) in (5, 6, 7, 8) else (width, height)
+
+
+def _decode(path, *, max_pixels: int | None, fit):
+    """Open, check the pixel limit, decode (reduced when ``fit`` allows), apply EXIF orientation.
+
+    Returns the decoded PIL image and the (width, height) of the image as displayed at full size.
     """
-    img = open_image(path)
-    if img.mode in ("RGB",):
+    from PIL import Image, ImageOps
+
+    name = path
+    if isinstance(path, (bytes, bytearray)):
+        source, name = io.BytesIO(path), "<stdin>"
+    else:
+        path = Path(path)
+        _check_regular_file(path)
+        source = path
+    img = _open_lazy(source, name)
+    try:
+        width, height = _displayed_size(img)
+        if max_pixels and width * height > max_pixels:
+            raise ImageReadError(name, f"image of {width}x{height} = {width * height:,} pixels exceeds the limit of "
+                                 f"{max_pixels:,} pixels; raise it with {MAX_PIXELS_OPTION} N (0 = no limit) if this "
+                                 "machine has the memory")
+        if fit is not None and img.format == "JPEG":
+            need_w, need_h = fit(width, height)
+            if (need_w, need_h) != (width, height):
+                # draft() works in stored orientation; swap when EXIF rotates by 90°.
+                swap = (width, height) != img.size
+                img.draft(img.mode, (need_h, need_w) if swap else (need_w, need_h))
+        img.load()  # decode now: truncated files fail here, not later in a worker
+        if (width, height) != img.size or _orientation(img) != 1:
+            img = ImageOps.exif_transpose(img)  # (it copies even when there is nothing to turn)
+        return img, (width, height)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(name, f"image too large ({exc}); raise the limit with {MAX_PIXELS_OPTION}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(name, f"corrupt or truncated image ({exc})") from exc
+    except MemoryError:
+        raise ImageReadError(name, "not enough memory to decode this image; lower --max-pixels or free memory") from None
+
+
+def open_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, fit=None):
+    """Open with Pillow, check the pixel limit, fully decode, and apply EXIF orientation.
+
+    Args:
+        fit: ``(width, height) -> (min_width, min_height)``: the smallest decoded size the caller
+            needs for an image of this displayed size, or None for full resolution. JPEGs are then
+            decoded at the smallest libjpeg scale (1/2, 1/4, 1/8) that still covers it.
+    Raises:
+        ImageReadError: the message names the file and the reason.
+    """
+    return _decode(path, max_pixels=max_pixels, fit=fit)[0]
+
+
+def _pil_to_rgb(img, name) -> np.ndarray:
+    if img.mode == "RGB":
         array = np.asarray(img)
     elif img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         gray = _to_uint8(np.asarray(img))
@@ -78,50 +166,62 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         try:
             array = _to_uint8(np.asarray(img))
         except Exception as exc:
-            raise ImageReadError(path, f"unsupported image mode {img.mode!r}") from exc
+            raise ImageReadError(name, f"unsupported image mode {img.mode!r}") from exc
         if array.ndim == 2:
             array = np.repeat(array[:, :, None], 3, axis=2)
         array = array[:, :, :3]
     if array.ndim != 3 or array.shape[2] != 3 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise ImageReadError(path, f"unexpected decoded shape {array.shape}")
+        raise ImageReadError(name, f"unexpected decoded shape {array.shape}")
     array = np.ascontiguousarray(array, dtype=np.uint8)
     # Pillow hands out read-only buffers; callers (and C extensions such as the dense CRF) may write.
     return array if array.flags.writeable else array.copy()
 
 
-def find_images(inputs, recursive: bool = False) -> list[tuple[Path, Path]]:
-    """Expand files, folders and glob patterns into (file, path relative to its input root) pairs.
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as an HxWx3 uint8 RGB array in displayed orientation, at full size.
 
-    Files named explicitly are kept whatever their suffix (so a bad file is reported, not ignored);
-    files found inside folders are kept when their suffix is an image suffix. Order is sorted per
-    input and duplicates are dropped.
+    Handles JPEG/PNG/BMP/TIFF/WebP; modes 1, L, LA, P, PA, RGB, RGBA, CMYK, YCbCr, I, I;16, F.
+    Alpha is dropped (the colour channels are kept as stored), as upstream loaders that call
+    ``convert('RGB')`` or ``cv2.imread`` do. ``path`` may also be the bytes of an encoded image.
+
+    Raises:
+        ImageReadError: empty, truncated, unidentifiable, unreadable, not a regular file, or more
+            than ``max_pixels`` pixels (message names the file and the reason).
     """
-    import glob
+    name = "<stdin>" if isinstance(path, (bytes, bytearray)) else path
+    return _pil_to_rgb(open_image(path, max_pixels=max_pixels), name)
 
-    found: list[tuple[Path, Path]] = []
-    seen: set[Path] = set()
 
-    def add(path: Path, rel: Path) -> None:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            found.append((path, rel))
+@dataclass
+class LoadedImage:
+    """An image prepared for one model: ``pixels`` may be smaller than the image as displayed.
 
-    for item in inputs:
-        item = str(item)
-        path = Path(item)
-        if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            for child in sorted(path.glob(pattern)):
-                if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES:
-                    add(child, child.relative_to(path))
-        elif path.is_file():
-            add(path, Path(path.name))
-        elif any(ch in item for ch in "*?["):
-            for match in sorted(glob.glob(item, recursive=recursive)):
-                match_path = Path(match)
-                if match_path.is_file():
-                    add(match_path, Path(match_path.name))
-        else:
-            raise FileNotFoundError(f"{item}: no such file, folder or matching pattern")
-    return found
+    Attributes:
+        pixels: HxWx3 uint8 RGB, the working copy the network input is made from.
+        original_hw: (H, W) of the image as displayed: the size masks are written at.
+        reduced: True when ``pixels`` is smaller than ``original_hw``.
+    """
+
+    pixels: np.ndarray
+    original_hw: tuple[int, int]
+
+    @property
+    def reduced(self) -> bool:
+        return tuple(self.pixels.shape[:2]) != tuple(self.original_hw)
+
+
+def load_image(path, policy=None, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Read an image for a model, holding no more pixels than the model's input policy needs.
+
+    Args:
+        path: a file path, or the bytes of an encoded image (stdin).
+        policy: a :class:`segdeploy.engine.transforms.InputPolicy` (None: full resolution).
+    Raises:
+        ImageReadError: as :func:`read_image`.
+    """
+    name = "<stdin>" if isinstance(path, (bytes, bytearray)) else path
+    fit = policy.working_size if policy is not None else None
+    img, (width, height) = _decode(path, max_pixels=max_pixels, fit=fit)
+    if policy is not None:
+        img = policy.reduce_pil(img, (width, height))
+    return LoadedImage(_pil_to_rgb(img, name), (height, width))

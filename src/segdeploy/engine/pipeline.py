@@ -11,6 +11,7 @@ fails in the runtime is retried one item at a time, so one bad input never loses
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from collections import deque
@@ -21,7 +22,8 @@ from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 import numpy as np
 
 from segdeploy.core.specs import ModelSpec
-from segdeploy.engine.transforms import Prediction, decode, preprocess_with_valid
+from segdeploy.engine.images import LoadedImage
+from segdeploy.engine.transforms import InputPolicy, Prediction, decode, preprocess_with_valid
 
 T = TypeVar("T")
 
@@ -83,16 +85,65 @@ class _Prepared:
     image: np.ndarray | None = None
     array: np.ndarray | None = None
     valid_hw: tuple[int, int] | None = None
+    original_hw: tuple[int, int] | None = None
     error: BaseException | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.image, self.array) if a is not None)
+
+
+#: Default bound on the decoded pixels and network inputs that readers, the batcher and the writers
+#: hold at once (bytes). Look-ahead stops while this much is held, and a batch is sent early when it
+#: alone holds half of it, so a huge --batch-size or huge images cannot exhaust memory.
+DEFAULT_MEMORY_BUDGET = 1 << 30
 
 
 def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2)))
 
 
+class _InferenceThread:
+    """Runs the runtime in one daemon thread, so that the caller waits interruptibly.
+
+    A forward pass inside a C++ kernel does not return to Python for seconds; a Ctrl-C then reaches
+    the waiting main thread at once (lock waits are interruptible), and, the thread being a daemon,
+    the process can exit without waiting for the kernel. The runtime is only ever called from this
+    one thread, one call at a time.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            future, fn, args = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # handed to the waiting thread
+                    future.set_exception(exc)
+
+    def call(self, fn, *args):
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="segdeploy-infer", daemon=True)
+            self._thread.start()
+        future: Future = Future()
+        self._queue.put((future, fn, args))
+        return future.result()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+
+
 def stream_predictions(
     items: Iterable[T],
-    read: Callable[[T], np.ndarray],
+    read: Callable[[T], Any],
     runtime,
     spec: ModelSpec,
     *,
@@ -102,35 +153,63 @@ def stream_predictions(
     sink: Callable[[T, np.ndarray, Prediction], Any] | None = None,
     keep_images: bool = False,
     times: StageTimes | None = None,
+    max_side: int | None | str = "spec",
+    memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
 ) -> Iterator[Outcome[T]]:
     """Run ``runtime`` over ``items`` and yield one :class:`Outcome` per item, in input order.
 
     Args:
-        items: anything; ``read(item)`` must return an RGB uint8 HxWx3 image or raise.
+        items: anything; ``read(item)`` must return an RGB uint8 HxWx3 image, or a
+            :class:`~segdeploy.engine.images.LoadedImage` (pixels possibly reduced + original size),
+            or raise.
         runtime: object with ``run(batch NCHW float32) -> list of batch-first arrays``.
         spec: the model's spec (preprocessing and decoding).
         batch_size: the largest batch given to the runtime; consecutive items whose network inputs
-            differ in size go to separate batches.
+            differ in size go to separate batches; a batch is also sent once it holds half of
+            ``memory_budget``.
         workers: threads for reading/preprocessing and for decoding/sinking (default: CPU count, ≤ 8).
-        prefetch: how many items may be read ahead of the runtime (default 4 × batch, ≥ 2 × workers).
+        prefetch: how many items may be read ahead of the runtime (default 4 × batch, ≥ 2 × workers,
+            at most 64), further limited by ``memory_budget``.
         sink: called in a decode thread as ``sink(item, image, prediction)`` (e.g. to write files);
             its return value lands in ``Outcome.sink_result``; an exception marks the item failed.
-        keep_images: keep the decoded RGB image on the Outcome.
+            ``image`` is the working copy (smaller than the original when the input policy reduced it;
+            ``prediction`` is always at the original size).
+        keep_images: keep the (working) RGB image on the Outcome.
         times: accumulates per-stage seconds.
+        max_side: input policy (:class:`~segdeploy.engine.transforms.InputPolicy`): "spec" = the
+            model's ``max_input_side``; 0/None = native resolution; N = longest side N.
+        memory_budget: bytes of decoded images and network inputs held at once (None = unbounded).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be ≥ 1")
     workers = workers or default_workers()
-    prefetch = prefetch or max(4 * batch_size, 2 * workers)
+    prefetch = prefetch or min(64, max(4 * batch_size, 2 * workers))
     times = times if times is not None else StageTimes()
+    policy = InputPolicy.for_model(spec, max_side)
+    budget = memory_budget if memory_budget else None
     start = time.perf_counter()
+    held = [0]  # bytes of prepared items not yet finished (read/batched/decoding)
+    largest = [0]  # bytes of the largest prepared item so far
+    held_lock = threading.Lock()
+
+    def account(delta: int) -> None:
+        with held_lock:
+            held[0] += delta
 
     def prepare(item) -> _Prepared:
         t0 = time.perf_counter()
         try:
-            image = read(item)
+            loaded = read(item)
+            if isinstance(loaded, LoadedImage):
+                image, original = loaded.pixels, tuple(loaded.original_hw)
+                image, _ = policy.reduce_array(image)
+            else:
+                image, original = policy.reduce_array(loaded)
             array, valid = preprocess_with_valid(image, spec)
-            return _Prepared(item, image, array, valid)
+            prep = _Prepared(item, image, array, valid, original)
+            account(prep.nbytes)
+            largest[0] = max(largest[0], prep.nbytes)
+            return prep
         except Exception as exc:  # reported per item, never fatal for the run
             return _Prepared(item, error=exc)
         finally:
@@ -139,18 +218,21 @@ def stream_predictions(
     def finish(prep: _Prepared, outputs: list[np.ndarray]) -> Outcome:
         t0 = time.perf_counter()
         try:
-            pred = decode(outputs, spec, prep.image.shape[:2], prep.valid_hw)
+            pred = decode(outputs, spec, prep.original_hw, prep.valid_hw)
             result = sink(prep.item, prep.image, pred) if sink is not None else None
             return Outcome(prep.item, pred, None, prep.image if keep_images else None, result)
         except Exception as exc:
             return Outcome(prep.item, None, exc, prep.image if keep_images else None)
         finally:
+            account(-prep.nbytes)
             times.add("decode", time.perf_counter() - t0)
+
+    inferrer = _InferenceThread()
 
     def infer(batch: list[_Prepared]) -> list[tuple[_Prepared, list[np.ndarray] | BaseException]]:
         t0 = time.perf_counter()
         try:
-            outputs = runtime.run(np.stack([p.array for p in batch]))
+            outputs = inferrer.call(runtime.run, np.stack([p.array for p in batch]))
             times.batches += 1
             times.batch_sizes.append(len(batch))
             return [(p, [np.asarray(o[i]) for o in outputs]) for i, p in enumerate(batch)]
@@ -166,8 +248,10 @@ def stream_predictions(
         return results
 
     item_iter = iter(items)
-    with ThreadPoolExecutor(workers, thread_name_prefix="segdeploy-read") as readers, \
-            ThreadPoolExecutor(workers, thread_name_prefix="segdeploy-decode") as decoders:
+    readers = ThreadPoolExecutor(workers, thread_name_prefix="segdeploy-read")
+    decoders = ThreadPoolExecutor(workers, thread_name_prefix="segdeploy-decode")
+    completed = False
+    try:
         reading: deque[Future] = deque()
         # Output slots in input order: a Future (decode running) or a finished Outcome.
         pending: deque[Future | Outcome] = deque()
@@ -177,6 +261,14 @@ def stream_predictions(
         def refill() -> None:
             nonlocal exhausted
             while not exhausted and len(reading) < prefetch:
+                if reading and budget is not None:
+                    # Held bytes plus the reads in flight, each guessed as large as the largest
+                    # item so far (before the first one is known, one read per worker).
+                    if largest[0] == 0 and len(reading) >= workers:
+                        return
+                    in_flight = sum(1 for f in reading if not f.done())
+                    if held[0] + in_flight * largest[0] >= budget:
+                        return  # enough pixels held; at least one read stays in flight
                 try:
                     item = next(item_iter)
                 except StopIteration:
@@ -189,17 +281,20 @@ def stream_predictions(
                 return
             for prep, result in infer(batch):
                 if isinstance(result, BaseException):
+                    account(-prep.nbytes)
                     pending.append(Outcome(prep.item, None, result, prep.image if keep_images else None))
                 else:
                     pending.append(decoders.submit(finish, prep, result))
             batch.clear()
 
         def drain(block_until: int) -> Iterator[Outcome]:
-            # Yield finished outcomes from the front; block while more than `block_until` wait.
+            # Yield finished outcomes from the front; block while more than `block_until` wait, or
+            # while finished-but-unwritten items hold more than the memory budget.
             while pending:
                 head = pending[0]
                 if isinstance(head, Future):
-                    if not head.done() and len(pending) <= block_until:
+                    over = budget is not None and held[0] > budget
+                    if not head.done() and len(pending) <= block_until and not over:
                         return
                     head = head.result()
                 pending.popleft()
@@ -219,9 +314,16 @@ def stream_predictions(
                 if batch and batch[0].array.shape != prep.array.shape:
                     flush()
                 batch.append(prep)
-                if len(batch) >= batch_size:
+                batch_bytes = sum(p.nbytes for p in batch)
+                if len(batch) >= batch_size or (budget is not None and 2 * batch_bytes >= budget):
                     flush()
             yield from drain(block_until=2 * prefetch)
         flush()
         yield from drain(block_until=0)
+        completed = True
+    finally:
+        inferrer.close()
+        # On Ctrl-C or an abandoned generator: drop queued reads and decodes, wait for none.
+        readers.shutdown(wait=completed, cancel_futures=not completed)
+        decoders.shutdown(wait=completed, cancel_futures=not completed)
     times.wall = time.perf_counter() - start

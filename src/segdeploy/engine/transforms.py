@@ -7,6 +7,8 @@ Each resampling convention reproduces the library the upstream code used (see ``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from segdeploy.core.specs import ModelSpec
@@ -49,20 +51,40 @@ def resize_skimage_constant(image: np.ndarray, height: int, width: int) -> np.nd
     (only on an axis being enlarged), result clipped to the input's [min, max].
 
     Args:
-        image: HxWxC float array in [0, 1].
+        image: HxWxC uint8 (read as ``x / 255``, as skimage's ``img_as_float``) or float array in [0, 1].
     Returns:
         float64 HxWxC array.
+
+    Memory: only the source rows the output samples (two per output row) are converted to float64,
+    never the whole image, so a 144-megapixel input costs a few MB here. The arithmetic is the same,
+    operation for operation, as interpolating a zero-padded float64 copy, so results are bit-identical.
     """
-    padded = np.zeros((image.shape[0] + 2, image.shape[1] + 2, image.shape[2]), dtype=np.float64)
-    padded[1:-1, 1:-1] = image  # a ring of cval=0 so that index -1 and n read 0
-    r0, r1, wr = _linear_axis(image.shape[0], height)
-    c0, c1, wc = _linear_axis(image.shape[1], width)
-    r0, r1 = np.clip(r0 + 1, 0, image.shape[0] + 1), np.clip(r1 + 1, 0, image.shape[0] + 1)
-    c0, c1 = np.clip(c0 + 1, 0, image.shape[1] + 1), np.clip(c1 + 1, 0, image.shape[1] + 1)
-    rows = padded[r0] * (1 - wr)[:, None, None] + padded[r1] * wr[:, None, None]
-    out = rows[:, c0] * (1 - wc)[None, :, None] + rows[:, c1] * wc[None, :, None]
+    n_rows, n_cols = image.shape[0], image.shape[1]
+    r0, r1, wr = _linear_axis(n_rows, height)
+    c0, c1, wc = _linear_axis(n_cols, width)
+
+    def rows_at(index: np.ndarray) -> np.ndarray:
+        # Rows -1 and n_rows are the cval=0 ring of the padded image.
+        inside = (index >= 0) & (index < n_rows)
+        picked = image[np.clip(index, 0, n_rows - 1)]
+        values = picked.astype(np.float64) / 255.0 if image.dtype == np.uint8 else picked.astype(np.float64)
+        values[~inside] = 0.0
+        return values
+
+    rows = rows_at(r0) * (1 - wr)[:, None, None] + rows_at(r1) * wr[:, None, None]
+
+    def cols_at(index: np.ndarray) -> np.ndarray:
+        inside = (index >= 0) & (index < n_cols)
+        picked = rows[:, np.clip(index, 0, n_cols - 1)]
+        picked[:, ~inside] = 0.0
+        return picked
+
+    out = cols_at(c0) * (1 - wc)[None, :, None] + cols_at(c1) * wc[None, :, None]
+    lo, hi = image.min(), image.max()
+    if image.dtype == np.uint8:
+        lo, hi = np.float64(lo) / 255.0, np.float64(hi) / 255.0
     # skimage (0.14 _warps.resize → warp(clip=True)) clips the result to the input's value range.
-    return np.clip(out, image.min(), image.max())
+    return np.clip(out, lo, hi)
 
 
 def resize_image(image: np.ndarray, height: int, width: int, interpolation: str, library: str) -> np.ndarray:
@@ -74,7 +96,7 @@ def resize_image(image: np.ndarray, height: int, width: int, interpolation: str,
     if library == "skimage":
         if interpolation != "bilinear":
             raise ValueError("the skimage convention is implemented for bilinear (order=1) only")
-        return resize_skimage_constant(image.astype(np.float64) / 255.0, height, width)
+        return resize_skimage_constant(image, height, width)
     if image.shape[0] == height and image.shape[1] == width:
         return image
     if library == "pil":
@@ -87,6 +109,84 @@ def resize_image(image: np.ndarray, height: int, width: int, interpolation: str,
 
         return cv2.resize(image, (width, height), interpolation=getattr(cv2, _CV2_FLAGS[interpolation]))
     raise ValueError(f"unknown resize library {library!r}")
+
+
+#: Images up to this many pixels enter a fixed-size model's resize exactly as upstream reads them;
+#: larger ones are first reduced (JPEG: decoded at 1/2, 1/4 or 1/8 scale; others: box-filtered) to
+#: at least twice the network input on each side. A 24-megapixel camera photo stays bit-exact; a
+#: 144-megapixel scan does not cost gigabytes for a 320 x 320 input.
+EXACT_PIXELS = 24_000_000
+
+
+@dataclass(frozen=True)
+class InputPolicy:
+    """How large an image is when it enters :func:`preprocess`, per model (memory policy).
+
+    * Fixed-size models (``Preprocess.size``): unchanged up to :data:`EXACT_PIXELS`; above, reduced
+      to at least 2x the network input per side (aspect kept) before the model's own resize.
+    * Native-resolution models: the longest side is reduced to ``max_side`` (aspect kept; default
+      the model's ``max_input_side``; None or 0 = no limit). Masks are still decoded at the
+      original size.
+
+    Attributes:
+        spec: the model.
+        max_side: longest side for native-resolution models (None = no limit).
+    """
+
+    spec: ModelSpec
+    max_side: int | None = None
+
+    @classmethod
+    def for_model(cls, spec: ModelSpec, max_side: int | None | str = "spec") -> "InputPolicy":
+        """``max_side``: "spec" = the model's ``max_input_side``; 0 or None = no limit; N = N."""
+        if max_side == "spec":
+            max_side = spec.max_input_side
+        return cls(spec, int(max_side) if max_side else None)
+
+    def working_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the pixels the model's preprocessing starts from."""
+        pre = self.spec.preprocess
+        if pre.size is not None:
+            if width * height <= EXACT_PIXELS:
+                return width, height
+            need_h, need_w = 2 * pre.size[0], 2 * pre.size[1]
+            factor = min(width / need_w, height / need_h)
+        elif self.max_side is not None and max(width, height) > self.max_side:
+            factor = max(width, height) / self.max_side
+        else:
+            return width, height
+        if factor <= 1:
+            return width, height
+        return max(1, round(width / factor)), max(1, round(height / factor))
+
+    def reduce_pil(self, img, full_wh: tuple[int, int]):
+        """A Pillow image brought to :meth:`working_size` of the full image (no-op when it is)."""
+        from PIL import Image
+
+        target = self.working_size(*full_wh)
+        if img.size == target:
+            return img
+        if img.mode in ("1", "L", "LA", "La", "P;1"):
+            img = img.convert("L")  # 1 byte per pixel; "1" cannot be resampled
+        elif img.mode not in ("RGB", "I", "F", "I;16"):
+            img = img.convert("RGB")
+        factor = min(img.size[0] // target[0], img.size[1] // target[1])
+        if factor >= 2:
+            img = img.reduce(factor)  # box filter, in place of the far costlier resampling of every pixel
+        if img.size != target:
+            img = img.resize(target, Image.Resampling.BILINEAR)
+        return img
+
+    def reduce_array(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """(working pixels, original (H, W)) of an HxWx3 uint8 image."""
+        original = (image.shape[0], image.shape[1])
+        target = self.working_size(original[1], original[0])
+        if target == (original[1], original[0]):
+            return image, original
+        from PIL import Image
+
+        reduced = np.asarray(self.reduce_pil(Image.fromarray(image), (original[1], original[0])).convert("RGB"))
+        return np.array(reduced, dtype=np.uint8, copy=True), original
 
 
 def _padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:

@@ -22,24 +22,58 @@ def _new_file_mode() -> int:
 # Read once at import: os.umask is process-wide, so probing it while threads create files would race.
 NEW_FILE_MODE = _new_file_mode()
 
+# Temporary files of writes in progress (set.add / discard are atomic under the GIL).
+_IN_PROGRESS: set[str] = set()
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _IN_PROGRESS.add(tmp)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            handle.flush()
+            # Data on disk before the rename makes it visible: after a crash or power loss the name
+            # points at the complete file or at the old one, never at an empty or partial one.
+            os.fsync(handle.fileno())
         os.chmod(tmp, NEW_FILE_MODE)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
+    finally:
+        _IN_PROGRESS.discard(tmp)
     return path
+
+
+def remove_partial_files() -> None:
+    """Delete the temporary files of writes still in progress (before a process exits abruptly)."""
+    for tmp in list(_IN_PROGRESS):
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist the rename itself (the folder entry); not possible on every platform / filesystem."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -1,5 +1,5 @@
-"""Turn images into masks: the Python API (:func:`predict`) and the file-to-file job behind
-``segdeploy predict`` (:func:`predict_files`)."""
+"""Turn images into masks: the Python API (:func:`predict`), the file-to-file job behind
+``segdeploy predict`` (:func:`predict_files`) and its one-file / stdin-stdout form (:func:`predict_one`)."""
 
 from __future__ import annotations
 
@@ -12,65 +12,44 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from segdeploy.engine.images import ImageReadError, find_images, read_image
-from segdeploy.engine.writers import atomic_write_bytes, atomic_write_text, encode_png, write_npy
-from segdeploy.engine.pipeline import StageTimes, stream_predictions
-from segdeploy.core.specs import ModelSpec
+from segdeploy.core.errors import ImageReadError, UsageError
 from segdeploy.core.registry import get_spec
+from segdeploy.core.specs import ModelSpec
+from segdeploy.engine.images import DEFAULT_MAX_PIXELS, load_image, read_image
+from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET, StageTimes, stream_predictions
+from segdeploy.engine.transforms import InputPolicy
+from segdeploy.engine.writers import atomic_write_bytes, atomic_write_text, encode_png, write_npy
+from segdeploy.jobs.manifest import Manifest, differences, run_settings, runtime_settings
+from segdeploy.jobs.outputs import encode_output, plan_outputs, weights_identity
+from segdeploy.jobs.session import Session, open_model_runtime, spec_of  # noqa: F401  (public here too)
+from segdeploy.jobs.sizing import check_memory
 from segdeploy.tasks import Prediction, get_task
 
 
-def open_model_runtime(model, *, weights=None, backend: str = "auto", device: str = "cpu",
-                       precision: str | None = None, **options):
-    """A runtime for ``model`` (a registry name, a ModelSpec, or an nn.Module built by create_model)."""
-    from segdeploy.backends import open_runtime
-
-    return open_runtime(model, backend=backend, device=device, precision=precision, weights=weights, **options)
-
-
-def _spec_of(model) -> ModelSpec:
-    if isinstance(model, (str, ModelSpec)):
-        return get_spec(model)
-    spec = getattr(model, "segdeploy_spec", None) or getattr(model, "spec", None)
-    if spec is None:
-        raise TypeError("model must be a registry name, a ModelSpec, a module from create_model, or a Runtime")
-    return spec
-
-
-def predict(model, images: Iterable, *, weights=None, backend: str = "auto", device: str = "cpu",
-            precision: str | None = None, batch_size: int = 1, return_maps: bool = False, runtime=None):
-    """Predict masks for images given as arrays (HxWx3 uint8 RGB) or file paths.
+def predict(model, images, *, weights=None, backend: str = "auto", device: str = "cpu",
+            precision: str | None = None, batch_size: int = 1, return_maps: bool = False, runtime=None,
+            max_size: int | None | str = "spec"):
+    """Predict masks for one image or many.
 
     Args:
         model: registry name, ModelSpec, or a module returned by :func:`segdeploy.create_model`.
-        images: numpy arrays and/or paths.
-        weights: checkpoint path or "random" (not needed when ``model`` is a module or ``runtime``
-            is given).
-        return_maps: return :class:`~segdeploy.engine.transforms.Prediction` objects (map + mask) instead
-            of masks only.
-        runtime: an already opened runtime to reuse across calls.
+        images: a path (str / PathLike, never iterated as characters), encoded bytes, a PIL image,
+            an HxWx3 uint8 array, or a list of those.
+        weights: checkpoint path, variant name or "random" (not needed with a module or ``runtime``).
+        return_maps: return :class:`~segdeploy.tasks.Prediction` objects (map + mask) instead of masks.
+        runtime: an already opened runtime to reuse (or use :class:`segdeploy.Session`).
+        max_size: longest side for native-resolution models ("spec": the model's default; 0: none).
 
     Returns:
-        A list, one entry per image in order: uint8 HxW masks at the original size (saliency: 0..255
-        map; binary: 0/1; semantic: class ids), or Predictions with ``return_maps``.
+        For one input, one uint8 HxW mask at the original size (saliency: 0..255 map; binary: 0/1;
+        semantic: class ids); for a list, a list in order. Predictions with ``return_maps``.
 
     Raises:
         ImageReadError: a path could not be read (the message names it).
     """
-    spec = _spec_of(model)
-    if runtime is None:
-        runtime = open_model_runtime(model, weights=weights, backend=backend, device=device, precision=precision)
-    items = list(images)
-
-    def read(item):
-        return item if isinstance(item, np.ndarray) else read_image(item)
-
-    results = []
-    for outcome in stream_predictions(items, read, runtime, spec, batch_size=batch_size):
-        if not outcome.ok:
-            raise outcome.error
-        results.append(outcome.prediction if return_maps else outcome.prediction.mask)
-    return results
+    session = Session(model, weights=weights, backend=backend, device=device, precision=precision,
+                      batch_size=batch_size, max_size=max_size, runtime=runtime)
+    return session.predict(images, return_maps=return_maps)
 
 
 @dataclass
@@ -89,6 +68,8 @@ class PredictSummary:
     selection: dict[str, Any] | None = None
     stages: dict[str, Any] | None = None
     output_dir: str = ""
+    warnings: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,41 +80,61 @@ def mask_image(pred: Prediction, spec: ModelSpec) -> tuple[np.ndarray, list[int]
     return get_task(spec).mask_image(pred)
 
 
-def cutout_image(image: np.ndarray, pred: Prediction, spec: ModelSpec) -> np.ndarray:
-    """RGBA cut-out: the original pixels with the task's alpha (saliency map, or the mask)."""
-    return get_task(spec).cutout(image, pred)
+def cutout_image(image: np.ndarray, pred: Prediction, spec: ModelSpec,
+                 background: tuple[int, ...] | None = None) -> np.ndarray:
+    """RGBA cut-out: the original pixels with the task's alpha, or composited onto ``background``."""
+    return get_task(spec).cutout(image, pred, background)
 
 
 def output_paths(inputs: list[tuple[Path, Path]], out_dir: Path) -> list[Path]:
     """``OUT/<relative folder>/<stem>.png`` per input; inputs sharing a stem keep their suffix."""
-    stems: dict[Path, int] = {}
-    for _, rel in inputs:
-        key = rel.parent / rel.stem
-        stems[key] = stems.get(key, 0) + 1
-    paths = []
-    for _, rel in inputs:
-        key = rel.parent / rel.stem
-        name = rel.stem if stems[key] == 1 else rel.name  # a.jpg + a.png → a.jpg.png, a.png.png
-        paths.append(out_dir / rel.parent / f"{name}.png")
-    return paths
+    return plan_outputs(inputs, out_dir)
+
+
+def _original_pixels(source, image: np.ndarray, pred: Prediction, max_pixels) -> np.ndarray:
+    """The full-size image for a cut-out (read again when the input policy had reduced it)."""
+    if image.shape[:2] == pred.mask.shape[:2]:
+        return image
+    return read_image(source, max_pixels=max_pixels)
 
 
 def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, weights=None,
                   recursive: bool = False, batch_size: int = 1, backend: str = "auto", device: str = "cpu",
                   precision: str | None = None, cutout: bool = False, save_prob: bool = False,
                   overwrite: bool = False, workers: int | None = None, progress: bool = True,
-                  on_progress: Callable[[int], None] | None = None, runtime=None, seed: int = 0) -> PredictSummary:
+                  on_progress: Callable[[int], None] | None = None, runtime=None, seed: int = 0,
+                  background: tuple[int, ...] | None = None, max_size: int | None | str = "spec",
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS, memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+                  onnx_path=None, calib=None, log: Callable[[str], None] | None = None) -> PredictSummary:
     """Predict masks for files, folders and glob patterns and write them under ``out_dir``.
 
-    Outputs per input: ``<stem>.png`` (saliency: 8-bit map; binary: 0/255; semantic: palette PNG),
-    ``<stem>_cutout.png`` with ``cutout``, ``<stem>.npy`` (float32 map) with ``save_prob``. Existing
-    outputs are skipped unless ``overwrite``; every file is written atomically. Unreadable inputs are
-    recorded in ``summary.failed`` with their reason and the run goes on.
+    Outputs per input, mirroring the inputs' folders under ``out_dir``: ``<stem>.png`` (saliency:
+    8-bit map; binary: 0/255; semantic: palette PNG), ``<stem>_cutout.png`` with ``cutout`` or
+    ``background``, ``<stem>.npy`` (float32 map) with ``save_prob``. ``out_dir/.segdeploy-manifest.json``
+    records the settings and each file; a rerun with the same settings resumes, one with other
+    settings raises UsageError (nothing touched) unless ``overwrite``. Every file is written
+    atomically. Unreadable inputs are recorded in ``summary.failed`` with their reason.
+
+    Raises:
+        UsageError: before any work, for an output folder that is a file or an input folder, two
+            inputs with one output path, an output that would replace an input, changed settings.
     """
     spec = get_spec(model)
+    policy = InputPolicy.for_model(spec, max_size)
     out_dir = Path(out_dir)
-    found = find_images(inputs, recursive=recursive)
-    targets = output_paths(found, out_dir)
+    say = log or (lambda text: None)
+    cutout = cutout or background is not None
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"-o {out_dir}: is an existing file, not a folder; give a folder for the masks "
+                         "(or a single input with -o FILE.png)")
+    for item in inputs:
+        folder = item if os.path.isdir(item) else _pattern_base(item)
+        if folder is not None and os.path.realpath(folder) == os.path.realpath(out_dir):
+            suggestion = Path(folder) / "masks"
+            raise UsageError(f"-o {out_dir} is the input folder {item}: masks would be written among (and over) "
+                             f"the source images; choose another folder, e.g. -o {suggestion}")
+    found = [(path, rel) for path, rel in find_inputs(inputs, recursive, out_dir)]
+    targets = plan_outputs(found, out_dir)
     summary = PredictSummary(model=spec.name, found=len(found), output_dir=str(out_dir))
 
     def wanted(target: Path) -> list[Path]:
@@ -144,56 +145,191 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
             paths.append(target.with_suffix(".npy"))
         return paths
 
+    outputs = {"cutout": cutout, "background": list(background) if background else None, "save_prob": save_prob}
+    settings = run_settings(spec, policy, weights_identity(spec, weights, seed, onnx_path, calib, runtime), outputs)
+    manifest = None if overwrite else Manifest.load(out_dir)
+    if manifest is not None:
+        manifest.refuse_if_changed(settings, out_dir)
+        # An explicitly requested backend / precision is compared now, so that a folder made by
+        # another one is not reported "already done"; "auto" is compared once it has chosen.
+        asked = {key: value for key, value in (("backend", backend), ("precision", precision))
+                 if value is not None and value != "auto"}
+        made = {key: (manifest.runtime or {}).get(key) for key in asked}
+        if manifest.files and manifest.runtime and asked != made:
+            raise UsageError(f"{out_dir} holds masks made with another backend or precision: "
+                             + "; ".join(differences(made, asked))
+                             + ". Nothing was changed. Pass --overwrite to recompute them, or choose another -o.")
     todo = []
     for (path, _), target in zip(found, targets):
-        if not overwrite and all(p.exists() for p in wanted(target)):
+        key = target.relative_to(out_dir).as_posix()
+        if manifest is not None and manifest.done(key, os.path.abspath(path), wanted(target)):
             summary.skipped += 1
-        else:
-            todo.append((path, target))
+            continue
+        if not overwrite and manifest is None:
+            existing = [p for p in wanted(target) if p.exists()]
+            if existing:
+                raise UsageError(f"{existing[0]} exists and {out_dir} has no segdeploy manifest saying how it was made; "
+                                 "pass --overwrite to replace such files, or choose another -o")
+        todo.append((path, target, key))
 
+    warning = check_memory(spec, policy, [p for p, _, _ in todo], max_pixels)
+    if warning:
+        summary.warnings.append(warning)
+        say(f"warning: {warning}")
     start = time.perf_counter()
-    if todo:
-        if runtime is None:
-            runtime = open_model_runtime(spec.name, weights=weights, backend=backend, device=device,
-                                         precision=precision, seed=seed)
-        summary.runtime = runtime.describe() if hasattr(runtime, "describe") else None
-        summary.selection = getattr(runtime, "selection", None)
-        summary.weights = weights_of(runtime)
+    if not todo:
+        summary.seconds = round(time.perf_counter() - start, 3)
+        return summary
+    if runtime is None:
+        options: dict[str, Any] = {"seed": seed}
+        if onnx_path is not None:
+            options["onnx_path"] = onnx_path
+        if calib is not None:
+            options["calib"] = calib
+        runtime = open_model_runtime(spec.name, weights=weights, backend=backend, device=device,
+                                     precision=precision, **options)
+    summary.runtime = runtime.describe() if hasattr(runtime, "describe") else None
+    summary.selection = getattr(runtime, "selection", None)
+    summary.weights = weights_of(runtime)
+    ran = runtime_settings(summary.runtime)
+    if manifest is not None and manifest.runtime is not None and ran is not None and manifest.files:
+        changes = differences(manifest.runtime, ran)
+        if changes:
+            raise UsageError(f"{out_dir} holds masks made with another backend or precision: " + "; ".join(changes)
+                             + ". Nothing was changed. Pass --overwrite to recompute them, or choose another -o.")
+    if manifest is None:
+        manifest = Manifest(settings=settings)
+    manifest.settings, manifest.runtime = settings, ran
+    # Saved before the first mask, so that files of a run killed early are known as this run's.
+    manifest.save(out_dir)
 
-        def read(entry):
-            return read_image(entry[0])
+    def read(entry):
+        return load_image(entry[0], policy, max_pixels=max_pixels)
 
-        def sink(entry, image, pred):
-            target = entry[1]
-            array, palette = mask_image(pred, spec)
-            atomic_write_bytes(target, encode_png(array, palette))
-            if cutout:
-                atomic_write_bytes(target.with_name(target.stem + "_cutout.png"),
-                                   encode_png(cutout_image(image, pred, spec)))
-            if save_prob:
-                write_npy(target.with_suffix(".npy"), pred.map.astype(np.float32))
+    def sink(entry, image, pred):
+        source, target, _ = entry
+        array, palette = mask_image(pred, spec)
+        atomic_write_bytes(target, encode_png(array, palette))
+        if cutout:
+            original = _original_pixels(source, image, pred, max_pixels)
+            atomic_write_bytes(target.with_name(target.stem + "_cutout.png"),
+                               encode_png(cutout_image(original, pred, spec, background)))
+        if save_prob:
+            write_npy(target.with_suffix(".npy"), pred.map.astype(np.float32))
 
-        times = StageTimes()
-        bar = _progress_bar(progress, len(todo), spec.name)
+    times = StageTimes()
+    bar = _progress_bar(progress, len(todo), spec.name)
+    last_save = time.monotonic()
+    say(f"predicting {len(todo)} image(s) with {spec.name} into {out_dir}")
+    try:
         with bar:
             task = bar.add_task("predict", total=len(todo)) if bar.enabled else None
-            for outcome in stream_predictions(todo, read, runtime, spec, batch_size=batch_size, workers=workers,
-                                              sink=sink, times=times):
+            for outcome in stream_predictions(todo, read, runtime, spec, batch_size=min(batch_size, len(todo)),
+                                              workers=workers, sink=sink, times=times, max_side=policy.max_side or 0,
+                                              memory_budget=memory_budget):
+                source, _, key = outcome.item
                 if outcome.ok:
                     summary.written += 1
+                    manifest.files[key] = {"source": os.path.abspath(source), "status": "written"}
                 else:
                     reason = outcome.error.reason if isinstance(outcome.error, ImageReadError) else \
                         f"{type(outcome.error).__name__}: {outcome.error}"
-                    summary.failed.append({"path": str(outcome.item[0]), "reason": reason})
+                    summary.failed.append({"path": str(source), "reason": reason})
+                    manifest.files[key] = {"source": os.path.abspath(source), "status": "failed", "reason": reason}
                 if task is not None:
                     bar.advance(task)
                 if on_progress:
                     on_progress(1)
+                if time.monotonic() - last_save > 5.0:
+                    manifest.save(out_dir)
+                    last_save = time.monotonic()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        raise
+    finally:
+        manifest.save(out_dir)
         summary.stages = times.to_dict()
-    summary.seconds = round(time.perf_counter() - start, 3)
-    processed = summary.written + len(summary.failed)
-    summary.images_per_s = round(summary.written / summary.seconds, 3) if summary.seconds > 0 and processed else None
+        summary.seconds = round(time.perf_counter() - start, 3)
+        processed = summary.written + len(summary.failed)
+        summary.images_per_s = round(summary.written / summary.seconds, 3) \
+            if summary.seconds > 0 and processed else None
     return summary
+
+
+def _pattern_base(item: str) -> str | None:
+    """The folder a glob pattern searches (its parts before the first wildcard), None for a path."""
+    if os.path.lexists(item) or not set("*?[") & set(item):
+        return None
+    parts = Path(item).parts
+    first = next(i for i, part in enumerate(parts) if set("*?[") & set(part))
+    return os.path.join(*parts[:first]) if first else "."
+
+
+def find_inputs(inputs: Iterable, recursive: bool, out_dir: Path) -> list[tuple[Path, Path]]:
+    """Inputs with their output-relative paths; the output tree is never searched."""
+    from segdeploy.engine.images import find_images
+
+    return find_images(inputs, recursive=recursive, exclude=[out_dir])
+
+
+def predict_one(model: str, source: str, target: str, *, weights=None, backend: str = "auto", device: str = "cpu",
+                precision: str | None = None, cutout: bool = False, background: tuple[int, ...] | None = None,
+                save_prob: bool = False, overwrite: bool = False, seed: int = 0, max_size: int | None | str = "spec",
+                max_pixels: int | None = DEFAULT_MAX_PIXELS, onnx_path=None, calib=None, stdin=None,
+                stdout=None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One image to one file: ``source`` is a path or "-" (stdin), ``target`` a file path or "-" (stdout).
+
+    The file is the mask, or the cut-out with ``cutout`` / ``background``; its format follows the
+    target's suffix (PNG for stdout). Returns what was written (path, size, runtime).
+
+    Raises:
+        UsageError: the target exists (without ``overwrite``) or cannot hold the output.
+        ImageReadError: the input cannot be read.
+    """
+    import sys
+
+    spec = get_spec(model)
+    cutout = cutout or background is not None
+    to_stdout = target == "-"
+    suffix = ".png" if to_stdout else Path(target).suffix.lower()
+    if not to_stdout:
+        if Path(target).is_dir():
+            raise UsageError(f"-o {target} is a folder; for one output file give a name like {target}/mask.png")
+        if Path(target).exists() and not overwrite:
+            raise UsageError(f"-o {target} exists; pass --overwrite to replace it")
+    if save_prob and to_stdout:
+        raise UsageError("--save-prob needs an output file (-o FILE.png writes FILE.npy beside it), not -o -")
+    if source == "-":
+        data = (stdin or sys.stdin.buffer).read()
+        if not data:
+            raise ImageReadError("<stdin>", "no data on standard input")
+        item: Any = data
+    else:
+        if os.path.isdir(source):
+            raise UsageError(f"{source} is a folder; -o {target} names one file. Give -o a folder for many masks")
+        item = source
+        warning = check_memory(spec, InputPolicy.for_model(spec, max_size), [Path(source)], max_pixels)
+        if warning and log:
+            log(f"warning: {warning}")
+    session = Session(spec.name, weights=weights, backend=backend, device=device, precision=precision,
+                      max_size=max_size, max_pixels=max_pixels, onnx_path=onnx_path, calib=calib, seed=seed)
+    pred = session.predict(item, return_maps=True)
+    if cutout:
+        original = read_image(item, max_pixels=max_pixels)
+        data_out = encode_output(cutout_image(original, pred, spec, background), None, suffix, target)
+    else:
+        array, palette = mask_image(pred, spec)
+        data_out = encode_output(array, palette, suffix, target)
+    if to_stdout:
+        out = stdout or sys.stdout.buffer
+        out.write(data_out)
+        out.flush()
+    else:
+        atomic_write_bytes(target, data_out)
+        if save_prob:
+            write_npy(Path(target).with_suffix(".npy"), pred.map.astype(np.float32))
+    return {"output": target, "bytes": len(data_out), "size": list(pred.mask.shape), "runtime": session.describe(),
+            "selection": getattr(session.runtime, "selection", None), "weights": weights_of(session.runtime)}
 
 
 def weights_of(runtime) -> dict | None:
@@ -231,7 +367,24 @@ def _progress_bar(enabled: bool, total: int, label: str):
     return bar
 
 
-def write_summary_json(summary: PredictSummary, path: str | os.PathLike) -> None:
+def write_summary_json(summary: PredictSummary | dict, path: str | os.PathLike) -> None:
+    """Write the run summary (with the environment) as JSON; UsageError with one line on failure."""
     from segdeploy.core.environment import environment
 
-    atomic_write_text(path, json.dumps({**summary.to_dict(), "environment": environment()}, indent=2))
+    data = summary.to_dict() if hasattr(summary, "to_dict") else dict(summary)
+    try:
+        atomic_write_text(path, json.dumps({**data, "environment": environment()}, indent=2, default=str))
+    except OSError as exc:
+        raise UsageError(f"--json {path}: cannot write the summary ({exc.strerror or exc})") from None
+
+
+def check_json_target(path: str | os.PathLike | None) -> None:
+    """Fail before any work when --json names a folder or a place that cannot be written."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"--json {path} is a folder; give a file name such as {Path(path) / 'summary.json'}")
+    parent = target.parent if str(target.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise UsageError(f"--json {path}: folder {parent} is not writable")

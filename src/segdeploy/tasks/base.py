@@ -9,7 +9,6 @@ methods; nothing outside :mod:`segdeploy.tasks` compares a task name.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,7 +16,6 @@ import numpy as np
 from segdeploy.core.errors import UsageError
 
 
-@dataclass
 class Prediction:
     """One image's decoded output at its original size.
 
@@ -26,10 +24,32 @@ class Prediction:
             probabilities (semantic).
         mask: uint8 HxW — saliency: the 0..255 map as upstream saves it; binary: 0/1;
             semantic: class ids.
+
+    ``map`` may be given as a function (``lazy_map``) that computes it on first use: a 144-megapixel
+    saliency map is 576 MB in float32 (a 21-class map of a 12-megapixel photo, 1 GB) and writing
+    the mask never needs it.
     """
 
-    map: np.ndarray
-    mask: np.ndarray
+    __slots__ = ("_map", "_lazy_map", "mask")
+
+    def __init__(self, map: np.ndarray | None = None, mask: np.ndarray | None = None, *, lazy_map=None):
+        if map is None and lazy_map is None:
+            raise TypeError("Prediction needs map or lazy_map")
+        self._map, self._lazy_map, self.mask = map, lazy_map, mask
+
+    @property
+    def map(self) -> np.ndarray:
+        if self._map is None:
+            self._map, self._lazy_map = self._lazy_map(), None
+        return self._map
+
+    @map.setter
+    def map(self, value: np.ndarray) -> None:
+        self._map, self._lazy_map = value, None
+
+    def __repr__(self) -> str:
+        shape = self._map.shape if self._map is not None else "lazy"
+        return f"Prediction(map={shape}, mask={getattr(self.mask, 'shape', None)})"
 
 
 def resize_float(array: np.ndarray, height: int, width: int) -> np.ndarray:

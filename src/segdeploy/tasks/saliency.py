@@ -25,7 +25,8 @@ class SaliencyTask(Task):
             # then resizes to the original (W, H) with BILINEAR.
             u8 = np.clip(pred * 255.0, 0, 255).astype(np.uint8)
             mask = np.asarray(Image.fromarray(u8).resize((width, height), resample=Image.Resampling.BILINEAR))
-            return Prediction(map=mask.astype(np.float32) / 255.0, mask=np.ascontiguousarray(mask))
+            mask = np.ascontiguousarray(mask)
+            return Prediction(mask=mask, lazy_map=lambda: mask.astype(np.float32) / np.float32(255.0))
         prob = np.clip(resize_float(pred[None].astype(np.float32), height, width)[0], 0.0, 1.0)
         return Prediction(map=prob, mask=np.round(prob * 255).astype(np.uint8))
 

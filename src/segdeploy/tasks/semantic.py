@@ -27,8 +27,22 @@ class SemanticTask(Task):
     dataset_tasks = ("semantic",)
 
     def decode(self, raw: np.ndarray, spec, original_hw: tuple[int, int]) -> Prediction:
-        probs = activate(resize_float(raw, *original_hw), spec.decode.activation)
-        return Prediction(map=probs.astype(np.float32), mask=probs.argmax(axis=0).astype(np.uint8))
+        # The mask is an argmax over class maps resized to the original size; it is taken a few
+        # channels at a time so that a 12-megapixel photo never holds all 21 resized maps (1 GB in
+        # float32, 2 GB per float64 copy). The full map is built only when asked for.
+        # Activations are monotonic per pixel only for "none"; softmax/sigmoid take the full path.
+        height, width = original_hw
+        if spec.decode.activation != "none":
+            probs = activate(resize_float(raw, height, width), spec.decode.activation).astype(np.float32)
+            return Prediction(map=probs, mask=probs.argmax(axis=0).astype(np.uint8))
+        best = np.full((height, width), -np.inf, dtype=np.float32)
+        labels = np.zeros((height, width), dtype=np.uint8)
+        for start in range(0, raw.shape[0], 4):
+            chunk = resize_float(raw[start:start + 4], height, width)
+            for offset, channel in enumerate(chunk):
+                labels[channel > best] = start + offset  # strict: ties keep the lower id, as argmax
+                np.maximum(best, channel, out=best)
+        return Prediction(mask=labels, lazy_map=lambda: resize_float(raw, height, width))
 
     def decode_policy(self, spec) -> str:
         return "class probabilities resized to the GT size, argmax; label 255 ignored"

@@ -45,14 +45,20 @@ class ServerState:
         for name, batcher in self.batchers.items():
             self.metrics.track_queue(name, batcher.depth)
             self.metrics.unverified.labels(name).set(1 if self.services[name].unverified else 0)
-        self.io = ThreadPoolExecutor(config.io_threads, thread_name_prefix="segdeploy-io")
+        self.io: ThreadPoolExecutor | None = None
         self.ready = False
         self.draining = False
+        #: sent as X-Segdeploy-Instance when set (Ray Serve: the replica answering)
+        self.instance: str | None = None
 
     def any_unverified(self) -> bool:
         return any(s.unverified for s in self.services.values())
 
     def start(self) -> None:
+        """Start the I/O pool and the batchers on the running loop (again after a :meth:`stop`)."""
+        if self.io is None:
+            self.io = ThreadPoolExecutor(self.config.io_threads, thread_name_prefix="segdeploy-io")
+        self.draining = False
         for batcher in self.batchers.values():
             batcher.start()
         self.ready = True
@@ -62,7 +68,9 @@ class ServerState:
         self.ready, self.draining = False, True
         for batcher in self.batchers.values():
             await batcher.stop()
-        self.io.shutdown(wait=True)
+        if self.io is not None:
+            self.io.shutdown(wait=True)
+            self.io = None
 
     async def in_io(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)

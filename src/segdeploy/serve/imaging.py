@@ -45,7 +45,7 @@ def _open(data: bytes, name: str, max_pixels: int):
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(name, -1, max_pixels) from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(name, f"corrupt image header ({exc})") from exc
+        raise ImageReadError(name, f"corrupt or truncated image header ({exc})") from exc
     width, height = img.size
     if width * height > max_pixels:  # header only so far: nothing large has been allocated
         img.close()

@@ -54,9 +54,11 @@ class GuardMiddleware:
         async def tracked_send(message):
             if message["type"] == "http.response.start":
                 status["code"], status["started"] = message["status"], True
-                if unverified:
-                    message = {**message, "headers": [*message.get("headers", []),
-                                                      (b"x-segdeploy-unverified", b"true")]}
+                extra = [(b"x-segdeploy-unverified", b"true")] if unverified else []
+                if self.state.instance:
+                    extra.append((b"x-segdeploy-instance", self.state.instance.encode("latin-1", "replace")))
+                if extra:
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
         limit = self.state.config.max_body_bytes

@@ -97,7 +97,12 @@ def build_deployment(model: str, *, config: ServeConfig, weights=None, backend: 
         def __serve_build_asgi_app__(self):
             from segdeploy.serve.app import ServerState, build_app
 
-            return build_app(ServerState([self.service], config, lambda service, metrics: _RayBatcher(self, metrics)))
+            state = ServerState([self.service], config, lambda service, metrics: _RayBatcher(self, metrics))
+            try:
+                state.instance = str(serve.get_replica_context().replica_id.unique_id)
+            except Exception:  # noqa: BLE001 - informative only
+                state.instance = None
+            return build_app(state)
 
     return SegdeployDeployment.bind()
 

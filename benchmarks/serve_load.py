@@ -79,7 +79,9 @@ class Server:
             cmd += ["--precision", precision]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
         self.command = cmd
-        self.log = open(RESULTS.parent / f".serve_{self.port}.log", "w+")
+        import tempfile
+
+        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"segdeploy_serve_{self.port}_", suffix=".log", delete=False)
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -179,7 +181,7 @@ def sweep(args, server: Server, images, levels) -> list[dict]:
     rows = []
     for c in levels:
         load0 = loadavg()
-        n = max(args.requests, 2 * c)
+        n = max(args.requests, c)  # at least one request per client
         row = asyncio.run(level(server.url, args.model, images, c, n))
         row.update(rss_mb=server.rss_mb(), loadavg_before=load0, loadavg_after=loadavg())
         print(f"  c={c:>3}: {row['throughput_rps']} req/s p50 {row['p50_ms']} ms p99 {row['p99_ms']} ms "
@@ -240,26 +242,31 @@ def main(argv=None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--concurrency", default="1,2,4,8,16,32,64")
-    parser.add_argument("--requests", type=int, default=64, help="requests per concurrency level (at least 2 x C)")
+    parser.add_argument("--single-concurrency", default=None,
+                        help="levels for the one-per-pass server (default: --concurrency; it is the slow one)")
+    parser.add_argument("--requests", type=int, default=64, help="requests per concurrency level (at least C)")
     parser.add_argument("--images", type=int, default=12, help="distinct JPEGs sent in rotation")
     parser.add_argument("--image-size", default="480x640")
     parser.add_argument("--pure-images", type=int, default=48, help="images per batch size in the pure-inference run")
     parser.add_argument("--soak-seconds", type=float, default=600)
-    parser.add_argument("--check-images", type=int, default=16)
+    parser.add_argument("--check-images", type=int, default=16, help="gate check images of the batching server")
+    parser.add_argument("--single-check-images", type=int, default=None,
+                        help="gate check images of the one-per-pass server (default: --check-images)")
     parser.add_argument("--quick", action="store_true", help="levels 1,4,16, few requests, 20 s soak")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/serve_<model>_cpu.json)")
     args = parser.parse_args(argv)
     if args.quick:
         args.concurrency, args.requests, args.soak_seconds, args.pure_images = "1,4,16", 16, 20, 8
+        args.single_concurrency = None
     levels = [int(c) for c in args.concurrency.split(",")]
+    single_levels = [int(c) for c in (args.single_concurrency or args.concurrency).split(",")]
     h, w = (int(p) for p in args.image_size.split("x"))
     sys.path.insert(0, str(ROOT / "src"))
-    from segdeploy.core.registry import get_spec
-    from segdeploy.zoo.checkpoints import resolve_weights
+    from segdeploy.zoo import create_model
 
     notes = []
     try:
-        resolve_weights(get_spec(args.model), args.weights)
+        create_model(args.model, args.weights)  # what the server will do; fails fast when not packaged
     except Exception as exc:  # noqa: BLE001 - official weights not packaged in this checkout
         notes.append(f"--weights {args.weights} unavailable ({exc}); used random weights (speed does not "
                      "depend on weight values)")
@@ -270,8 +277,17 @@ def main(argv=None) -> int:
                     "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
                     "settings": {"max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms,
                                  "requests_per_level": args.requests, "images": args.images, "image_size": [h, w],
-                                 "levels": levels, "soak_seconds": args.soak_seconds}, "notes": notes,
+                                 "levels": levels, "single_levels": single_levels,
+                                 "soak_seconds": args.soak_seconds, "check_images": args.check_images,
+                                 "single_check_images": args.single_check_images or args.check_images}, "notes": notes,
                     "loadavg_start": loadavg()}
+
+    out = Path(args.out) if args.out else RESULTS / f"serve_{args.model}_cpu.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(phase: str) -> None:  # after every phase: a late failure keeps what was measured
+        record["completed_phases"] = record.get("completed_phases", []) + [phase]
+        out.write_text(json.dumps(record, indent=2))
 
     print(f"batching server (max batch {args.max_batch_size}) ...", flush=True)
     server = Server(args, args.max_batch_size, args.backend, None, args.check_images)
@@ -283,27 +299,28 @@ def main(argv=None) -> int:
     record.update(backend=backend, precision=precision, fidelity=served["fidelity"], verified=served["verified"],
                   server_command=" ".join(server.command[1:]))
     record["batching"] = sweep(args, server, images, levels)
+    save("batching")
     print(f"soak at concurrency 8 for {args.soak_seconds:g} s ...", flush=True)
     record["soak"] = soak(args, server, images)
     record["batching_exit_code"] = server.stop()
+    save("soak")
 
     print("one request per forward pass (max batch 1) ...", flush=True)
-    single = Server(args, 1, backend, precision, args.check_images)
+    single = Server(args, 1, backend, precision, args.single_check_images or args.check_images)
     record["single_ready_s"] = round(single.wait_ready(3600), 1)
-    record["single"] = sweep(args, single, images, levels)
+    record["single"] = sweep(args, single, images, single_levels)
     single.stop()
+    save("single")
 
     print(f"pure inference ({backend} {precision}) ...", flush=True)
     load0 = loadavg()
-    record["pure"] = pure_inference(args, backend, precision, images, max(args.max_batch_size, 16))
+    record["pure"] = pure_inference(args, backend, precision, images, args.max_batch_size)
     record["pure"].update(loadavg_before=load0, loadavg_after=loadavg())
     record["loadavg_end"] = loadavg()
     record["acceptance"] = acceptance(record)
     record["contended"] = any(row["loadavg_after"][0] > (os.cpu_count() or 1)
                               for row in record["batching"] + record["single"])
-    out = Path(args.out) if args.out else RESULTS / f"serve_{args.model}_cpu.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
+    save("pure")
     out.with_suffix(".md").write_text(markdown(record))
     print(markdown(record))
     return 0
@@ -338,10 +355,13 @@ def markdown(r: dict) -> str:
     lines += [f"- {note}" for note in r["notes"]]
     lines += ["", "| concurrency | batching req/s | p50 ms | p90 ms | p99 ms | mean batch | RSS MB | one-per-pass req/s "
               "| p50 ms | p99 ms | load (1 min) |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for b, s in zip(r["batching"], r["single"]):
+    singles = {row["concurrency"]: row for row in r["single"]}
+    for b in r["batching"]:
+        s = singles.get(b["concurrency"])
+        single = (f"{s['throughput_rps']} | {s['p50_ms']} | {s['p99_ms']} | {b['loadavg_after'][0]} / "
+                  f"{s['loadavg_after'][0]}") if s else f"– | – | – | {b['loadavg_after'][0]}"
         lines.append(f"| {b['concurrency']} | {b['throughput_rps']} | {b['p50_ms']} | {b['p90_ms']} | {b['p99_ms']} "
-                     f"| {b['mean_batch_size']} | {b['rss_mb']} | {s['throughput_rps']} | {s['p50_ms']} | "
-                     f"{s['p99_ms']} | {b['loadavg_after'][0]} / {s['loadavg_after'][0]} |")
+                     f"| {b['mean_batch_size']} | {b['rss_mb']} | {single} |")
     p = r["pure"]
     lines += ["", f"Pure inference (same runtime in-process, `Runtime.run` only): "
               + ", ".join(f"batch {k}: {v} img/s" for k, v in p["images_per_s_by_batch"].items())

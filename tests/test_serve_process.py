@@ -92,7 +92,9 @@ def test_uvicorn_process_serves_predict_bytes_batches_and_drains(plugin_dir, tmp
 
         drained = asyncio.run(drain())
         assert [r.status_code for r in drained] == [200] * 3
-        assert proc.wait(120) == 0
+        # uvicorn re-raises the SIGTERM it handled once the server has drained (so that process
+        # managers see the usual signal exit): -SIGTERM here means a clean drain, not a crash
+        assert proc.wait(120) in (0, -signal.SIGTERM)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -325,3 +325,22 @@ def test_bytes_reader_matches_read_image(tmp_path):
         image.save(path, **options)
         assert np.array_equal(image_from_bytes(path.read_bytes(), name), read_image(path)), name
     assert read_image(tmp_path / "rotated.jpg").shape == (17, 12, 3)
+
+
+def test_gate_verdict_from_a_reference_report(controlled, tmp_path):
+    from segdeploy.core.errors import GateFailed, UsageError
+    from segdeploy.serve import create_app
+
+    def report(status, model=MODEL):
+        path = tmp_path / f"{status}-{model}.json"
+        path.write_text(json.dumps({"model": model, "images": 50, "weights": {"kind": "random"}, "rows": [
+            {"backend": "torch", "precision": "fp32", "status": status, "failures": [], "reason": ""}]}))
+        return path
+
+    app = create_app(MODEL, weights="random", runtime=controlled, reference=report("pass"))
+    verdict = app.state.segdeploy.services[MODEL].fidelity
+    assert verdict["status"] == "pass" and verdict["images"] == 50 and "reference report" in verdict["source"]
+    with pytest.raises(GateFailed):
+        create_app(MODEL, weights="random", runtime=controlled, reference=report("fail"))
+    with pytest.raises(UsageError, match="not 'u2netp-test64'"):
+        create_app(MODEL, weights="random", runtime=controlled, reference=report("pass", model="u2net"))

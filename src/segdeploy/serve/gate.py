@@ -53,7 +53,7 @@ def fidelity_gate(spec, *, weights, backend: str, precision: str, device: str = 
         number of images; it is what GET /v1/models shows as the fidelity verdict.
     """
     if reference is not None:
-        return _from_reference(spec, reference, backend, precision)
+        return _from_reference(spec, reference, backend, precision, weights)
     from segdeploy.verify.compare import compare
 
     report = compare(spec, weights=weights, combos=[(backend, precision)], images=images, device=device, seed=seed,
@@ -77,7 +77,7 @@ def fidelity_gate(spec, *, weights, backend: str, precision: str, device: str = 
     return row.status == "pass", summary
 
 
-def _from_reference(spec, path, backend: str, precision: str) -> tuple[bool, dict[str, Any]]:
+def _from_reference(spec, path, backend: str, precision: str, weights=None) -> tuple[bool, dict[str, Any]]:
     from segdeploy.core.errors import UsageError
 
     try:
@@ -87,6 +87,13 @@ def _from_reference(spec, path, backend: str, precision: str) -> tuple[bool, dic
                          "`segdeploy compare ... --json FILE`") from exc
     if data.get("model") != spec.name:
         raise UsageError(f"--reference {path}: report is for {data.get('model')!r}, not {spec.name!r}")
+    recorded = (data.get("weights") or {}).get("sha256")
+    if recorded and weights is not None and os.path.isfile(str(weights)):
+        from segdeploy.zoo.checkpoints import file_sha256
+
+        if file_sha256(weights) != recorded:
+            raise UsageError(f"--reference {path}: report was made with other weights (sha256 {recorded[:12]}…) "
+                             f"than {weights}; compare these weights first")
     for row in data.get("rows", []):
         if row.get("backend") == backend and row.get("precision") == precision:
             return row.get("status") == "pass", {

@@ -38,7 +38,16 @@ def test_two_ray_replicas_serve_the_plain_servers_bytes(tmp_path, monkeypatch):
     # replicas are separate worker processes: they find segdeploy and the test plugin on PYTHONPATH
     env = subprocess_env(plugin)
     monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": env["PYTHONPATH"]}})
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    for attempt in range(3):  # Ray gives its raylet 30 s to register: a busy shared machine can miss that
+        try:
+            ray.init(num_cpus=2, include_dashboard=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": env["PYTHONPATH"]}})
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -14,7 +14,7 @@ import sys
 from segdeploy import __version__
 
 # Order is the order shown by --help: the seed guide's steps, then the one-command recipes.
-COMMANDS = ("list", "info", "predict", "export", "quantize", "compare", "eval", "bench", "prepare", "run", "demo")
+COMMANDS = ("list", "info", "predict", "export", "quantize", "compare", "eval", "bench", "prepare", "run", "demo", "serve")
 
 EPILOG = """\
 typical session:

@@ -1,0 +1,130 @@
+"""segdeploy serve: one model over HTTP with dynamic batching, checked at start-up."""
+
+from __future__ import annotations
+
+from segdeploy.cli.common import model_argument, weights_argument
+
+DESCRIPTION = """\
+Serve a model over HTTP (FastAPI + uvicorn, or Ray Serve with --ray).
+
+Start-up: the model is opened on the chosen backend/precision (auto = the fastest this machine
+runs), checked against its PyTorch fp32 reference on built-in check images (the fidelity gate),
+warmed up, and only then served. A failed gate refuses to start (exit 3) unless
+--allow-unverified, which marks the model unverified in GET /v1/models and in an
+X-Segdeploy-Unverified: true header on every response.
+
+Concurrent requests are batched: a request waits at most --max-wait-ms for others of the same
+input size, up to --max-batch-size per forward pass.
+
+Routes: POST /v1/models/MODEL/predict (?output=mask|cutout|prob|json), GET /v1/models, /healthz,
+/readyz, /metrics (Prometheus), /docs, and POST /api/remove for rembg clients. Binds 127.0.0.1;
+any other --host needs --api-key (or $SEGDEPLOY_API_KEY). Ctrl-C / SIGTERM finishes the requests
+in flight before exiting.
+"""
+
+EPILOG = """\
+examples:
+  segdeploy serve u2netp --weights official
+  curl -F file=@photo.jpg http://127.0.0.1:8000/v1/models/u2netp/predict -o mask.png
+  segdeploy serve u2net --weights u2net.pth --backend openvino --max-batch-size 8 --max-wait-ms 20
+  segdeploy serve u2netp --ray --replicas 2
+"""
+
+
+def register(sub) -> None:
+    import argparse
+
+    from segdeploy.core.errors import exit_code_table
+
+    parser = sub.add_parser("serve", help="serve a model over HTTP with dynamic batching", description=DESCRIPTION,
+                            epilog=EPILOG + "\n" + exit_code_table(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    model_argument(parser)
+    weights_argument(parser)
+    parser.add_argument("--onnx", metavar="FILE", help="ONNX file for onnxruntime / openvino (default: cached export)")
+    parser.add_argument("--backend", default="auto", help="auto | torch | onnxruntime | openvino (default: auto)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
+    parser.add_argument("--precision", default=None, help="fp32 | fp16 | bf16 | int8 (default: fp32 or the auto choice)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--api-key", default=None, help="require this key ('Authorization: Bearer KEY' or "
+                        "'X-API-Key: KEY'); default $SEGDEPLOY_API_KEY; required for a --host other than loopback")
+    group = parser.add_argument_group("batching and limits")
+    group.add_argument("--max-batch-size", type=int, default=8, metavar="N", help="images per forward pass (default: 8)")
+    group.add_argument("--max-wait-ms", type=float, default=10.0, metavar="T",
+                       help="longest wait for a batch to fill, ms (default: 10)")
+    group.add_argument("--max-queue", type=int, default=128, metavar="N",
+                       help="requests waiting for inference before 503 (default: 128)")
+    group.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="inference workers, each with its own runtime and thread (default: 1)")
+    group.add_argument("--timeout", type=float, default=60.0, metavar="S", help="per-request limit, s (default: 60)")
+    group.add_argument("--max-body-bytes", type=int, default=20 * 1024 * 1024, metavar="B",
+                       help="largest request body (default: 20 MiB)")
+    group.add_argument("--max-pixels", type=int, default=40_000_000, metavar="P",
+                       help="largest image, width x height (default: 40 M)")
+    group.add_argument("--threads", type=int, default=None, metavar="N", help="runtime CPU threads (default: backend's)")
+    gate = parser.add_argument_group("fidelity gate")
+    gate.add_argument("--allow-unverified", action="store_true",
+                      help="serve even if the gate fails (marked unverified in /v1/models and response headers)")
+    gate.add_argument("--reference", metavar="FILE",
+                      help="take the gate verdict from a `segdeploy compare --json` report instead of re-running it")
+    gate.add_argument("--check-images", type=int, default=16, metavar="N",
+                      help="built-in check images of the gate (default: 16; fewer only for tests)")
+    gate.add_argument("--check-size", default="240x320", metavar="HxW", help="size of the check images (default: 240x320)")
+    ray = parser.add_argument_group("Ray Serve")
+    ray.add_argument("--ray", action="store_true", help="deploy on Ray Serve instead of uvicorn")
+    ray.add_argument("--replicas", type=int, default=1, metavar="N", help="Ray Serve replicas (default: 1)")
+    ray.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    ray.add_argument("--cpus-per-replica", type=float, default=1.0, metavar="C", help="CPUs per replica (default: 1)")
+    ray.add_argument("--gpus-per-replica", type=float, default=0.0, metavar="G", help="GPUs per replica (default: 0)")
+    parser.add_argument("--log-level", default="info", help="uvicorn log level (default: info)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import sys
+
+    from segdeploy.cli.common import size_hw
+    from segdeploy.core.errors import UsageError
+    from segdeploy.core.registry import get_spec
+    from segdeploy.serve.config import ServeConfig, resolve_api_key
+
+    spec = get_spec(args.model)
+    try:
+        check_size = tuple(size_hw(args.check_size))
+    except Exception as exc:  # argparse.ArgumentTypeError carries the message
+        raise UsageError(f"--check-size: {exc}") from None
+    api_key = resolve_api_key(args.host, args.api_key)
+    config = ServeConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                         workers=args.workers, request_timeout_s=args.timeout, max_body_bytes=args.max_body_bytes,
+                         max_pixels=args.max_pixels, allow_unverified=args.allow_unverified,
+                         check_images=args.check_images, check_size=check_size, api_key=api_key)
+    options = {"threads": args.threads} if args.threads else {}
+
+    def log(message: str) -> None:
+        print(f"segdeploy serve: {message}", file=sys.stderr, flush=True)
+
+    if args.ray:
+        from segdeploy.serve.ray_deploy import run_ray
+
+        return run_ray(spec.name, config=config, weights=args.weights, backend=args.backend, device=args.device,
+                       precision=args.precision, onnx_path=args.onnx, seed=args.seed, reference=args.reference,
+                       replicas=args.replicas, address=args.address, host=args.host, port=args.port,
+                       cpus_per_replica=args.cpus_per_replica, gpus_per_replica=args.gpus_per_replica, log=log,
+                       runtime_options=options)
+
+    import uvicorn
+
+    from segdeploy.serve.app import create_app
+
+    app = create_app(spec.name, weights=args.weights, backend=args.backend, device=args.device,
+                     precision=args.precision, onnx_path=args.onnx, seed=args.seed, config=config,
+                     reference=args.reference, runtime_options=options, log=log)
+    service = next(iter(app.state.segdeploy.services.values()))
+    log(f"serving {spec.name} ({service.runtimes[0].name} {service.runtimes[0].precision}, "
+        f"{'VERIFIED' if service.verified else 'UNVERIFIED'}) on http://{args.host}:{args.port} "
+        f"— docs at /docs")
+    # One process: batching needs every request in the same queue. uvicorn answers SIGINT/SIGTERM
+    # by refusing new connections and waiting for the requests in flight before the lifespan ends.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1,
+                timeout_graceful_shutdown=max(30, int(args.timeout)))
+    return 0

@@ -1,0 +1,242 @@
+"""The FastAPI app: :func:`create_app` loads and checks a model and returns the ASGI app.
+
+>>> app = create_app("u2netp", weights="official")          # then: uvicorn.run(app)
+
+Routes: ``POST /v1/models/{model}/predict`` (``?output=mask|cutout|prob|json``), ``GET /v1/models``,
+``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus), ``/docs`` (OpenAPI), and
+``POST /api/remove`` for rembg clients (:mod:`segdeploy.serve.rembg_compat`).
+
+Status codes: 400 unreadable image (the reason is in ``detail``) or bad option, 401 API key,
+404 unknown model, 413 body over ``max_body_bytes`` or image over ``max_pixels``, 500 the runtime
+failed on this item, 503 queue full (``Retry-After``) or not ready, 504 request over its timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from fastapi import Request  # module level: FastAPI resolves the routes' string annotations here
+
+from segdeploy.core.errors import ImageReadError
+from segdeploy.serve.batcher import DynamicBatcher, QueueFull
+from segdeploy.serve.config import ServeConfig
+from segdeploy.serve.imaging import ImageTooLarge
+from segdeploy.serve.metrics import ServeMetrics
+from segdeploy.serve.middleware import BodyTooLarge, GuardMiddleware
+from segdeploy.serve.service import OUTPUTS, ModelService
+
+TIMEOUT_HEADER = "x-segdeploy-timeout-ms"
+
+
+class ServerState:
+    """Everything the routes share: services and their batchers, the I/O pool, metrics, readiness."""
+
+    def __init__(self, services: list[ModelService], config: ServeConfig,
+                 batcher_factory: Callable[[ModelService, ServeMetrics], Any] | None = None):
+        self.config = config
+        self.metrics = ServeMetrics()
+        self.services = {s.name: s for s in services}
+        factory = batcher_factory or _default_batcher
+        self.batchers = {s.name: factory(s, self.metrics) for s in services}
+        for name, batcher in self.batchers.items():
+            self.metrics.track_queue(name, batcher.depth)
+            self.metrics.unverified.labels(name).set(1 if self.services[name].unverified else 0)
+        self.io: ThreadPoolExecutor | None = None
+        self.ready = False
+        self.draining = False
+        #: sent as X-Segdeploy-Instance when set (Ray Serve: the replica answering)
+        self.instance: str | None = None
+
+    def any_unverified(self) -> bool:
+        return any(s.unverified for s in self.services.values())
+
+    def start(self) -> None:
+        """Start the I/O pool and the batchers on the running loop (again after a :meth:`stop`)."""
+        if self.io is None:
+            self.io = ThreadPoolExecutor(self.config.io_threads, thread_name_prefix="segdeploy-io")
+        self.draining = False
+        for batcher in self.batchers.values():
+            batcher.start()
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Graceful: not ready any more, finish queued items, then release threads."""
+        self.ready, self.draining = False, True
+        for batcher in self.batchers.values():
+            await batcher.stop()
+        if self.io is not None:
+            self.io.shutdown(wait=True)
+            self.io = None
+
+    async def in_io(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
+
+
+def _default_batcher(service: ModelService, metrics: ServeMetrics) -> DynamicBatcher:
+    cfg = service.config
+    return DynamicBatcher(service.runtimes, max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms,
+                          max_queue=cfg.max_queue,
+                          on_batch=lambda size, seconds: metrics.observe_batch(service.name, size, seconds))
+
+
+def create_app(model: str | None = None, *, weights=None, backend: str = "auto", device: str = "cpu",
+               precision: str | None = None, onnx_path=None, seed: int = 0, config: ServeConfig | None = None,
+               reference=None, runtime=None, services: list[ModelService] | None = None,
+               batcher_factory=None, runtime_options: dict[str, Any] | None = None,
+               log: Callable[[str], None] | None = None, **settings: Any):
+    """Load ``model``, run its start-up fidelity gate, and return the ASGI app serving it.
+
+    Args:
+        model: registry name (resolved to its spec here, at the edge).
+        weights, backend, device, precision, onnx_path, seed: as for ``open_runtime``
+            (backend "auto" picks the fastest configuration for this machine).
+        config: batching, limits and gate settings; keyword ``settings`` override its fields
+            (e.g. ``max_batch_size=16``).
+        reference: a ``segdeploy compare --json`` report to take the gate verdict from.
+        runtime: an opened runtime to serve instead of opening one (embedding, tests).
+        services: already loaded :class:`ModelService` objects (the Ray deployment passes its own).
+        batcher_factory: ``(service, metrics) -> batcher`` (the Ray deployment uses ``@serve.batch``).
+        runtime_options: backend options for ``open_runtime`` (e.g. ``{"threads": 2}``).
+
+    Raises:
+        GateFailed: the gate failed and ``allow_unverified`` is off.
+    """
+    if config is None:
+        config = ServeConfig(**settings)
+    elif settings:
+        from dataclasses import replace
+
+        config = replace(config, **settings)
+    if services is None:
+        if model is None:
+            raise ValueError("create_app needs a model name (or loaded services)")
+        services = [ModelService.load(model, weights=weights, backend=backend, device=device, precision=precision,
+                                      onnx_path=onnx_path, seed=seed, config=config, reference=reference,
+                                      runtime=runtime, runtime_options=runtime_options, log=log)]
+    state = ServerState(services, config, batcher_factory)
+    return build_app(state)
+
+
+def build_app(state: ServerState):
+    """The FastAPI app over a ready :class:`ServerState` (routes, middleware, lifespan)."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse, Response
+
+    from segdeploy import __version__
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        state.start()
+        yield
+        await state.stop()  # uvicorn calls this after in-flight requests have been answered
+
+    app = FastAPI(title="segdeploy serve", version=__version__, lifespan=lifespan,
+                  description="Segmentation masks over HTTP with dynamic batching; every model is checked "
+                  "against its PyTorch fp32 reference at start-up (see GET /v1/models).")
+    app.state.segdeploy = state
+    app.add_middleware(GuardMiddleware, state=state)
+
+    def error(status: int, detail: str, headers: dict[str, str] | None = None):
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+    async def answer(model: str, data_source, output: str, request: Request, background=None):
+        """Shared by /v1/models/{model}/predict and /api/remove: read, batch, decode, encode."""
+        service = state.services.get(model)
+        if service is None:
+            return error(404, f"unknown model {model!r}; this server serves {', '.join(state.services)} "
+                         "(GET /v1/models)")
+        if output not in OUTPUTS:
+            return error(400, f"unknown output {output!r}; use one of {', '.join(OUTPUTS)}")
+        if not state.batchers[model].started:
+            state.start()  # an embedding app whose server does not run the lifespan
+        timeout = state.config.request_timeout_s
+        asked = request.headers.get(TIMEOUT_HEADER)
+        if asked and asked.isdigit():
+            timeout = min(timeout, int(asked) / 1000.0)  # a client may shorten its deadline, not extend it
+        try:
+            async with asyncio.timeout(timeout):
+                data, name = await data_source()
+                prepared = await state.in_io(service.prepare, data, name)
+                result = await state.batchers[model].submit(prepared.chw)
+                extra = {"batch_size": result.batch_size} if output == "json" else None
+                body, media = await state.in_io(service.finish, prepared, result.outputs, output, background, extra)
+        except ImageReadError as exc:
+            return error(400, str(exc))
+        except (ImageTooLarge, BodyTooLarge) as exc:
+            return error(413, str(exc) or f"request body is larger than {state.config.max_body_bytes} bytes")
+        except QueueFull as exc:
+            depth = state.batchers[model].depth()
+            wait = max(1, math.ceil(depth * 0.05))  # ~50 ms per queued image on a small CPU: a hint, not a promise
+            return error(503, f"server busy: {exc}; retry later", {"Retry-After": str(wait)})
+        except TimeoutError:
+            return error(504, f"request took longer than its timeout of {timeout:g} s (queue + inference)")
+        except _UploadError as exc:
+            return error(400, str(exc))
+        except Exception as exc:  # noqa: BLE001 - this item failed in the runtime; others are unaffected
+            return error(500, f"inference failed for this request: {type(exc).__name__}: {exc}")
+        headers = {"X-Segdeploy-Model": model, "X-Segdeploy-Batch-Size": str(result.batch_size)}
+        return Response(body, media_type=media, headers=headers)
+
+    predict_body = {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string",
+                                                                                     "format": "binary"}}}},
+        "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
+
+    @app.post("/v1/models/{model}/predict", openapi_extra=predict_body,
+              responses={200: {"content": {"image/png": {}, "application/x-npy": {}, "application/json": {}}}})
+    async def predict(model: str, request: Request, output: str = "mask"):
+        """Segment one image sent as multipart field ``file`` or as the raw body. ``output``: ``mask``
+        (the PNG ``segdeploy predict`` writes, at the original size), ``cutout`` (RGBA PNG), ``prob``
+        (float32 map, .npy) or ``json`` (size and the mask PNG in base64)."""
+        return await answer(model, lambda: read_upload(request), output, request)
+
+    @app.get("/v1/models")
+    async def models():
+        """What is served: spec, weights (sha256), backend, precision, fidelity verdict, settings."""
+        return {"models": [s.describe() for s in state.services.values()], "config": state.config.public(),
+                "ready": state.ready}
+
+    @app.get("/healthz")
+    async def healthz():
+        """The process is up (liveness)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        """200 once the models are loaded, checked and warm and the batchers run; 503 while draining."""
+        if not state.ready:
+            return error(503, "not ready (starting or shutting down)")
+        return {"status": "ready", "models": list(state.services)}
+
+    @app.get("/metrics")
+    async def metrics():
+        """Prometheus text format."""
+        body, media = state.metrics.render()
+        return Response(body, media_type=media)
+
+    from segdeploy.serve.rembg_compat import add_rembg_routes
+
+    add_rembg_routes(app, state, answer, read_upload)
+    return app
+
+
+class _UploadError(ValueError):
+    pass
+
+
+async def read_upload(request, field: str = "file") -> tuple[bytes, str]:
+    """The image bytes and a name for messages: multipart field ``field``, else the raw body.
+    No URL is ever fetched."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get(field)
+        if upload is None or isinstance(upload, str):
+            raise _UploadError(f"multipart body has no file field {field!r}; send the image as {field}=@image.jpg")
+        data = await upload.read()
+        return data, upload.filename or field
+    return await request.body(), "request body"

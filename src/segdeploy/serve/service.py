@@ -1,0 +1,190 @@
+"""One served model: its runtime(s), its fidelity verdict, and the per-request work around the
+forward pass (bytes -> network input, network output -> response bytes).
+
+``prepare`` and ``finish`` are plain blocking functions; the app runs them in its I/O thread pool
+so that the event loop only moves bytes. ``finish`` produces exactly what ``segdeploy predict``
+writes: ``get_task(spec).mask_image(pred)`` encoded by ``engine.writers.encode_png``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from segdeploy.core.errors import GateFailed
+from segdeploy.core.registry import get_spec
+from segdeploy.engine.transforms import decode, preprocess_with_valid
+from segdeploy.engine.writers import encode_png
+from segdeploy.serve import gate
+from segdeploy.serve.config import ServeConfig
+from segdeploy.serve.imaging import image_from_bytes
+from segdeploy.tasks import get_task
+
+#: ?output= values: media type of each
+OUTPUTS = {"mask": "image/png", "cutout": "image/png", "prob": "application/x-npy", "json": "application/json"}
+
+
+@dataclass
+class Prepared:
+    """A request's image, decoded and preprocessed, waiting for its forward pass."""
+
+    image: np.ndarray
+    chw: np.ndarray
+    valid_hw: tuple[int, int]
+    read_s: float
+
+
+class ModelService:
+    """A loaded, checked model. Build with :meth:`load`; one per model name in an app."""
+
+    def __init__(self, spec, runtimes: list[Any], *, config: ServeConfig, verdict: tuple[bool, dict[str, Any]],
+                 weights: dict[str, Any] | None):
+        self.spec = spec
+        self.task = get_task(spec)
+        self.runtimes = runtimes
+        self.config = config
+        self.verified, self.fidelity = verdict
+        self.weights = weights
+        self.loaded_at = time.time()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def unverified(self) -> bool:
+        return not self.verified
+
+    @classmethod
+    def load(cls, model, *, weights=None, backend: str = "auto", device: str = "cpu", precision: str | None = None,
+             onnx_path=None, seed: int = 0, config: ServeConfig | None = None, reference=None, runtime=None,
+             runtime_options: dict[str, Any] | None = None, log: Callable[[str], None] | None = None) -> "ModelService":
+        """Open ``config.workers`` runtimes, run the fidelity gate, warm up.
+
+        Raises:
+            GateFailed: the gate failed and ``config.allow_unverified`` is off (nothing is served).
+            RuntimeUnavailable, WeightsError, ModelNotFound: as ``open_runtime`` does.
+        """
+        say = log or (lambda message: None)
+        config = config or ServeConfig()
+        spec = get_spec(model)
+        if runtime is not None:
+            runtimes = [runtime]
+        else:
+            from segdeploy.backends import open_runtime
+
+            runtimes = [open_runtime(spec, backend=backend, device=device, precision=precision, weights=weights,
+                                     onnx_path=onnx_path, seed=seed, **(runtime_options or {}))
+                        for _ in range(config.workers)]
+        first = runtimes[0]
+        chosen_backend, chosen_precision = first.name, first.precision
+        if getattr(first, "selection", None):
+            say(f"backend auto: {first.selection.get('why')}")
+        say(f"fidelity gate: {chosen_backend} {chosen_precision} vs torch fp32 on "
+            f"{config.check_images} check images")
+        images = gate.check_images(config.check_images, tuple(config.check_size))
+        passed, summary = gate.fidelity_gate(spec, weights=weights, backend=chosen_backend, precision=chosen_precision,
+                                             device=device, seed=seed, onnx_path=onnx_path, images=images,
+                                             reference=reference)
+        if not passed:
+            detail = "; ".join(summary.get("failures") or []) or summary.get("reason") or summary.get("status")
+            if not config.allow_unverified:
+                raise GateFailed(f"serve {spec.name}: {chosen_backend} {chosen_precision} failed the fidelity gate "
+                                 f"({detail}); refusing to serve it. Choose another --backend/--precision, or pass "
+                                 "--allow-unverified to serve it marked unverified")
+            say(f"WARNING: fidelity gate failed ({detail}); serving UNVERIFIED (--allow-unverified)")
+        _release_gate_memory()
+        record = _weights_of(first)
+        service = cls(spec, runtimes, config=config, verdict=(passed, summary), weights=record)
+        chw, _ = preprocess_with_valid(images[0], spec)
+        for rt in runtimes:  # first requests should not pay for lazy initialisation
+            rt.warmup((1, *chw.shape), iterations=1)
+            if config.max_batch_size > 1:
+                rt.warmup((config.max_batch_size, *chw.shape), iterations=1)
+        return service
+
+    # -- per request (blocking; run in the I/O pool) ----------------------------------------------
+    def prepare(self, data: bytes, name: str = "upload") -> Prepared:
+        """Decode an upload and preprocess it (raises ImageReadError / ImageTooLarge)."""
+        start = time.perf_counter()
+        image = image_from_bytes(data, name, self.config.max_pixels)
+        chw, valid = preprocess_with_valid(image, self.spec)
+        return Prepared(image, chw, tuple(valid), time.perf_counter() - start)
+
+    def finish(self, prepared: Prepared, outputs: list[np.ndarray], output: str = "mask",
+               background: tuple[int, ...] | None = None, extra: dict[str, Any] | None = None) -> tuple[bytes, str]:
+        """One item's raw outputs -> (response body, media type) for ``output``.
+
+        mask: the PNG ``segdeploy predict`` writes; cutout: RGBA PNG (composited on ``background``
+        when given); prob: the float32 map as a .npy file; json: size, model and the mask PNG in
+        base64.
+        """
+        with np.errstate(over="ignore"):
+            pred = decode(outputs, self.spec, prepared.image.shape[:2], prepared.valid_hw)
+        if output == "mask":
+            array, palette = self.task.mask_image(pred)
+            return encode_png(array, palette), OUTPUTS[output]
+        if output == "cutout":
+            return encode_png(self.task.cutout(prepared.image, pred, background)), OUTPUTS[output]
+        if output == "prob":
+            buffer = io.BytesIO()
+            np.save(buffer, pred.map.astype(np.float32), allow_pickle=False)
+            return buffer.getvalue(), OUTPUTS[output]
+        if output == "json":
+            import json
+
+            array, palette = self.task.mask_image(pred)
+            body = {"model": self.name, "height": int(prepared.image.shape[0]), "width": int(prepared.image.shape[1]),
+                    "task": self.task.name, "verified": self.verified,
+                    "mask_png_base64": base64.b64encode(encode_png(array, palette)).decode("ascii"), **(extra or {})}
+            return json.dumps(body).encode("utf-8"), OUTPUTS[output]
+        raise ValueError(f"unknown output {output!r}")
+
+    def describe(self) -> dict[str, Any]:
+        """What GET /v1/models shows for this model."""
+        first = self.runtimes[0]
+        try:
+            runtime = dict(first.describe())
+        except Exception as exc:  # noqa: BLE001 - informative only
+            runtime = {"describe_error": str(exc)}
+        runtime.pop("weights", None)
+        pre = self.spec.preprocess
+        return {
+            "name": self.name, "title": self.spec.title, "task": self.task.name,
+            "input": {"size": list(pre.size) if pre.size else None, "channel_order": pre.channel_order},
+            "weights": self.weights, "backend": first.name, "precision": first.precision,
+            "selection": getattr(first, "selection", None), "runtime": runtime,
+            "verified": self.verified, "unverified": self.unverified, "fidelity": self.fidelity,
+            "workers": len(self.runtimes), "outputs": list(OUTPUTS),
+        }
+
+
+def _release_gate_memory() -> None:
+    """The gate's reference model and float64 noise-floor run are garbage now; hand their heap back
+    to the OS (glibc keeps freed arenas otherwise) so that the server's RSS is its serving size."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+def _weights_of(runtime) -> dict[str, Any] | None:
+    record = getattr(runtime, "weights", None) or getattr(getattr(runtime, "model", None), "segdeploy_weights", None)
+    if record is None:
+        try:
+            record = runtime.describe().get("weights")
+        except Exception:  # noqa: BLE001
+            return None
+    if record is None:
+        return None
+    return record.to_dict() if hasattr(record, "to_dict") else dict(record)

@@ -134,3 +134,23 @@ def test_native_model_sees_reduced_input_and_writes_full_size_mask():
     assert out[0].prediction.mask.shape == (300, 1200)
     list(stream_predictions([0], lambda _: image, Rt(), get_spec("wseg_voc"), max_side=0))
     assert seen[-1] == (1, 3, 304, 1200)
+
+
+def test_semantic_mask_in_channel_chunks_equals_full_argmax_and_map_is_lazy():
+    from segdeploy.tasks.base import resize_float
+
+    rng = np.random.default_rng(3)
+    raw = rng.random((21, 13, 17)).astype(np.float32)
+    raw[5, 2, 3] = raw[7, 2, 3] = 2.0  # a tie: argmax keeps the lower class id
+    pred = decode([np.zeros(20, np.float32), raw], get_spec("wseg_voc"), (40, 50))
+    full = resize_float(raw, 40, 50)
+    assert np.array_equal(pred.mask, full.argmax(axis=0).astype(np.uint8))
+    assert pred._map is None  # nothing built until asked for
+    assert np.array_equal(pred.map, full) and pred.map.dtype == np.float32
+
+
+def test_saliency_map_is_built_on_demand_from_the_mask():
+    raw = np.random.default_rng(4).random((1, 320, 320)).astype(np.float32)
+    pred = decode([raw] + [raw] * 6, get_spec("u2netp"), (30, 45))
+    assert pred._map is None
+    assert np.array_equal(pred.map, pred.mask.astype(np.float32) / 255.0)

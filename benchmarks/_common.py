@@ -24,6 +24,71 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 # ------------------------------------------------------------------------------------------------
+# Trained U²-Netp weights rebuilt from the rembg ONNX (the only trained checkpoint reachable here)
+# ------------------------------------------------------------------------------------------------
+
+REMBG_U2NETP = Path("/work/shared/weights/u2netp_rembg.onnx")
+
+
+def u2netp_state_from_onnx(onnx_path: Path = REMBG_U2NETP) -> dict:
+    """An upstream-layout u2netp state_dict from an ONNX with BatchNorm folded into its convolutions.
+
+    The ONNX Conv nodes are matched to the module's Conv2d layers in execution order (forward
+    hooks on one call), their folded weight and bias copied (shapes checked), and every BatchNorm
+    set to the identity (weight 1, bias 0, running mean 0, running var 1 − eps), so the module
+    computes what the ONNX computes.
+    """
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from segdeploy.zoo import create_model
+
+    proto = onnx.load(str(onnx_path))
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    module = create_model("u2netp", weights="random")
+    order: list[torch.nn.Conv2d] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod))
+             for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        module(torch.zeros(1, 3, 64, 64))
+    for h in hooks:
+        h.remove()
+    if len(order) != len(convs):
+        raise ValueError(f"{onnx_path}: {len(convs)} Conv nodes, the module ran {len(order)} Conv2d")
+    with torch.no_grad():
+        for node, conv in zip(convs, order):
+            weight = torch.from_numpy(inits[node.input[1]].copy())
+            if tuple(weight.shape) != tuple(conv.weight.shape):
+                raise ValueError(f"Conv {node.name}: {tuple(weight.shape)} vs module {tuple(conv.weight.shape)}")
+            conv.weight.copy_(weight)
+            if len(node.input) > 2 and conv.bias is not None:
+                conv.bias.copy_(torch.from_numpy(inits[node.input[2]].copy()))
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0 - m.eps)
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def trained_u2netp_weights(folder: Path | None = None) -> Path:
+    """A .pth of the trained u2netp (rebuilt from the rembg ONNX), written once into ``folder``."""
+    import torch
+
+    folder = folder or Path.home() / ".cache" / "segdeploy" / "weights"
+    path = folder / "u2netp_from_rembg_onnx.pth"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(u2netp_state_from_onnx(), tmp)
+        tmp.replace(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
 # Peers
 # ------------------------------------------------------------------------------------------------
 

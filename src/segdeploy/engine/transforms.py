@@ -51,14 +51,17 @@ def resize_skimage_constant(image: np.ndarray, height: int, width: int) -> np.nd
     Args:
         image: HxWxC float array in [0, 1].
     Returns:
-        float64 HxWxC array.
+        HxWxC array in the input's float dtype (float32 from :func:`resize_image`: the blend is
+        within 1e-6 of float64 arithmetic, far below one grey level, and half the memory traffic).
     """
-    padded = np.zeros((image.shape[0] + 2, image.shape[1] + 2, image.shape[2]), dtype=np.float64)
+    dtype = image.dtype if image.dtype in (np.float32, np.float64) else np.float64
+    padded = np.zeros((image.shape[0] + 2, image.shape[1] + 2, image.shape[2]), dtype=dtype)
     padded[1:-1, 1:-1] = image  # a ring of cval=0 so that index -1 and n read 0
     r0, r1, wr = _linear_axis(image.shape[0], height)
     c0, c1, wc = _linear_axis(image.shape[1], width)
     r0, r1 = np.clip(r0 + 1, 0, image.shape[0] + 1), np.clip(r1 + 1, 0, image.shape[0] + 1)
     c0, c1 = np.clip(c0 + 1, 0, image.shape[1] + 1), np.clip(c1 + 1, 0, image.shape[1] + 1)
+    wr, wc = wr.astype(dtype), wc.astype(dtype)
     rows = padded[r0] * (1 - wr)[:, None, None] + padded[r1] * wr[:, None, None]
     out = rows[:, c0] * (1 - wc)[None, :, None] + rows[:, c1] * wc[None, :, None]
     # skimage (0.14 _warps.resize → warp(clip=True)) clips the result to the input's value range.
@@ -68,13 +71,13 @@ def resize_skimage_constant(image: np.ndarray, height: int, width: int) -> np.nd
 def resize_image(image: np.ndarray, height: int, width: int, interpolation: str, library: str) -> np.ndarray:
     """Resize an HxWx3 uint8 image with the named library's convention.
 
-    Returns uint8 for "pil" and "cv2" (they resample uint8 images), float64 in [0, 1] for "skimage"
+    Returns uint8 for "pil" and "cv2" (they resample uint8 images), float32 in [0, 1] for "skimage"
     (skimage converts to float before resampling).
     """
     if library == "skimage":
         if interpolation != "bilinear":
             raise ValueError("the skimage convention is implemented for bilinear (order=1) only")
-        return resize_skimage_constant(image.astype(np.float64) / 255.0, height, width)
+        return resize_skimage_constant(image.astype(np.float32) * np.float32(1 / 255.0), height, width)
     if image.shape[0] == height and image.shape[1] == width:
         return image
     if library == "pil":
@@ -105,12 +108,13 @@ def preprocess_with_valid(image: np.ndarray, spec: ModelSpec | str) -> tuple[np.
         raise ValueError(f"preprocess expects an HxWx3 uint8 RGB image, got {image.dtype} {image.shape}")
     height, width = target_size(pre, image.shape[0], image.shape[1])
     resized = resize_image(image, height, width, pre.interpolation, pre.resize_library)
-    x = resized.astype(np.float64)
+    # float32 throughout (speed issue 13): every step is within 1e-6 of float64, the network input is float32.
+    x = resized.astype(np.float32, copy=False)
     if pre.channel_order == "BGR":
         x = x[:, :, ::-1]
     if pre.scaling == "div255":
         if resized.dtype == np.uint8:
-            x = x / 255.0
+            x = x / np.float32(255.0)
     elif pre.scaling == "divmax":
         # U-2-Net ToTensorLab(flag=0): image / np.max(image) over all pixels and channels.
         peak = x.max()
@@ -118,9 +122,9 @@ def preprocess_with_valid(image: np.ndarray, spec: ModelSpec | str) -> tuple[np.
     else:
         raise ValueError(f"unknown scaling {pre.scaling!r}")
     if pre.mean is not None:
-        x = (x - np.asarray(pre.mean)) / np.asarray(pre.std)
+        x = (x - np.asarray(pre.mean, dtype=np.float32)) / np.asarray(pre.std, dtype=np.float32)
     if pre.post_divide != 1.0:
-        x = x / pre.post_divide
+        x = x / np.float32(pre.post_divide)
     chw = np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
     if pre.size is None and pre.multiple_of > 1:
         ph, pw = _padded_size(height, width, pre.multiple_of)

@@ -9,6 +9,7 @@ runtimes are timed by the same harness, in one process, on one machine.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -349,3 +350,77 @@ def write_results(kind: str, payload: dict[str, Any], markdown: str, out_dir: Pa
 
 def scratch_dir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="segdeploy-benchmarks-")
+
+
+# ------------------------------------------------------------------------------------------------
+# Photos, load average
+# ------------------------------------------------------------------------------------------------
+
+#: scikit-image's sample photos, split once: judging (fidelity) and calibration never share a photo
+JUDGE_PHOTOS = ("astronaut", "coffee", "rocket", "chelsea", "camera", "coins", "horse", "moon")
+CALIB_PHOTOS = ("hubble_deep_field", "immunohistochemistry", "retina", "colorwheel", "clock", "page", "text",
+                "brick", "grass", "gravel", "logo")
+
+
+def sample_photos(names: tuple[str, ...], flips: bool = True) -> list[np.ndarray]:
+    """RGB uint8 photos from ``skimage.data`` (grey ones as RGB); with ``flips`` each is also
+    mirrored left-right, doubling the set. Empty when scikit-image (or a photo) is missing."""
+    try:
+        import skimage.data as data
+    except ImportError:
+        return []
+    out = []
+    for name in names:
+        try:
+            image = np.asarray(getattr(data, name)())
+        except Exception:  # noqa: BLE001 - a photo missing from this scikit-image: use the others
+            continue
+        image = np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]
+        out.append(np.ascontiguousarray(image.astype(np.uint8)))
+    if flips:
+        out += [np.ascontiguousarray(image[:, ::-1]) for image in out]
+    return out
+
+
+def judge_photos() -> list[np.ndarray]:
+    return sample_photos(JUDGE_PHOTOS)
+
+
+def calibration_photos() -> list[np.ndarray]:
+    return sample_photos(CALIB_PHOTOS)
+
+
+def photo_folder(folder: Path, count: int, size_hw: tuple[int, int], quality: int = 90) -> tuple[Path, str]:
+    """Write ``count`` JPEGs of ``size_hw`` (H, W) into ``folder``: sample photos resized to cover
+    and centre-cropped, cycled, varied by a flip and a brightness shift; generated photo-like images
+    when scikit-image is missing. Returns (folder, description)."""
+    from PIL import Image
+
+    from segdeploy.backends.auto import generated_images
+
+    h, w = size_hw
+    sources = sample_photos(JUDGE_PHOTOS + CALIB_PHOTOS, flips=False)
+    kind = f"{len(sources)} scikit-image sample photos, cycled" if sources else "generated photo-like images"
+    if not sources:
+        sources = generated_images(8, h, w, seed=77)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image = Image.fromarray(sources[i % len(sources)])
+        scale = max(w / image.width, h / image.height)
+        image = image.resize((max(w, round(image.width * scale)), max(h, round(image.height * scale))),
+                             Image.Resampling.BICUBIC)
+        left, top = (image.width - w) // 2, (image.height - h) // 2
+        array = np.asarray(image.crop((left, top, left + w, top + h))).astype(np.int16)
+        if (i // len(sources)) % 2:
+            array = array[:, ::-1]
+        array = np.clip(array + (i % 5) * 6 - 12, 0, 255).astype(np.uint8)
+        Image.fromarray(array).save(folder / f"{i:04d}.jpg", quality=quality)
+    return folder, f"{count} JPEG {w}x{h} from {kind}"
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages (other engineers share these cores: record, then judge)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return [float("nan")] * 3

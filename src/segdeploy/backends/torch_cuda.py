@@ -75,6 +75,19 @@ class Staging:
         self._events: dict[tuple, list[Any]] = {}
         self._turn: dict[tuple, int] = {}
         self.copy_stream = torch.cuda.Stream(device) if cuda else None
+        #: with :meth:`time_copies`: CUDA events of the current call and (h2d, compute, d2h) ms per call
+        self.timing: dict[str, Any] | None = None
+        self.splits: list[tuple[float, float, float]] = []
+
+    def time_copies(self, on: bool = True) -> None:
+        """Record CUDA events around the real copies and the compute of each call (CUDA only).
+
+        Per call, ``splits`` gets (H2D ms, compute ms, D2H ms): H2D = the pinned non-blocking copy
+        on the copy stream; compute = from the copy's end to the first output copy (the forward,
+        including the wait for the copy); D2H = the output copies to pinned memory.
+        """
+        self.timing = {} if (on and self.cuda) else None
+        self.splits = []
 
     def _slot(self, kind: str, shape: tuple[int, ...], dtype) -> tuple[Any, int, tuple]:
         key = (kind, tuple(shape), str(dtype))
@@ -98,9 +111,13 @@ class Staging:
         if not self.cuda:
             return host.clone()
         with torch.cuda.stream(self.copy_stream):
+            if self.timing is not None:
+                self.timing["h2d_start"] = _recorded(torch, self.copy_stream)
             x = host.to(self.device, non_blocking=True)
-            event = torch.cuda.Event()
+            event = torch.cuda.Event(enable_timing=self.timing is not None)
             event.record(self.copy_stream)
+            if self.timing is not None:
+                self.timing["h2d_end"] = event
         self._events[key][turn] = event
         torch.cuda.current_stream(self.device).wait_event(event)
         # x was allocated on the copy stream and is used on the compute stream.
@@ -113,19 +130,33 @@ class Staging:
         if not self.cuda:
             return [t.detach().float().cpu().numpy() for t in tensors]
         slots = []
+        stream = torch.cuda.current_stream(self.device)
+        if self.timing is not None:
+            self.timing["d2h_start"] = _recorded(torch, stream)
         for t in tensors:
             t = t.detach().float()
             host, turn, key = self._slot("out", tuple(t.shape), torch.float32)
             host.copy_(t, non_blocking=True)
             slots.append((host, turn, key))
-        event = torch.cuda.Event()
-        event.record(torch.cuda.current_stream(self.device))
+        event = torch.cuda.Event(enable_timing=self.timing is not None)
+        event.record(stream)
         event.synchronize()
+        if self.timing is not None:
+            t = self.timing
+            # elapsed_time works across streams: events are device-wide timestamps.
+            self.splits.append((t["h2d_start"].elapsed_time(t["h2d_end"]),
+                                t["h2d_end"].elapsed_time(t["d2h_start"]), t["d2h_start"].elapsed_time(event)))
         # The pinned slots are reused two calls later: hand out copies.
         return [host.numpy().copy() for host, _, _ in slots]
 
     def describe(self) -> dict[str, Any]:
         return {"pinned": self.cuda, "slots": self.SLOTS, "buffers": len(self._host) * self.SLOTS}
+
+
+def _recorded(torch, stream):
+    event = torch.cuda.Event(enable_timing=True)
+    event.record(stream)
+    return event
 
 
 def batch_bucket(rows: int, buckets: tuple[int, ...] | None) -> int:

@@ -13,8 +13,13 @@ from ``cudaMemGetInfo``). If the runtime also offers the optional extension
 ``run_device(x: torch.Tensor) -> list[torch.Tensor]`` (input and outputs already on the device), a
 second loop times the forward alone with CUDA events ("device-only" throughput, comparable to the
 figures in PERFORMANCE.md §3) and splits a batch into H2D / compute / D2H, the copies being timed on
-pinned host buffers of the same byte sizes. Without it the split is estimated: copies timed the
-same way, compute = median ``run`` time minus both copies (``method="copy-probe"``).
+pinned host buffers of the same byte sizes. When the runtime's ``staging`` can time its own copies
+(segdeploy's torch backend: ``Staging.time_copies``), the split is read from CUDA events recorded
+inside ``run`` around the copies it really does and the compute between them (``method="run-events"``,
+preferred). Otherwise it is estimated: copies timed on pinned probe buffers, compute = median ``run``
+time minus both copies (``method="copy-probe"``).
+
+Pure mode asks ``run`` for only the outputs decoding reads (``outputs=``), as the pipeline does.
 
 End-to-end mode (``images=DIR``): the streaming loop of :mod:`segdeploy.engine.pipeline` (read +
 preprocess in a thread pool -> batch -> ``run`` -> decode + PNG write in a thread pool) writing masks
@@ -64,7 +69,7 @@ from segdeploy.bench.render import (  # noqa: F401
     render_markdown,
     table_rows,
 )
-from segdeploy.bench.timing import LatencyStats, achieved_tflops, now, share_of_limit, throughput
+from segdeploy.bench.timing import LatencyStats, achieved_tflops, now, percentile, share_of_limit, throughput
 
 MIN_BUFFERS = 3
 
@@ -181,6 +186,7 @@ def _measure_batch(
     runtime: Any, batch_size: int, input_size: tuple[int, int], *, warmup: int, iters: int | None,
     duration: float | None, num_buffers: int, seed: int, cuda: _Cuda | None,
     flops_per_image: int | None, limit_tflops: float | None, limit_images_per_s: float | None,
+    wanted: tuple[int, ...] | None = None,
 ) -> BatchResult:
     buffers = make_inputs(batch_size, input_size, num_buffers=num_buffers, seed=seed)
     rss_scope = "batch" if reset_host_peak() else "process"
@@ -188,15 +194,21 @@ def _measure_batch(
         cuda.sync()
         cuda.reset_peak()
     runtime.warmup(buffers[0].shape)
+    # Only the outputs decoding reads, as the product's pipeline asks for them (when run() can).
+    run = (lambda x: runtime.run(x, outputs=wanted)) if wanted is not None else runtime.run
     outputs: list[np.ndarray] = []
     for i in range(warmup):
-        outputs = runtime.run(buffers[i % num_buffers])
+        outputs = run(buffers[i % num_buffers])
         _count_rows(outputs, batch_size)
     if cuda is not None and not outputs:  # the D2H copy probe needs the outputs' sizes
-        outputs = runtime.run(buffers[0])
+        outputs = run(buffers[0])
+    staging = getattr(runtime, "staging", None)
+    real_split = cuda is not None and callable(getattr(staging, "time_copies", None))
+    if real_split:
+        staging.time_copies(True)
 
     def call(i: int) -> int:
-        return _count_rows(runtime.run(buffers[i % num_buffers]), batch_size)
+        return _count_rows(run(buffers[i % num_buffers]), batch_size)
 
     host, events, images, wall = _timed_loop(call, iters=iters, duration=duration, cuda=cuda)
     latency = LatencyStats.from_seconds(host)
@@ -209,6 +221,9 @@ def _measure_batch(
         output_bytes = int(sum(np.asarray(o).nbytes for o in outputs))
         h2d = cuda.copy_ms(input_bytes, "h2d")
         d2h = cuda.copy_ms(output_bytes, "d2h")
+        splits = list(staging.splits) if real_split else []
+        if real_split:
+            staging.time_copies(False)
         if callable(getattr(runtime, "run_device", None)):
             only = _device_only(runtime, buffers, cuda, iters, duration, warmup=max(1, min(warmup, 3)))
             only_tflops = achieved_tflops(flops_per_image, only.images_per_s)
@@ -219,7 +234,12 @@ def _measure_batch(
             )
             extra["device_only"] = only
             extra["split"] = DeviceSplit(h2d, only.latency.median_ms, d2h, input_bytes, output_bytes, "run_device")
-        else:
+        if splits:
+            # The copies run() really does (pinned, non-blocking, only the decoded outputs), timed by
+            # CUDA events inside run(); compute = device time between them.
+            med = [percentile([s[k] for s in splits], 0.5) for k in range(3)]
+            extra["split"] = DeviceSplit(med[0], med[1], med[2], input_bytes, output_bytes, "run-events")
+        elif "split" not in extra:
             compute = max(0.0, extra["cuda_latency"].median_ms - h2d - d2h)
             extra["split"] = DeviceSplit(h2d, compute, d2h, input_bytes, output_bytes, "copy-probe")
         cuda.sync()
@@ -268,6 +288,19 @@ def _cuda_name(cuda: _Cuda | None) -> str | None:
     if cuda is None:
         return None
     return cuda.torch.cuda.get_device_name(cuda.device)
+
+
+def _decode_outputs(runtime: Any, spec: Any) -> tuple[int, ...] | None:
+    """The outputs decoding reads, when ``runtime.run`` takes ``outputs=`` (else None = all)."""
+    import inspect
+
+    from segdeploy.backends.base import decode_outputs
+
+    try:
+        takes = "outputs" in inspect.signature(runtime.run).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return decode_outputs(spec) if takes else None
 
 
 def _default_limit(device_name: str | None, precision: str) -> float | None:
@@ -407,7 +440,7 @@ def benchmark(
         result = _measure_batch(
             runtime, bs, hw, warmup=warmup, iters=iters, duration=duration, num_buffers=num_buffers,
             seed=seed, cuda=cuda, flops_per_image=flops, limit_tflops=limit_tflops,
-            limit_images_per_s=limit_images_per_s,
+            limit_images_per_s=limit_images_per_s, wanted=_decode_outputs(runtime, spec),
         )
         if files:
             say(f"batch {bs}: end to end over {len(files)} images")

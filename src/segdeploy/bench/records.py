@@ -15,7 +15,7 @@ from segdeploy.bench.timing import LatencyStats
 MIB = 1 << 20
 
 PURE_INCLUDES = (
-    "one Runtime.run call: host->device copy, forward, device->host copy of all outputs "
+    "one Runtime.run call: host->device copy, forward, device->host copy of the outputs decoding reads "
     "(on CPU: the forward and output conversion); seeded standard-normal inputs in rotating buffers"
 )
 E2E_INCLUDES = (
@@ -34,8 +34,10 @@ E2E_INCLUDES = (
 class DeviceSplit:
     """Median time of one batch's host->device copy, forward and device->host copy, in ms.
 
-    ``method``: "run_device" (forward timed with CUDA events on device-resident input) or
-    "copy-probe" (forward = median run time minus the probed copies; an estimate).
+    ``method``: "run-events" (CUDA events recorded inside ``run`` around its real pinned copies and
+    the compute between them), "run_device" (forward timed with CUDA events on device-resident
+    input; copies probed on pinned buffers) or "copy-probe" (forward = median run time minus the
+    probed copies; an estimate).
     """
 
     h2d_ms: float

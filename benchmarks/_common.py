@@ -326,15 +326,15 @@ def fmt_rate(row: dict[str, Any] | None, prefix: str = "images_per_s") -> str:
 
 
 def segdeploy_runtime(model: str, device: str, precision: str | None = None, backend: str | None = None,
-                      **options: Any):
-    """Open segdeploy's own runtime: ``backend``/``precision`` None = what ``--backend auto`` picks."""
-    from segdeploy.cli.bench import resolve_auto
-    from segdeploy.backends import open_runtime
+                      weights: str = "random", **options: Any):
+    """Open segdeploy's own runtime: ``backend``/``precision`` None = the static ``auto`` choice
+    (no probe: benchmarks time configurations, they do not choose them)."""
+    from segdeploy.backends import open_runtime, select_auto
 
     if backend is None:
-        backend, auto_precision = resolve_auto(model, "auto", "auto" if precision is None else precision, device)
+        backend, auto_precision = select_auto(model, device=device, precision=precision)
         precision = precision or auto_precision
-    return open_runtime(model, backend=backend, device=device, precision=precision or "fp32", weights="random",
+    return open_runtime(model, backend=backend, device=device, precision=precision or "fp32", weights=weights,
                         **options)
 
 

@@ -72,15 +72,38 @@ def time_runtime(runtime, shape: tuple[int, ...], seconds: float = PROBE_SECONDS
     return shape[0] / float(np.median(samples))
 
 
+#: NNCF mixed-precision ladder: how many of the last convolutions (execution order) stay float
+#: when the fully quantized model fails its gate. U²-Net's last 7 are its side and fuse
+#: convolutions, which produce the logits; a UNet's last one is its 1x1 classifier.
+NNCF_LADDER = (0, 1, 7)
+
+
+def gated_nncf(module, spec, calib: list[np.ndarray], batches: list[np.ndarray], reference, sizes, *,
+               seed: int = 0, ladder: tuple[int, ...] = NNCF_LADDER, int8_rest: str | None = None):
+    """OpenVINO int8 through NNCF with a mixed-precision fallback: quantize with the first rung of
+    ``ladder`` (number of last convolutions kept float); if the fidelity gate fails, go up the
+    ladder. Returns (runtime or None, rung, passed, measures, reason) of the first passing rung,
+    else of the last one tried."""
+    from segdeploy.backends import _open
+    from segdeploy.convert.nncf_quantize import cached_nncf_quantize
+
+    result = (None, None, False, {}, "no rung tried")
+    options = {"int8_rest": int8_rest} if int8_rest else {}
+    for rung in ladder:
+        xml = cached_nncf_quantize(module, None, calib, seed=seed, spec=spec, ignore_last=rung)
+        runtime = _open(module, "openvino", "cpu", "int8", None, xml, seed=seed, spec=None, export_options=None,
+                        calib=None, num_calib=None, **options)
+        passed, measures, reason = fidelity_gate(spec, "int8", reference, _run_images(runtime, batches), sizes)
+        measures = {**measures, "float_last_convs": float(rung)}
+        result = (runtime, rung, passed, measures, reason)
+        if passed:
+            break
+    return result
+
+
 def _open_candidate(candidate: Candidate, module, spec, calib: list[np.ndarray], seed: int):
     from segdeploy.backends import _open
 
-    if candidate.precision == "int8" and candidate.quantizer == "nncf":
-        from segdeploy.convert.nncf_quantize import cached_nncf_quantize
-
-        xml = cached_nncf_quantize(module, None, calib, seed=seed, spec=spec)
-        return _open(module, candidate.backend, "cpu", "int8", None, xml, seed=seed, spec=None,
-                     export_options=None, calib=None, num_calib=None)
     return _open(module, candidate.backend, "cpu", candidate.precision, None, None, seed=seed, spec=None, export_options=None,
                  calib=calib if candidate.precision == "int8" else None,
                  num_calib=len(calib) if candidate.precision == "int8" else None)
@@ -124,13 +147,17 @@ def probe(module, spec, device: str = "cpu", precision: str | None = None, *, se
                 row.status, row.reason = "pass", "the reference"
             else:
                 say(f"auto: trying {candidate.label}")
-                if str(device).startswith("cuda"):
-                    runtime = _open(module, candidate.backend, device, candidate.precision, None, None, seed=seed,
-                                    spec=None, export_options=None, calib=None, num_calib=None)
+                if candidate.quantizer == "nncf":
+                    runtime, _, passed, measures, reason = gated_nncf(module, spec, calib, batches, reference, sizes,
+                                                                      seed=seed)
                 else:
-                    runtime = _open_candidate(candidate, module, spec, calib, seed)
-                passed, measures, reason = fidelity_gate(spec, candidate.precision, reference,
-                                                         _run_images(runtime, batches), sizes)
+                    if str(device).startswith("cuda"):
+                        runtime = _open(module, candidate.backend, device, candidate.precision, None, None, seed=seed,
+                                        spec=None, export_options=None, calib=None, num_calib=None)
+                    else:
+                        runtime = _open_candidate(candidate, module, spec, calib, seed)
+                    passed, measures, reason = fidelity_gate(spec, candidate.precision, reference,
+                                                             _run_images(runtime, batches), sizes)
                 row.status, row.measures, row.reason = ("pass" if passed else "fail"), measures, reason
                 row.artifact = getattr(runtime, "onnx_path", None)
             row.images_per_s = round(time_runtime(runtime, shape), 3)

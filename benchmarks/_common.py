@@ -120,12 +120,13 @@ class PlainOnnxRuntime:
 
     name = "onnxruntime-plain"
 
-    def __init__(self, onnx_path: Path):
+    def __init__(self, onnx_path: Path, providers: list[str] | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.providers = providers or ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=self.providers)
         self.input_name = self.session.get_inputs()[0].name
         self._ort = ort
 
@@ -137,7 +138,7 @@ class PlainOnnxRuntime:
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "onnxruntime", "precision": "fp32", "library": f"onnxruntime {self._ort.__version__}",
-                "provider": "CPUExecutionProvider", "graph_optimization": "ORT_ENABLE_ALL", "peer": True}
+                "provider": self.session.get_providers()[0], "graph_optimization": "ORT_ENABLE_ALL", "peer": True}
 
 
 class OpenVinoDefault:

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from segdeploy.convert.quantize import has_vnni
 from segdeploy.core.specs import ModelSpec
 
 
@@ -43,10 +44,19 @@ def conv_names(model) -> list[str]:
 
 
 def nncf_quantize(onnx_path: str | Path, spec: ModelSpec, calib_inputs: Sequence[np.ndarray], out_xml: str | Path, *,
-                  ignored: Sequence[str] = (), ignore_last: int = 0, metadata: dict[str, Any] | None = None) -> Path:
-    """Quantize ``onnx_path`` with NNCF on ``calib_inputs`` (1x3xHxW float32 each); write ``out_xml``."""
+                  ignored: Sequence[str] = (), ignore_last: int = 0, overflow_fix: str | None = None,
+                  metadata: dict[str, Any] | None = None) -> Path:
+    """Quantize ``onnx_path`` with NNCF on ``calib_inputs`` (1x3xHxW float32 each); write ``out_xml``.
+
+    ``overflow_fix`` ("enable" | "first_layer_only" | "disable"; default "enable" on CPUs without
+    VNNI, else NNCF's "first_layer_only"): without VNNI, int8 convolutions multiply-add pairs of
+    u8 x s8 products into int16 with saturation (``vpmaddubsw``); NNCF's fix quantizes weights to 7
+    bits so that no pair can overflow. Without it, a deep trained network's outputs drift far
+    (measured: trained U²-Netp on an AVX2 EPYC, mask IoU 0.65 vs fp32).
+    """
     import nncf
     import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     _quiet()
     core = ov.Core()
@@ -57,9 +67,12 @@ def nncf_quantize(onnx_path: str | Path, spec: ModelSpec, calib_inputs: Sequence
     scope = nncf.IgnoredScope(names=sorted(set(names)), validate=False) if names else None
     dataset = nncf.Dataset(list(calib_inputs))
     t0 = time.perf_counter()
+    fix = overflow_fix or ("first_layer_only" if has_vnni() else "enable")
     quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.MIXED, subset_size=len(calib_inputs),
-                              fast_bias_correction=True, ignored_scope=scope)
+                              fast_bias_correction=True, ignored_scope=scope,
+                              advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix(fix)))
     info = {"method": "nncf", "nncf": nncf.__version__, "preset": "mixed", "calibration_images": len(calib_inputs),
+            "overflow_fix": fix,
             "ignored": sorted(set(names)), "seconds": round(time.perf_counter() - t0, 2), **(metadata or {})}
     quantized.set_rt_info(json.dumps(info), ["segdeploy_quantization"])
     out = Path(out_xml)
@@ -107,7 +120,7 @@ def sensitive_convolutions(onnx_path: str | Path, calib_inputs: Sequence[np.ndar
 
 def cached_nncf_quantize(model, weights, calib, *, num_calib: int | None = None, seed: int = 0,
                          spec: ModelSpec | None = None, ignored: Sequence[str] = (), ignore_last: int = 0,
-                         export_options: dict[str, Any] | None = None) -> Path:
+                         overflow_fix: str | None = None, export_options: dict[str, Any] | None = None) -> Path:
     """Path of an NNCF int8 IR of ``model`` calibrated on ``calib``, quantizing into the cache when needed."""
     from segdeploy.convert.export import cache_dir, cached_export
     from segdeploy.convert.quantize import DEFAULT_NUM_CALIB, _calib_entries, _calib_identity, _calib_input, _own_spec
@@ -119,10 +132,11 @@ def cached_nncf_quantize(model, weights, calib, *, num_calib: int | None = None,
                          **(export_options or {}))
     key = json.dumps({"fp32": fp32.name, "calib": _calib_identity(entries), "num": len(entries),
                       "ignored": sorted(ignored), "ignore_last": ignore_last, "method": "nncf-mixed",
+                      "overflow_fix": overflow_fix or ("first_layer_only" if has_vnni() else "enable"),
                       "pre": [spec.preprocess.size, spec.preprocess.scale]}, sort_keys=True, default=str)
     path = cache_dir() / "openvino" / f"{fp32.stem}-nncf-{hashlib.sha256(key.encode()).hexdigest()[:8]}.xml"
     if path.is_file() and path.with_suffix(".bin").is_file() and Path(str(path) + ".json").is_file():
         return path
     inputs = [_calib_input(entry, spec) for entry in entries]
     return nncf_quantize(fp32, spec, inputs, path, ignored=ignored, ignore_last=ignore_last,
-                         metadata={"source_onnx": fp32.name})
+                         overflow_fix=overflow_fix, metadata={"source_onnx": fp32.name})

@@ -163,3 +163,13 @@ def test_real_probe_on_a_small_model(monkeypatch, tmp_path):
     chosen = next(r for r in choice.table if (r.backend, r.precision) == (choice.backend, choice.precision))
     assert chosen.status == "pass"
     assert chosen.images_per_s == max(r.images_per_s for r in choice.table if r.status == "pass")
+
+
+def test_auto_drops_options_of_other_backends_and_says_so(monkeypatch):
+    from segdeploy.backends import open_runtime
+
+    monkeypatch.setenv("SEGDEPLOY_AUTO_PROBE", "0")
+    rt = open_runtime("unetpp_dsb2018", "auto", weights="random", mode="compile", channels_last=True)
+    if rt.name == "torch":
+        pytest.skip("no ONNX backend installed: auto picked torch, whose options these are")
+    assert rt.selection["ignored_options"] == ["channels_last", "mode"]

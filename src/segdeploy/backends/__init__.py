@@ -99,6 +99,12 @@ def open_runtime(
         backend, precision = choice.backend, choice.precision
         if choice.artifact and onnx_path is None:
             onnx_path = choice.artifact  # the int8 file the probe judged
+        # Options of another backend (e.g. --torch-mode when auto picked OpenVINO) do not apply.
+        accepted = set(get_runtime_class(backend).option_names)
+        dropped = sorted(set(options) - accepted)
+        if dropped:
+            selection["ignored_options"] = dropped
+            options = {k: v for k, v in options.items() if k in accepted}
     precision = precision or "fp32"
     runtime = _open(model, backend, device, precision, weights, onnx_path, seed=seed, spec=spec,
                     export_options=export_options, calib=calib, num_calib=num_calib, **options)

@@ -124,3 +124,42 @@ def test_compile_pads_to_buckets_and_records_compiled_shapes(monkeypatch):
     info = rt.describe()
     assert list(info["compiled_shapes"]) == ["4x3x32x32"] and info["compile_fallback"] is None
     assert info["batch_buckets"][:4] == [1, 2, 4, 8]
+
+
+CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_cuda_staging_pinned_and_split_from_real_copies():
+    rt = open_runtime("u2netp", "torch", device="cuda", precision="fp16", weights="random")
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64), dtype=np.float32)
+    ref = open_runtime("u2netp", "torch", weights="random").run(x, outputs=(0,))[0]
+    rt.staging.time_copies(True)
+    out = rt.run(x, outputs=(0,))[0]
+    assert np.abs(out - ref).max() < 0.05
+    assert rt.staging.describe()["pinned"] is True and len(rt.staging.splits) == 1
+    h2d, compute, d2h = rt.staging.splits[0]
+    assert h2d > 0 and compute > 0 and d2h > 0
+    info = rt.describe()
+    assert info["cudnn_benchmark"] is True and info["staging"]["pinned"] is True
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_cudagraphs_cache_is_bounded():
+    rt = open_runtime("unetpp_dsb2018", "torch", device="cuda", precision="fp16", weights="random",
+                      mode="cudagraphs", max_graphs=2)
+    for n in (1, 2, 3):
+        rt.run(np.zeros((n, 3, 32, 32), np.float32))
+    info = rt.describe()
+    assert info["graphs_cached"] == 2 and info["graph_evictions"] == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_native_size_models_do_not_turn_on_cudnn_benchmark_process_wide():
+    before = torch.backends.cudnn.benchmark
+    rt = open_runtime("unet_carvana", "torch", device="cuda", precision="fp16", weights="random")
+    rt.run(np.zeros((1, 3, 64, 96), np.float32))
+    assert rt.describe()["cudnn_benchmark"] is False and torch.backends.cudnn.benchmark == before

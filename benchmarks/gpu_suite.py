@@ -8,8 +8,14 @@ Variants, timed in interleaved rounds by the same harness (``segdeploy.bench.har
 * ``compile16``  torch.compile fp16 channels_last (inductor, weights frozen, one static graph per
                  batch size; ``--compile-mode`` default "reduce-overhead" = with CUDA graphs,
                  "max-autotune" adds Triton autotuning and compiles much longer);
-* ``sd:<backend>:<precision>`` segdeploy runtimes (``--segdeploy``; "auto" = what
-                 ``--backend auto`` picks on CUDA); the fastest of them per batch is "segdeploy best".
+* ``ort32``      plain ONNX Runtime fp32 on the CUDA execution provider (when onnxruntime-gpu is there);
+* ``sd:<backend>:<precision>[:<opt>+<opt>]`` segdeploy's PRODUCT runtimes, the very backend
+                 ``segdeploy predict`` runs (``--segdeploy``; "auto" = what ``--backend auto`` picks
+                 on CUDA); options: ``cl`` channels_last, ``compile`` (mode compile: dynamic=False,
+                 batch buckets, compiled in warm-up), ``cudagraphs`` (bounded graph cache), ``half``
+                 (cast="half"), ``tf32``; the fastest of them per batch is "segdeploy best". Each
+                 record carries the runtime's describe(): mode, compile fallback (if compiling failed
+                 the record says so), graphs cached, staging.
 
 Two throughputs per batch size: host-to-host (``Runtime.run``: copies in and out included) and
 device-only (inputs already on the GPU, CUDA events around the forward; needs ``run_device``),
@@ -46,15 +52,30 @@ PUBLISHED_COMPILE = {"u2net": 1934, "u2netp": 3059, "unet_carvana": 928, "unetpp
                      "unetpp_bigmb": 270, "wseg_voc": 86}
 
 
+DEFAULT_SD = "auto,torch:fp16:cl,torch:fp16:cl+compile,torch:fp16:cl+cudagraphs,torch:bf16:cl,onnxruntime:fp16"
+_OPTS = {"cl": ("channels_last", True), "compile": ("mode", "compile"), "cudagraphs": ("mode", "cudagraphs"),
+         "half": ("cast", "half"), "tf32": ("tf32", True)}
+
+
+def sd_options(text: str) -> dict:
+    """'cl+compile' -> {"channels_last": True, "mode": "compile"} (the product backend's options)."""
+    options = {}
+    for part in (p for p in text.split("+") if p):
+        if part not in _OPTS:
+            raise ValueError(f"unknown segdeploy option {part!r}; choose from {', '.join(_OPTS)}")
+        key, value = _OPTS[part]
+        options[key] = value
+    return options
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="all", help="comma-separated subset of the registry (default all)")
     parser.add_argument("--batch-sizes", default=None, help="override every model's sweep, e.g. 1,8,32")
-    parser.add_argument("--variants", default="eager32,eager16cl,compile16,segdeploy",
-                        help="subset of eager32,eager16cl,compile16,segdeploy")
-    parser.add_argument("--segdeploy", default="auto,torch:fp16,torch:bf16",
-                        help="segdeploy configurations: auto and/or backend:precision (default auto,torch:fp16,"
-                        "torch:bf16)")
+    parser.add_argument("--variants", default="eager32,eager16cl,compile16,ort32,segdeploy",
+                        help="subset of eager32,eager16cl,compile16,ort32,segdeploy")
+    parser.add_argument("--segdeploy", default=DEFAULT_SD,
+                        help=f"segdeploy configurations: auto and/or backend:precision[:opt+opt] (default {DEFAULT_SD})")
     parser.add_argument("--compile-mode", default="reduce-overhead",
                         help="torch.compile mode of the compile16 peer (reduce-overhead = CUDA graphs; "
                         "max-autotune = also Triton autotuning, much slower to compile)")
@@ -96,11 +117,33 @@ def variants_for(model: str, args) -> list[Variant]:
             if item == "auto":
                 out.append(Variant("sd:auto", "segdeploy auto", lambda: segdeploy_runtime(model, dev)))
             else:
-                backend, _, precision = item.partition(":")
-                out.append(Variant(f"sd:{backend}:{precision}", f"segdeploy {backend} {precision}",
-                                   lambda b=backend, p=precision: segdeploy_runtime(model, dev, precision=p or "fp16",
-                                                                                     backend=b)))
+                backend, _, rest = item.partition(":")
+                precision, _, opts = rest.partition(":")
+                options = sd_options(opts)
+                out.append(Variant(f"sd:{item}", f"segdeploy {backend} {precision} {opts}".strip(),
+                                   lambda b=backend, p=precision, o=options: segdeploy_runtime(
+                                       model, dev, precision=p or "fp16", backend=b, **o)))
+    if "ort32" in wanted:
+        out.append(Variant("ort32", "ONNX Runtime fp32 CUDA (plain)", lambda: plain_ort_cuda(model, args)))
     return out
+
+
+def plain_ort_cuda(model: str, args):
+    """Plain ONNX Runtime on the CUDA execution provider, on a plain torch.onnx.export of the model."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from _common import PlainOnnxRuntime, export_plain_onnx
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise RuntimeError("onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
+    cfg = MODELS.get(model) or {}
+    folder = Path(tempfile.mkdtemp(prefix="gpu-suite-onnx-"))
+    from segdeploy import get_spec
+
+    size = tuple(cfg.get("input_size") or get_spec(model).input_size)
+    return PlainOnnxRuntime(export_plain_onnx(model, size, folder), providers=["CUDAExecutionProvider"])
 
 
 def markdown(payload: dict) -> str:

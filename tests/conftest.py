@@ -4,6 +4,10 @@ import os
 
 import pytest
 
+# `--backend auto` would run a timed probe (tens of seconds) the first time it meets a model; tests
+# get the conservative static choice unless a test turns probing on itself.
+os.environ.setdefault("SEGDEPLOY_AUTO_PROBE", "0")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_segdeploy_cache(tmp_path_factory):

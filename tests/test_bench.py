@@ -228,9 +228,18 @@ def fake_runtimes(monkeypatch):
 
     def open_runtime(model, backend="torch", device="cpu", precision="fp32", weights=None, onnx_path=None,
                      **options):
-        fake = FakeRuntime(precision=precision)
         opened.append(dict(model=model, backend=backend, device=device, precision=precision, weights=weights))
-        return fake
+        if backend == "auto":  # what open_runtime(backend="auto") leaves on the runtime
+            fake = FakeRuntime(precision="bf16")
+            fake.selection = {
+                "backend": "openvino", "precision": "bf16", "quantizer": None, "source": "probe",
+                "why": "openvino bf16: the fastest passing", "table": [
+                    {"configuration": "openvino bf16", "status": "pass", "images_per_s": 40.0,
+                     "measures": {"mask_iou": 0.99}, "reason": ""},
+                    {"configuration": "openvino int8 (ort-qdq)", "status": "fail", "images_per_s": 60.0,
+                     "measures": {"mask_iou": 0.5}, "reason": "mask IoU 0.500 < 0.95"}]}
+            return fake
+        return FakeRuntime(precision=precision)
 
     def select_auto(model, device="cpu", precision=None):
         return ("openvino", precision or "bf16")
@@ -252,7 +261,7 @@ def test_cli_writes_json_csv_plot_and_prints_json_numbers(tmp_path, fake_runtime
                  "--warmup", "1", "--iters", "3", "--input-size", "64x64", "--json", f"{out}.json",
                  "--csv", f"{out}.csv", "--plot", f"{out}.png", "--markdown", f"{out}.md", "--quiet"])
     assert code == 0
-    assert fake_runtimes == [dict(model="unetpp_dsb2018", backend="openvino", device="cpu", precision="bf16",
+    assert fake_runtimes == [dict(model="unetpp_dsb2018", backend="auto", device="cpu", precision=None,
                                   weights="random")]
     report = load_report(f"{out}.json")
     assert report.input_size == (64, 64) and [r.batch_size for r in report.results] == [1, 2]
@@ -265,6 +274,9 @@ def test_cli_writes_json_csv_plot_and_prints_json_numbers(tmp_path, fake_runtime
 
         assert _fmt(r.images_per_s) in printed
     assert f"best: batch {report.best_batch_size}" in printed
+    # the table behind the auto choice: the failing, faster int8 row is shown with its reason
+    assert "backend auto → openvino bf16 (probe)" in printed
+    assert "mask IoU 0.500 < 0.95" in printed and "60.00" in printed
 
 
 def test_cli_rejects_iters_with_duration(fake_runtimes):
@@ -384,3 +396,56 @@ def test_cuda_code_path_with_cpu_stand_in(monkeypatch, with_run_device):
     assert report.settings["device_name"] == "Stand-in GPU" and report.limit_tflops is None
     assert "H2D / compute / D2H ms" in render_markdown(report)
     assert BenchReport.from_dict(json.loads(report.to_json())) == report
+
+
+class _TimedStaging:
+    """Stand-in for the torch backend's Staging: records a (h2d, compute, d2h) split per call."""
+
+    def __init__(self):
+        self.splits = []
+        self.on = False
+
+    def time_copies(self, on=True):
+        self.on = on
+        self.splits = [] if on else self.splits
+
+
+class SelectingFake(FakeRuntime):
+    """A runtime whose run() takes ``outputs=`` and whose staging times its real copies."""
+
+    def __init__(self):
+        super().__init__()
+        self.staging = _TimedStaging()
+        self.asked = []
+
+    def run(self, batch, outputs=None):
+        self.asked.append(outputs)
+        out = super().run(batch)
+        if self.staging.on:
+            self.staging.splits.append((0.1, 2.0 + len(self.staging.splits), 0.3))
+        return out
+
+
+def test_cuda_split_comes_from_the_copies_run_really_does(monkeypatch):
+    import segdeploy.bench.harness as bench
+
+    monkeypatch.setattr(bench, "_Cuda", _CpuStandInForCuda)
+    fake = SelectingFake()
+    report = benchmark("u2netp", runtime=fake, device="cuda", batch_sizes=[1], warmup=1, iters=5,
+                       count_flops=False, input_size=(32, 32))
+    split = report.results[0].split
+    assert split.method == "run-events"
+    assert (split.h2d_ms, split.compute_ms, split.d2h_ms) == (0.1, 4.0, 0.3)  # medians of the 5 timed calls
+    assert not fake.staging.on  # switched off after the timed loop
+    # Pure mode asked for only the output u2netp's decoding reads (d0), like the pipeline.
+    assert set(fake.asked) == {(0,)}
+
+
+def test_device_limits_table_knows_several_gpus():
+    from segdeploy.bench.memory import device_limit
+
+    assert device_limit("NVIDIA H100 80GB HBM3", "fp16")[0] == 810.0
+    assert device_limit("NVIDIA H200", "bf16")[0] > 900
+    assert device_limit("NVIDIA A100-SXM4-80GB", "tf32")[0] == 156.0
+    assert device_limit("NVIDIA H100 PCIe", "fp16")[0] == 756.0  # the PCIe card is not the SXM one
+    assert device_limit("AMD EPYC", "fp16") is None and device_limit(None, "fp16") is None

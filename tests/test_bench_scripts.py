@@ -13,7 +13,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 @pytest.fixture
 def scripts(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    for name in ("_common", "cpu_compare", "gpu_suite"):
+    for name in ("_common", "cpu_compare", "gpu_suite", "auto_vs_torch", "e2e_vs_pure"):
         sys.modules.pop(name, None)
     return lambda name: importlib.import_module(name)
 
@@ -45,3 +45,29 @@ def test_gpu_suite_skips_without_cuda(scripts, tmp_path, capsys):
     assert gpu_suite.main(["--quick", "--out-dir", str(tmp_path)]) == 0
     assert "skipped" in capsys.readouterr().out
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_auto_vs_torch_quick(scripts, tmp_path):
+    """The real CLI twice per round; in tests auto is the static choice (probing off)."""
+    auto_vs_torch = scripts("auto_vs_torch")
+    assert auto_vs_torch.main(["--quick", "--out-dir", str(tmp_path), "--name", "r"]) == 0
+    payload = json.loads((tmp_path / "r.json").read_text())
+    assert payload["probe_run"]["printed_choice"][0].startswith("backend auto")
+    kinds = [r["backend_arg"] for r in payload["runs"]]
+    assert kinds == ["(default)", "torch"]
+    assert all(len(r["load_before"]) == 3 and r["written"] == 4 for r in payload["runs"])
+    assert payload["ratio"] == payload["auto_median"] / payload["torch_median"]
+    assert "ratio" in (tmp_path / "r.md").read_text()
+
+
+@pytest.mark.slow
+def test_e2e_vs_pure_quick(scripts, tmp_path):
+    e2e = scripts("e2e_vs_pure")
+    assert e2e.main(["--quick", "--out-dir", str(tmp_path), "--name", "r"]) == 0
+    payload = json.loads((tmp_path / "r.json").read_text())
+    (model,) = payload["models"]
+    row = model["rows"][0]
+    assert model["model"] == "u2netp" and row["pure_median"] > 0 and row["e2e_median"] > 0
+    assert set(row["stage_seconds"][0]) == {"read", "preprocess", "infer", "decode", "write"}
+    assert "| u2netp |" in (tmp_path / "r.md").read_text()

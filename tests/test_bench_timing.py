@@ -1,6 +1,5 @@
 """Arithmetic of segdeploy.bench.timing and segdeploy.bench.flops, against hand-computed cases."""
 
-import importlib.util
 import math
 
 import numpy as np
@@ -134,8 +133,6 @@ def test_flops_registry_models_match_models_md(name, size, gflop):
     from segdeploy.bench.flops import flops_for_model
     from segdeploy.core.registry import get_spec
 
-    module = get_spec(name).builder.partition(":")[0]
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} not written yet")
+    get_spec(name)  # the model is registered (its module imported by the registry)
     count = flops_for_model(name, size)
     assert count.gflops == pytest.approx(gflop, rel=0.005)

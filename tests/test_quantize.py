@@ -123,3 +123,32 @@ def test_cli_quantize(tmp_path, calib_dir, capsys):
     assert "calibrated on 2 images" in capsys.readouterr().out
     assert main(["quantize", "unetpp_dsb2018", "--weights", "random", "--calib", str(tmp_path / "none"),
                  "-o", str(out)]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_OV, reason="needs openvino")
+def test_nncf_int8_ir_runs_in_int8_and_keeps_ignored_convolutions_float(tmp_path, monkeypatch):
+    pytest.importorskip("nncf")
+    import openvino as ov
+
+    from segdeploy.convert.nncf_quantize import cached_nncf_quantize, conv_names
+
+    monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
+    calib = _images(3, 40, seed=2)
+    xml = cached_nncf_quantize("unetpp_dsb2018", "random", calib, num_calib=3)
+    again = cached_nncf_quantize("unetpp_dsb2018", "random", calib, num_calib=3)
+    assert again == xml and xml.suffix == ".xml" and xml.with_suffix(".bin").is_file()
+    info = json.loads(xml.with_name(xml.name + ".json").read_text())
+    assert info["method"] == "nncf" and info["calibration_images"] == 3 and info["ignored"] == []
+    rt = open_runtime("unetpp_dsb2018", "openvino", precision="int8", onnx_path=xml)
+    x = np.random.default_rng(0).standard_normal((1, 3, 96, 96), dtype=np.float32)
+    assert rt.run(x)[0].shape == (1, 1, 96, 96)
+    assert "u8" in rt.describe()["execution_precisions"] or "i8" in rt.describe()["execution_precisions"]
+    # The mixed-precision fallback: the last convolution (the 1x1 classifier) stays float.
+    mixed = cached_nncf_quantize("unetpp_dsb2018", "random", calib, num_calib=3, ignore_last=1)
+    assert mixed != xml
+    model = ov.Core().read_model(str(mixed))
+    last = conv_names(model)[-1]
+    fed_by_fq = [node.get_source_output().get_node().get_type_name()
+                 for op in model.get_ordered_ops() if op.get_friendly_name() == last for node in op.inputs()]
+    assert "FakeQuantize" not in fed_by_fq

@@ -21,6 +21,7 @@ from segdeploy.backends.base import (
     RuntimeUnavailable,
     backend_names,
     get_runtime_class,
+    decode_outputs,
     physical_cores,
     register_runtime,
 )
@@ -111,11 +112,19 @@ def open_runtime(
                             f"precision ({precision})"}
         backend = chosen
     elif backend == "auto":
-        chosen, precision = select_auto(model if not hasattr(model, "state_dict") else getattr(model, "segdeploy_spec", None),
-                                        device, precision)
-        selection = {"requested": "auto", "backend": chosen, "precision": precision,
-                     "why": auto_reason(chosen, precision, device)}
-        backend = chosen
+        choice = _auto_choice(model, device, precision, weights, onnx_path, seed)
+        from segdeploy.backends.auto_probe import describe_choice
+
+        selection = describe_choice(choice)
+        backend, precision = choice.backend, choice.precision
+        if choice.artifact and onnx_path is None:
+            onnx_path = choice.artifact  # the int8 file the probe judged
+        # Options of another backend (e.g. --torch-mode when auto picked OpenVINO) do not apply.
+        accepted = set(get_runtime_class(backend).option_names)
+        dropped = sorted(set(options) - accepted)
+        if dropped:
+            selection["ignored_options"] = dropped
+            options = {k: v for k, v in options.items() if k in accepted}
     precision = precision or "fp32"
     runtime = _open(model, backend, device, precision, weights, onnx_path, seed=seed, spec=spec,
                     export_options=export_options, calib=calib, num_calib=num_calib, **options)
@@ -127,12 +136,37 @@ def open_runtime(
     return runtime
 
 
+def _auto_choice(model, device, precision, weights, onnx_path, seed):
+    """The AutoChoice for ``open_runtime(backend="auto")``: probed (cached) when the weights are
+    known and probing is on, else the conservative static choice."""
+    from segdeploy.backends.auto import probing_enabled, static_choice
+    from segdeploy.backends.auto_probe import choose_auto
+
+    spec, module = _spec_and_module(model)
+    no_weights = module is None and weights is None and spec.default_weights is None
+    if onnx_path is not None or not probing_enabled() or no_weights:
+        choice = static_choice(device, precision)
+        if onnx_path is not None and choice.backend == "torch":
+            raise RuntimeUnavailable("an ONNX file needs onnxruntime or openvino; neither is installed")
+        return choice
+    if module is None:
+        from segdeploy.zoo import create_model
+
+        module = create_model(spec, weights, seed=seed)
+    return choose_auto(module, spec, device, precision, seed=seed, progress=_auto_progress)
+
+
+def _auto_progress(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
 def auto_reason(backend: str, precision: str, device: str) -> str:
-    """Why ``--backend auto`` chose what it chose (printed by the CLI, kept in records)."""
+    """Why a static ``auto`` choice is what it is (kept for callers of the older API)."""
     if str(device).startswith("cuda"):
         return f"on CUDA segdeploy runs PyTorch ({precision})"
-    return (f"{backend} {precision} is the fastest CPU configuration segdeploy knows for this machine "
-            "whose fidelity gate passes")
+    return f"{backend} {precision}: the conservative choice without a probe"
 
 
 def _open(model, backend, device, precision, weights, onnx_path, *, seed, spec, export_options, calib, num_calib,
@@ -186,29 +220,23 @@ def available_backends() -> dict[str, str | None]:
             for name in backend_names()}
 
 
-def select_auto(model=None, device: str = "cpu", precision: str | None = None) -> tuple[str, str]:
-    """The backend (and precision) segdeploy picks by default for a device.
+def select_auto(model=None, device: str = "cpu", precision: str | None = None, *, weights=None,
+                seed: int = 0) -> tuple[str, str]:
+    """The (backend, precision) ``--backend auto`` runs for ``model`` on ``device``.
 
-    CUDA: PyTorch (fp16 unless a precision is given). CPU: OpenVINO (the fastest CPU column of
-    PERFORMANCE.md §4), in bf16 when the CPU supports it and no precision is given, else fp32;
-    ONNX Runtime, then PyTorch, when OpenVINO is missing. Run ``segdeploy compare`` to confirm the
-    fidelity of a low-precision pick for your weights.
+    With ``weights`` (or a module from create_model) and probing on: the fastest configuration
+    whose fidelity gate passes, from a cached timed probe (:mod:`segdeploy.backends.auto`).
+    Otherwise the conservative static choice (:func:`segdeploy.backends.auto.static_choice`).
     """
-    if str(device).startswith("cuda"):
-        get_runtime_class("torch").check(device, precision or "fp16", {})
-        return "torch", precision or "fp16"
-    if precision is None:
-        order = [("openvino", "bf16"), ("openvino", "fp32"), ("onnxruntime", "fp32"), ("torch", "fp32")]
+    from segdeploy.backends.auto import static_choice
+
+    if model is None or (weights is None and not hasattr(model, "state_dict")):
+        choice = static_choice(device, precision)
     else:
-        order = [(b, precision) for b in ("openvino", "onnxruntime", "torch")]
-    for backend, want in order:
-        try:
-            get_runtime_class(backend).check(device, want, {})
-        except (RuntimeUnavailable, ValueError):
-            continue
-        return backend, want
-    raise RuntimeUnavailable(f"no backend can run {precision or 'fp32'} on {device}")
+        choice = _auto_choice(model, device, precision, weights, None, seed)
+    return choice.backend, choice.precision
 
 
 __all__ = ["open_runtime", "Runtime", "RuntimeUnavailable", "register_runtime", "get_runtime_class",
-           "backend_names", "available_backends", "select_auto", "physical_cores", "PRECISIONS"]
+           "backend_names", "available_backends", "select_auto", "physical_cores", "PRECISIONS",
+           "decode_outputs"]

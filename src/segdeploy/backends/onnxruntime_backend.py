@@ -31,7 +31,7 @@ Options:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -168,10 +168,12 @@ class OnnxRuntimeRuntime(Runtime):
         self.loaded = True
         return self
 
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+    def run(self, batch: np.ndarray, outputs: Sequence[int] | None = None) -> list[np.ndarray]:
         batch = self._check_batch(batch)
-        outputs = self.session.run(self.output_names, {self.input_name: batch})
-        return [np.asarray(o, dtype=np.float32) for o in outputs]
+        names = [self.output_names[i] for i in self._output_indices(outputs)]
+        # Only the named outputs are fetched from the session (the others are computed, not copied).
+        results = self.session.run(names, {self.input_name: batch})
+        return [np.asarray(o, dtype=np.float32) for o in results]
 
     def describe(self) -> dict[str, Any]:
         import onnxruntime as ort

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -149,13 +149,15 @@ class OpenVINORuntime(Runtime):
         self._last = self._compiled[shape][0]
         return self._compiled[shape]
 
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+    def run(self, batch: np.ndarray, outputs: Sequence[int] | None = None) -> list[np.ndarray]:
         batch = self._check_batch(batch)
         key = tuple(batch.shape) if self.shape_mode == "static" else None
         _, request, order = self._compile(key)
         request.infer({0: batch})
-        # Output tensors are the request's buffers, overwritten by the next infer: copy them out.
-        return [np.array(request.get_output_tensor(i).data, dtype=np.float32, copy=True) for i in order]
+        # Output tensors are the request's buffers, overwritten by the next infer: copy out the
+        # ones asked for only.
+        return [np.array(request.get_output_tensor(order[i]).data, dtype=np.float32, copy=True)
+                for i in self._output_indices(outputs)]
 
     def describe(self) -> dict[str, Any]:
         import openvino as ov

@@ -14,28 +14,61 @@ Precisions:
     int8: not offered (use an int8 ONNX on ONNX Runtime or OpenVINO).
 
 Options:
+    mode ("eager" | "compile" | "cudagraphs"): how the module runs (default eager).
+        compile: ``torch.compile(dynamic=False)`` — one static graph per input shape, the
+            recompile limit raised to ``recompile_limit`` (default 64) so that a batch sweep does
+            not fall back to eager; batches are padded up to a bucket of ``batch_buckets`` (default
+            1, 2, 4, ..., 64 in compile mode) so a ragged last batch reuses a compiled shape (rows are
+            independent in eval mode, the padding rows are dropped). Compilation happens in
+            ``warmup`` (outside any timing). If compiling fails, the runtime runs the eager module
+            and ``describe()["compile_fallback"]`` says why; more shapes than the recompile limit
+            are recorded there too (dynamo runs those eagerly).
+        cudagraphs: CUDA only: capture one CUDA graph per input shape and replay it (removes
+            kernel-launch overhead at small batches); at most ``max_graphs`` (default 8) are kept,
+            least recently used evicted first (each holds its own memory pool).
+    compile (bool), cuda_graph (bool): older spellings of mode="compile" / mode="cudagraphs".
+    compile_mode (str): ``torch.compile`` mode; default "max-autotune-no-cudagraphs" on CUDA (the
+        graphs are ours, bounded, in cudagraphs mode), PyTorch's default mode on the CPU.
     channels_last (bool): NHWC memory format for module and input (faster convolutions on CUDA
         tensor cores and on oneDNN CPU kernels).
-    compile (bool): ``torch.compile`` the module; ``compile_mode`` picks the mode (default
-        "max-autotune" on CUDA — autotuned kernels plus CUDA graphs — and the default mode on CPU).
-    cuda_graph (bool): eager only: capture one CUDA graph per input shape and replay it (removes
-        kernel-launch overhead at small batches). With ``compile`` the compiled mode's own CUDA
-        graphs are used instead.
     cast ("autocast" | "half"): how fp16/bf16 is applied, see above.
+    tf32 (bool): CUDA fp32 only: allow TF32 tensor-core convolutions and matmuls (inside this
+        runtime's calls only; default off, fp32 stays IEEE fp32).
     threads (int): CPU intra-op threads (``torch.set_num_threads``, process-wide); default: leave
         PyTorch's choice.
-    cudnn_benchmark (bool): CUDA only, default True: ``torch.backends.cudnn.benchmark`` (process-wide).
+    cudnn_benchmark (bool): CUDA only: let cuDNN time its algorithms per new input shape, set
+        around this runtime's calls only (not process-wide). Default: on for models with a fixed
+        input size, off for native-size models (every photo size would be re-tuned).
+
+On CUDA, ``run`` copies the batch through pinned, double-buffered staging buffers with
+non-blocking copies on a side stream (:class:`segdeploy.backends.torch_cuda.Staging`) and copies
+back only the outputs asked for.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import time
+from typing import Any, Sequence
 
 import numpy as np
 
 from segdeploy.backends.base import Runtime, RuntimeUnavailable, register_runtime
+from segdeploy.backends.torch_cuda import GraphCache, Staging, batch_bucket
 
 _DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
+MODES = ("eager", "compile", "cudagraphs")
+DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def resolve_mode(options: dict[str, Any]) -> str:
+    """The run mode from ``mode`` or its older boolean spellings (``compile``, ``cuda_graph``)."""
+    mode = options.get("mode")
+    if mode is None:
+        mode = "compile" if options.get("compile") else "cudagraphs" if options.get("cuda_graph") else "eager"
+    if mode not in MODES:
+        raise ValueError(f"torch mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
 
 
 @register_runtime
@@ -43,7 +76,8 @@ class TorchRuntime(Runtime):
     name = "torch"
     library = "torch"
     precisions = ("fp32", "fp16", "bf16")
-    option_names = ("channels_last", "compile", "compile_mode", "cuda_graph", "cast", "threads", "cudnn_benchmark")
+    option_names = ("mode", "channels_last", "compile", "compile_mode", "cuda_graph", "cast", "threads",
+                    "cudnn_benchmark", "tf32", "max_graphs", "batch_buckets", "recompile_limit")
 
     @classmethod
     def unavailable_reason(cls) -> str:
@@ -60,10 +94,13 @@ class TorchRuntime(Runtime):
             raise RuntimeUnavailable(
                 f"PyTorch sees no CUDA device (torch {torch.__version__}, built with CUDA "
                 f"{torch.version.cuda or 'none'}); use --device cpu or install a CUDA build of torch")
-        if not cuda and options.get("cuda_graph"):
-            raise RuntimeUnavailable("cuda_graph needs device='cuda'")
+        mode = resolve_mode(options)
+        if not cuda and mode == "cudagraphs":
+            raise RuntimeUnavailable("torch mode cudagraphs needs device='cuda'")
         if options.get("cast", "autocast") not in ("autocast", "half"):
             raise ValueError(f"cast must be 'autocast' or 'half', got {options.get('cast')!r}")
+        if int(options.get("max_graphs", 8)) < 1:
+            raise ValueError("max_graphs must be >= 1")
         if precision in _DTYPES:
             _probe_low_precision(device, precision, options.get("cast", "autocast"))
 
@@ -71,14 +108,25 @@ class TorchRuntime(Runtime):
         super().__init__(spec, device, precision, **options)
         self.cast = options.get("cast", "autocast")
         self.channels_last = bool(options.get("channels_last", False))
-        self.compiled = bool(options.get("compile", False))
-        self.cuda_graph = bool(options.get("cuda_graph", False)) and not self.compiled
+        self.mode = resolve_mode(options)
+        self.compiled = self.mode == "compile"
+        self.cuda_graph = self.mode == "cudagraphs"
         cuda = str(device).startswith("cuda")
-        self.compile_mode = options.get("compile_mode") or ("max-autotune" if cuda else None)
+        self.compile_mode = options.get("compile_mode") or ("max-autotune-no-cudagraphs" if cuda else None)
+        self.recompile_limit = int(options.get("recompile_limit", 64))
+        buckets = options.get("batch_buckets", DEFAULT_BUCKETS if self.compiled else None)
+        self.batch_buckets = tuple(int(b) for b in buckets) if buckets else None
         self.threads = options.get("threads")
+        self.tf32 = bool(options.get("tf32", False))
+        fixed_size = spec.preprocess.size is not None
+        self.cudnn_benchmark = bool(options.get("cudnn_benchmark", fixed_size))
         self.model = None
         self._module = None
-        self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+        self._eager = None
+        self.compile_fallback: str | None = None
+        self.compile_seconds: dict[str, float] = {}
+        self._graphs = GraphCache(int(options.get("max_graphs", 8)))
+        self.staging: Staging | None = None
 
     def load(self, artifact) -> "TorchRuntime":
         import torch
@@ -89,32 +137,45 @@ class TorchRuntime(Runtime):
             torch.set_num_threads(int(self.threads))
         self.torch = torch
         self.device_obj = torch.device(self.device)
-        if self.device_obj.type == "cuda":
-            # Fixed input shapes: let cuDNN time its algorithms once per shape (PERFORMANCE.md §3).
-            torch.backends.cudnn.benchmark = bool(self.options.get("cudnn_benchmark", True))
+        cuda = self.device_obj.type == "cuda"
         module = artifact.eval().to(self.device_obj)
         if self.precision in _DTYPES and self.cast == "half":
             module = module.to(getattr(torch, _DTYPES[self.precision]))
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
         self.model = artifact
-        self._module = module
+        self._eager = self._module = module
         if self.compiled:
-            kwargs = {"mode": self.compile_mode} if self.compile_mode else {}
+            # One static graph per bucketed shape; without a raised limit dynamo stops compiling
+            # after 8 shapes and silently runs the rest eagerly.
+            for knob in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit",
+                         "accumulated_recompile_limit"):
+                if hasattr(torch._dynamo.config, knob):
+                    setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), self.recompile_limit))
+            kwargs: dict[str, Any] = {"dynamic": False}
+            if self.compile_mode:
+                kwargs["mode"] = self.compile_mode
             self._module = torch.compile(module, **kwargs)
+        self.staging = Staging(torch, self.device_obj, cuda)
         self.loaded = True
         return self
 
     # -- execution ----------------------------------------------------------------------------
-    def _autocast(self):
-        import contextlib
-
+    def _context(self):
+        """inference mode + autocast + (CUDA) cuDNN flags scoped to this call, not the process."""
+        torch = self.torch
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
         if self.precision in _DTYPES and self.cast == "autocast":
             # The autocast weight-cast cache must be off while a CUDA graph is captured (the cached
             # copies would be freed under the graph).
-            return self.torch.autocast(self.device_obj.type, dtype=getattr(self.torch, _DTYPES[self.precision]),
-                                       cache_enabled=not self.cuda_graph)
-        return contextlib.nullcontext()
+            stack.enter_context(torch.autocast(self.device_obj.type, dtype=getattr(torch, _DTYPES[self.precision]),
+                                               cache_enabled=not self.cuda_graph))
+        if self.device_obj.type == "cuda":
+            stack.enter_context(torch.backends.cudnn.flags(
+                enabled=True, benchmark=self.cudnn_benchmark, deterministic=torch.backends.cudnn.deterministic,
+                allow_tf32=self.tf32))
+        return stack
 
     def _prepare(self, x):
         torch = self.torch
@@ -124,20 +185,42 @@ class TorchRuntime(Runtime):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def _forward(self, x) -> list:
-        with self.torch.inference_mode(), self._autocast():
-            out = self._module(self._prepare(x))
+    def _call(self, module, x) -> list:
+        matmul = contextlib.nullcontext()
+        if self.device_obj.type == "cuda" and self.precision == "fp32":
+            matmul = _matmul_tf32(self.torch, self.tf32)
+        with self._context(), matmul:
+            out = module(self._prepare(x))
         outputs = list(out) if isinstance(out, (tuple, list)) else [out]
         if len(outputs) != len(self.spec.output_names):
             raise RuntimeError(f"{self.spec.name}: the module returned {len(outputs)} outputs, the spec names "
                                f"{len(self.spec.output_names)} ({', '.join(self.spec.output_names)})")
         return outputs
 
+    def _forward(self, x) -> list:
+        if not self.compiled or self.compile_fallback is not None:
+            return self._call(self._eager, x)
+        key = "x".join(str(d) for d in x.shape)
+        first = key not in self.compile_seconds
+        t0 = time.perf_counter()
+        try:
+            outputs = self._call(self._module, x)
+        except Exception as exc:  # noqa: BLE001 - inductor/dynamo failures: run eager, say so
+            self.compile_fallback = f"torch.compile failed for shape {key}: {type(exc).__name__}: {str(exc)[:200]}"
+            return self._call(self._eager, x)
+        if first:
+            self.compile_seconds[key] = round(time.perf_counter() - t0, 3)
+            if len(self.compile_seconds) > self.recompile_limit:
+                self.compile_fallback = (f"more input shapes ({len(self.compile_seconds)}) than the recompile limit "
+                                         f"({self.recompile_limit}): dynamo runs the new ones eagerly")
+        return outputs
+
     def _graph_forward(self, x) -> list:
-        """Replay (capturing on first use) the CUDA graph for this input shape."""
+        """Replay (capturing on first use) the CUDA graph for this input shape (bounded LRU cache)."""
         torch = self.torch
         key = tuple(x.shape)
-        if key not in self._graphs:
+        entry = self._graphs.get(key)
+        if entry is None:
             static_in = x.clone()
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
@@ -148,8 +231,9 @@ class TorchRuntime(Runtime):
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 static_out = self._forward(static_in)
-            self._graphs[key] = (graph, static_in, static_out)
-        graph, static_in, static_out = self._graphs[key]
+            entry = (graph, static_in, static_out)
+            self._graphs.put(key, entry)
+        graph, static_in, static_out = entry
         static_in.copy_(x)
         graph.replay()
         return static_out
@@ -163,11 +247,22 @@ class TorchRuntime(Runtime):
             return self._graph_forward(x)
         return self._forward(x)
 
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+    def run(self, batch: np.ndarray, outputs: Sequence[int] | None = None) -> list[np.ndarray]:
         batch = self._check_batch(batch)
-        x = self.torch.from_numpy(batch).to(self.device_obj)
-        outputs = self.run_device(x)
-        return [o.detach().float().cpu().numpy() for o in outputs]
+        indices = self._output_indices(outputs)
+        rows = batch.shape[0]
+        bucket = batch_bucket(rows, self.batch_buckets)
+        if bucket != rows:
+            padded = np.zeros((bucket, *batch.shape[1:]), dtype=np.float32)
+            padded[:rows] = batch
+            batch = padded
+        if self.device_obj.type == "cuda":
+            x = self.staging.to_device(batch)
+        else:
+            x = self.torch.from_numpy(batch)
+        results = self.run_device(x)
+        selected = [results[i][:rows] for i in indices]
+        return self.staging.to_host(selected)
 
     def describe(self) -> dict[str, Any]:
         import torch
@@ -183,19 +278,38 @@ class TorchRuntime(Runtime):
             "device_name": torch.cuda.get_device_name(self.device_obj) if cuda else cpu_name(),
             "precision": self.precision,
             "cast": self.cast if self.precision in _DTYPES else None,
+            "mode": self.mode,
             "channels_last": self.channels_last,
             "compile": self.compiled,
             "compile_mode": self.compile_mode if self.compiled else None,
+            "compile_fallback": self.compile_fallback,
+            "compiled_shapes": dict(self.compile_seconds) if self.compiled else None,
+            "batch_buckets": list(self.batch_buckets) if self.batch_buckets else None,
             "cuda_graph": self.cuda_graph,
             "threads": torch.get_num_threads(),
         }
+        if self.cuda_graph:
+            info.update(graphs_cached=len(self._graphs), graph_cache_capacity=self._graphs.capacity,
+                        graph_evictions=self._graphs.evictions)
         if cuda:
             info.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                        cudnn_benchmark=bool(torch.backends.cudnn.benchmark))
+                        cudnn_benchmark=self.cudnn_benchmark, tf32=self.tf32,
+                        staging=self.staging.describe() if self.staging else None)
         record = getattr(self.model, "segdeploy_weights", None)
         if record is not None:
             info["weights"] = record.to_dict()
         return info
+
+
+@contextlib.contextmanager
+def _matmul_tf32(torch, allow: bool):
+    """Scope ``torch.backends.cuda.matmul.allow_tf32`` to one call (restored afterwards)."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allow
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def _probe_low_precision(device: str, precision: str, cast: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import int_list, model_argument, size_hw, weights_argument
+from segdeploy.cli.common import int_list, model_argument, size_hw, torch_arguments, torch_options, weights_argument
 
 DESCRIPTION = """\
 Measure throughput and per-batch latency of one model on one runtime and precision.
@@ -14,6 +14,8 @@ Reported per batch size: images/s, median/p90/p99 latency, achieved TFLOP/s (and
 --limit-tflops), peak host memory, on CUDA peak device memory and the H2D / compute / D2H split.
 With --images DIR, each batch size also runs end to end (read -> preprocess -> infer -> decode ->
 PNG written to a temporary folder) and its images/s is shown beside the pure figure.
+With --backend auto, the table behind the choice is printed first: every backend x precision the
+probe tried, its images/s, its fidelity-gate measures and why it failed or could not run.
 Every number printed is also in --json.
 """
 
@@ -34,7 +36,8 @@ def register(sub) -> None:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     model_argument(parser)
     parser.add_argument("--backend", default="torch",
-                        help="torch | onnxruntime | openvino | auto (default: torch)")
+                        help="torch | onnxruntime | openvino | auto (default: torch); auto prints the probe table "
+                        "behind its choice")
     parser.add_argument("--precision", default="fp32",
                         help="fp32 | fp16 | bf16 | int8 | auto (auto: with --backend auto) (default: fp32)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda[:N] (default: cpu); never silently falls back")
@@ -56,6 +59,7 @@ def register(sub) -> None:
                         help="end to end: reading and writing threads (default: CPU count, at most 8)")
     weights_argument(parser, default="random")
     parser.add_argument("--onnx", metavar="PATH", help="ONNX file for onnxruntime/openvino (default: export)")
+    torch_arguments(parser)
     parser.add_argument("--buffers", type=int, default=3, metavar="N",
                         help="rotating input buffers per batch size, >= 3 (default: 3)")
     parser.add_argument("--limit-tflops", type=float, default=None, metavar="T",
@@ -72,50 +76,53 @@ def register(sub) -> None:
     parser.set_defaults(func=run)
 
 
-def resolve_auto(model: str, backend: str, precision: str, device: str) -> tuple[str, str]:
-    """Turn ``auto`` backend/precision into concrete ones via ``segdeploy.backends.select_auto``.
-
-    ``select_auto(model, device=..., precision=...)`` (``precision=None`` when it is "auto") may
-    return a ``(backend, precision)`` pair, a mapping or an object with ``backend`` and
-    ``precision``, or only a backend name.
-    """
+def resolve_auto(model: str, backend: str, precision: str, device: str, weights=None,
+                 seed: int = 0) -> tuple[str, str]:
+    """Turn ``auto`` backend/precision into concrete ones via ``segdeploy.backends.select_auto``
+    (probed for ``weights`` when given and probing is on, else the static choice)."""
     if backend != "auto" and precision != "auto":
         return backend, precision
     if backend != "auto":
         raise ValueError("--precision auto needs --backend auto")
-    try:
-        from segdeploy.backends import select_auto
-    except ImportError as exc:
-        raise ValueError(f"--backend auto needs segdeploy.backends.select_auto, not available here ({exc})") from None
-    choice = select_auto(model, device=device, precision=None if precision == "auto" else precision)
-    if isinstance(choice, str):
-        return choice, precision if precision != "auto" else "fp32"
-    if isinstance(choice, dict):
-        return str(choice["backend"]), str(choice.get("precision") or precision)
-    if isinstance(choice, (tuple, list)):
-        return str(choice[0]), str(choice[1])
-    return str(choice.backend), str(getattr(choice, "precision", None) or precision)
+    from segdeploy.backends import select_auto
+
+    return select_auto(model, device=device, precision=None if precision == "auto" else precision,
+                       weights=weights, seed=seed)
 
 
 def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from segdeploy.backends import open_runtime
     from segdeploy.bench.harness import benchmark, plot_reports, render_csv, render_markdown, table_rows
-    from segdeploy.engine.writers import atomic_write_text
     from segdeploy.core.registry import get_spec
+    from segdeploy.engine.writers import atomic_write_text
 
     spec = get_spec(args.model)
     err = Console(stderr=True)
-    backend, precision = resolve_auto(spec.name, args.backend, args.precision, args.device)
-    if (backend, precision) != (args.backend, args.precision):
-        err.print(f"auto: {backend} {precision}", highlight=False)
+    out = Console()
+    runtime = None
+    options = torch_options(args)
+    if args.backend == "auto" or args.precision == "auto":
+        if args.backend != "auto":
+            raise ValueError("--precision auto needs --backend auto")
+        runtime = open_runtime(spec.name, "auto", device=args.device,
+                               precision=None if args.precision == "auto" else args.precision,
+                               weights=args.weights, seed=args.seed, onnx_path=args.onnx)
+        print_selection(runtime.selection, out)
+        if options and runtime.name == "torch":
+            err.print("[yellow]note:[/] --torch-mode/--channels-last apply when auto picks torch; reopening with them")
+            runtime = open_runtime(spec.name, "torch", device=args.device, precision=runtime.precision,
+                                   weights=args.weights, seed=args.seed, **options)
+    elif args.backend != "torch" and options:
+        raise ValueError("--torch-mode and --channels-last are options of --backend torch")
     report = benchmark(
-        spec.name, backend, precision, args.batch_sizes, warmup=args.warmup, iters=args.iters,
+        spec.name, args.backend, args.precision, args.batch_sizes, warmup=args.warmup, iters=args.iters,
         duration=args.duration, input_size=args.input_size, images=args.images, device=args.device,
-        weights=args.weights, num_buffers=args.buffers, onnx_path=args.onnx,
+        weights=args.weights, num_buffers=args.buffers, onnx_path=args.onnx, runtime=runtime,
         # --seed is the seed of random weights (shared flag); inputs use their own fixed seed.
-        runtime_options={"seed": args.seed} if args.seed else None,
+        runtime_options={**({"seed": args.seed} if args.seed else {}), **options} or None,
         limit_tflops=args.limit_tflops, limit_images_per_s=args.limit_images_per_s,
         e2e_workers=args.workers, e2e_max_images=args.max_images, label=args.label,
         progress=None if args.quiet else (lambda message: err.print(f"[dim]{message}[/]", highlight=False)),
@@ -128,7 +135,6 @@ def run(args) -> int:
         table.add_column(name, justify="right")
     for cells in rows:
         table.add_row(*[c.replace("**", "") for c in cells])
-    out = Console()
     out.print(table)
     out.print(f"a latency is {report.pure_includes}", highlight=False)
     for note in report.notes:
@@ -150,3 +156,27 @@ def run(args) -> int:
         plot_reports(report, args.plot)
         err.print(f"wrote {args.plot}", highlight=False)
     return 0
+
+
+def print_selection(selection: dict | None, console) -> None:
+    """The table behind an ``auto`` choice: every configuration tried, its speed and gate result."""
+    from rich.table import Table
+
+    if not selection:
+        return
+    console.print(f"backend auto → {selection['backend']} {selection['precision']} "
+                  f"({selection.get('source', 'static')}): {selection['why']}", highlight=False)
+    rows = selection.get("table") or []
+    if not rows:
+        return
+    table = Table(title="auto: configurations probed (PyTorch fp32 is the fidelity reference)")
+    for name in ("configuration", "status", "images/s", "gate measures", "reason", "chosen"):
+        table.add_column(name, justify="right" if name == "images/s" else "left")
+    chosen_label = f"{selection['backend']} {selection['precision']}" + (
+        f" ({selection['quantizer']})" if selection.get("quantizer") else "")
+    for row in sorted(rows, key=lambda r: -(r.get("images_per_s") or 0)):
+        measures = ", ".join(f"{k} {v:.4g}" for k, v in (row.get("measures") or {}).items())
+        ips = row.get("images_per_s")
+        table.add_row(row["configuration"], row["status"], "—" if not ips else f"{ips:.2f}", measures,
+                      row.get("reason") or "", "←" if row["configuration"] == chosen_label else "")
+    console.print(table)

@@ -51,3 +51,23 @@ def size_hw(text: str) -> tuple[int, int]:
     if len(parts) != 2 or min(parts) < 1:
         raise argparse.ArgumentTypeError(f"expected HxW like 320x320, got {text!r}")
     return parts[0], parts[1]
+
+
+def torch_arguments(parser: argparse.ArgumentParser) -> None:
+    """PyTorch backend options: how the module runs and its memory format."""
+    parser.add_argument("--torch-mode", choices=("eager", "compile", "cudagraphs"), default=None,
+                        help="PyTorch backend: eager (default), compile (torch.compile, one static graph per "
+                        "batch bucket, compiled during warm-up) or cudagraphs (CUDA: replay captured graphs, "
+                        "at most 8 shapes kept)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="PyTorch backend: NHWC memory format for module and input")
+
+
+def torch_options(args: argparse.Namespace) -> dict:
+    """Runtime options of the torch backend from :func:`torch_arguments` (empty when none were given)."""
+    options: dict = {}
+    if getattr(args, "torch_mode", None):
+        options["mode"] = args.torch_mode
+    if getattr(args, "channels_last", False):
+        options["channels_last"] = True
+    return options

@@ -88,6 +88,16 @@ def _calib_entries(calib, spec: ModelSpec, num_calib: int) -> tuple[list[Any], s
     return entries, source
 
 
+def has_vnni() -> bool:
+    """True when the CPU has int8 dot-product instructions (AVX-512 VNNI / AVX-VNNI / AMX)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "")
+    except OSError:
+        return True  # unknown: assume a modern CPU
+    return any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
 def _calib_identity(entries: list[Any]) -> str:
     digest = hashlib.sha256()
     for entry in entries:
@@ -152,6 +162,7 @@ def quantize_onnx(
     seed: int = 0,
     spec: ModelSpec | None = None,
     export_options: dict[str, Any] | None = None,
+    reduce_range: bool | None = None,
 ) -> QuantizeResult:
     """Quantize ``model`` to int8 (QDQ ONNX) calibrating on ``calib`` images.
 
@@ -167,12 +178,19 @@ def quantize_onnx(
         per_channel: per-output-channel weight scales.
         calibrate_method: "minmax", "entropy" or "percentile".
         op_types: operator types to quantize (None = every type ONNX Runtime can quantize).
+        reduce_range: 7-bit weights (``quantize_static(reduce_range=True)``); default: on for CPUs
+            without VNNI, whose int8 kernels add pairs of u8 x s8 products in int16 with
+            saturation (``vpmaddubsw``) — full 8-bit weights overflow there and deep trained networks
+            drift far from fp32.
 
     Returns:
         QuantizeResult (also written to ``<out_path>.json``).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if reduce_range is None:
+        reduce_range = not has_vnni()
 
     from segdeploy.convert.export import cached_export, read_metadata, set_metadata, spec_with_input_size
     from segdeploy.engine.writers import NEW_FILE_MODE, atomic_write_text
@@ -215,6 +233,7 @@ def quantize_onnx(
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=calib_methods[calibrate_method],
                     extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+                    reduce_range=reduce_range,
                 )
         except Exception as exc:
             raise RuntimeError(f"{spec.name}: ONNX Runtime quantize_static failed: {type(exc).__name__}: {exc}") from exc
@@ -224,6 +243,7 @@ def quantize_onnx(
         "weight_type": "int8 symmetric " + ("per-channel" if per_channel else "per-tensor"),
         "calibrate_method": calibrate_method, "num_calib": len(entries), "calib_source": calib_source,
         "calib_identity": _calib_identity(entries)[:16], "op_types": list(op_types) if op_types else None,
+        "reduce_range": reduce_range,
         "source_sha256": file_sha256(onnx_path),
     }
     metadata = dict(source_meta)
@@ -303,7 +323,8 @@ def cached_quantize(model, weights, calib, *, num_calib: int | None = None, seed
     fp32 = cached_export(model if not isinstance(model, str) else base_spec, weights, seed=seed, spec=base_spec,
                          **(export_options or {}))
     key = json.dumps({"fp32": fp32.name, "calib": _calib_identity(entries), "num": len(entries),
-                      "method": calibrate_method, "pre": [spec.preprocess.size, spec.preprocess.scale]},
+                      "method": calibrate_method, "pre": [spec.preprocess.size, spec.preprocess.scale],
+                      "reduce_range": not has_vnni()},
                      sort_keys=True, default=str)
     path = cache_dir() / "onnx" / f"{fp32.stem}-int8-{hashlib.sha256(key.encode()).hexdigest()[:8]}.onnx"
     if path.is_file() and Path(str(path) + ".json").is_file():

@@ -1,0 +1,175 @@
+"""``--backend auto``: the gate adapter, the choice rule, the probe cache and the static fallback."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from segdeploy.backends import auto, auto_probe
+from segdeploy.backends.auto import AutoChoice, ProbeRow, fidelity_gate, generated_images, static_choice
+from segdeploy.core.registry import get_spec
+
+SAL = get_spec("u2netp")
+BIN = get_spec("unetpp_dsb2018")
+
+
+def _outputs(logits: np.ndarray, count: int) -> list[np.ndarray]:
+    return [logits[None].astype(np.float32)] * count
+
+
+def test_gate_fp32_uses_relative_error_of_the_decoded_output():
+    rng = np.random.default_rng(0)
+    ref = [_outputs(rng.standard_normal((32, 32)), 7) for _ in range(3)]
+    same = [[o + 1e-7 for o in image] for image in ref]
+    ok, measures, _ = fidelity_gate(SAL, "fp32", ref, same, [(32, 32)] * 3)
+    assert ok and measures["rel"] < 1e-4
+    far = [[o * 1.01 for o in image] for image in ref]
+    ok, measures, reason = fidelity_gate(SAL, "fp32", ref, far, [(32, 32)] * 3)
+    assert not ok and "rel error" in reason and measures["rel"] > 1e-3
+
+
+def test_gate_saliency_low_precision_measures_map_mae_and_iou():
+    yy, xx = np.mgrid[0:40, 0:40]
+    blob = ((yy - 20) ** 2 + (xx - 20) ** 2 < 100).astype(np.float64) * 0.9 + 0.05
+    ref = [_outputs(blob, 7)]
+    ok, measures, _ = fidelity_gate(SAL, "bf16", ref, [_outputs(blob + 0.002, 7)], [(40, 40)])
+    assert ok and measures["mask_iou"] > 0.99
+    # Only one output (d0) is decoded: damage to a side output is not judged.
+    side_damaged = [[blob[None].astype(np.float32)] + [np.zeros((1, 40, 40), np.float32)] * 6]
+    assert fidelity_gate(SAL, "bf16", ref, side_damaged, [(40, 40)])[0]
+    shifted = np.roll(blob, 6, axis=1)
+    ok, measures, reason = fidelity_gate(SAL, "int8", ref, [_outputs(shifted, 7)], [(40, 40)])
+    assert not ok and measures["mask_iou"] < 0.9 and "mask IoU" in reason
+
+
+def test_gate_binary_uses_mask_iou_threshold_of_the_precision():
+    logits = np.full((48, 48), -5.0)
+    logits[10:30, 10:30] = 5.0
+    out = logits.copy()
+    out[10:30, 29] = -5.0  # one column of 20 lost: IoU 380/400 = 0.95
+    ref, cand = [[logits[None].astype(np.float32)]], [[out[None].astype(np.float32)]]
+    assert fidelity_gate(BIN, "int8", ref, cand, [(48, 48)])[0]  # int8 threshold 0.95
+    ok, measures, _ = fidelity_gate(BIN, "fp16", ref, cand, [(48, 48)])  # fp16 threshold 0.98
+    assert not ok and measures["mask_iou"] == pytest.approx(0.95)
+
+
+def test_an_installed_gate_replaces_the_builtin_one():
+    calls = []
+    auto.set_fidelity_gate(lambda *args: calls.append(args) or (False, {"x": 1.0}, "custom says no"))
+    try:
+        assert fidelity_gate(SAL, "bf16", [], [], []) == (False, {"x": 1.0}, "custom says no")
+    finally:
+        auto.set_fidelity_gate(None)
+    assert len(calls) == 1
+
+
+def test_decide_takes_the_fastest_passing_row_never_a_failing_one():
+    rows = [ProbeRow("openvino", "bf16", None, "fail", 9.0, reason="map MAE 0.019 > 0.01"),
+            ProbeRow("openvino", "int8", "ort-qdq", "fail", 14.0, reason="mask IoU 0.80 < 0.9"),
+            ProbeRow("openvino", "fp32", None, "pass", 4.5),
+            ProbeRow("onnxruntime", "fp32", None, "pass", 3.9),
+            ProbeRow("onnxruntime", "int8", "ort-qdq", "error", None, reason="boom")]
+    best = auto_probe.decide(rows)
+    assert (best.backend, best.precision) == ("openvino", "fp32")
+    why = auto_probe.explain(best, rows)
+    assert "openvino bf16" in why and "map MAE" in why and "mask IoU 0.80" in why
+    with pytest.raises(ValueError):
+        auto_probe.decide([r for r in rows if r.status != "pass"])
+
+
+def test_static_choice_is_fp32_and_says_why():
+    choice = static_choice("cpu")
+    assert choice.precision == "fp32" and choice.source == "static" and "probing is off" in choice.why
+    assert static_choice("cpu", "int8").backend in ("openvino", "onnxruntime")
+
+
+def test_probe_is_cached_per_key_and_reused(monkeypatch, tmp_path):
+    from segdeploy.zoo import create_model
+
+    monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
+    monkeypatch.setenv("SEGDEPLOY_AUTO_PROBE", "1")
+    calls = []
+
+    def fake_probe(module, spec, device="cpu", precision=None, **kwargs):
+        calls.append(spec.name)
+        return [ProbeRow("torch", "fp32", None, "pass", 2.0, reason="the reference"),
+                ProbeRow("openvino", "fp32", None, "pass", 5.0),
+                ProbeRow("openvino", "bf16", None, "fail", 8.0, reason="map MAE 0.02 > 0.01")]
+
+    monkeypatch.setattr(auto_probe, "probe", fake_probe)
+    module = create_model("unetpp_dsb2018", "random")
+    first = auto_probe.choose_auto(module, BIN, "cpu")
+    assert (first.backend, first.precision, first.source) == ("openvino", "fp32", "probe")
+    saved = json.loads((tmp_path / "auto" / first.cache_path.split("/")[-1]).read_text())
+    assert saved["key"]["weights"] == "random:0" and saved["key"]["machine"]["cores"] >= 1
+    assert {"torch", "openvino"} <= set(saved["key"]["libraries"])
+    second = auto_probe.choose_auto(module, BIN, "cpu")
+    assert second.source == "cache" and second.backend == "openvino" and calls == ["unetpp_dsb2018"]
+    # Other weights are another key: probed again.
+    auto_probe.choose_auto(create_model("unetpp_dsb2018", "random", seed=1), BIN, "cpu")
+    assert len(calls) == 2
+    lines = auto_probe.table_lines(second)
+    assert any("← chosen" in line and "openvino fp32" in line for line in lines)
+
+
+def test_open_runtime_auto_records_the_choice_and_its_table(monkeypatch, tmp_path):
+    from segdeploy.backends import open_runtime
+
+    monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
+    monkeypatch.setenv("SEGDEPLOY_AUTO_PROBE", "1")
+    rows = [ProbeRow("torch", "fp32", None, "pass", 1.0, reason="the reference"),
+            ProbeRow("onnxruntime", "fp32", None, "pass", 3.0)]
+    monkeypatch.setattr(auto_probe, "probe", lambda *a, **k: rows)
+    rt = open_runtime("unetpp_dsb2018", "auto", weights="random")
+    assert rt.name == "onnxruntime" and rt.precision == "fp32"
+    sel = rt.selection
+    assert sel["source"] == "probe" and sel["backend"] == "onnxruntime" and len(sel["table"]) == 2
+    # Probing off: the static choice, no table.
+    monkeypatch.setenv("SEGDEPLOY_AUTO_PROBE", "0")
+    rt = open_runtime("unetpp_dsb2018", "auto", weights="random")
+    assert rt.selection["source"] == "static" and rt.selection["precision"] == "fp32"
+
+
+def test_generated_images_are_deterministic_and_photo_like():
+    a = generated_images(3, 24, 32, seed=5)
+    b = generated_images(3, 24, 32, seed=5)
+    c = generated_images(3, 24, 32, seed=6)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+    assert a[0].dtype == np.uint8 and a[0].shape == (24, 32, 3) and a[0].std() > 5
+
+
+def test_choice_round_trips_through_json():
+    choice = AutoChoice("openvino", "int8", "why", "probe", quantizer="nncf", artifact="/x.xml",
+                        table=[ProbeRow("openvino", "int8", "nncf", "pass", 12.0, {"mask_iou": 0.97})])
+    back = AutoChoice.from_dict(json.loads(json.dumps(choice.to_dict())))
+    assert back == choice
+
+
+@pytest.mark.slow
+def test_real_probe_on_a_small_model(monkeypatch, tmp_path):
+    """The whole probe on unetpp_dsb2018 (96²), without int8 (quantizing is slow on 2 cores)."""
+    from segdeploy.zoo import create_model
+
+    monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
+    monkeypatch.setenv("SEGDEPLOY_AUTO_PROBE", "1")
+    monkeypatch.setenv("SEGDEPLOY_AUTO_INT8", "0")
+    monkeypatch.setattr(auto_probe, "PROBE_SECONDS", 0.1)
+    choice = auto_probe.choose_auto(create_model("unetpp_dsb2018", "random"), BIN, "cpu")
+    statuses = {r.label: r.status for r in choice.table}
+    assert statuses["torch fp32"] == "pass" and statuses["onnxruntime fp32"] == "pass"
+    chosen = next(r for r in choice.table if (r.backend, r.precision) == (choice.backend, choice.precision))
+    assert chosen.status == "pass"
+    assert chosen.images_per_s == max(r.images_per_s for r in choice.table if r.status == "pass")
+
+
+def test_auto_drops_options_of_other_backends_and_says_so(monkeypatch):
+    from segdeploy.backends import open_runtime
+
+    monkeypatch.setenv("SEGDEPLOY_AUTO_PROBE", "0")
+    rt = open_runtime("unetpp_dsb2018", "auto", weights="random", mode="compile", channels_last=True)
+    if rt.name == "torch":
+        pytest.skip("no ONNX backend installed: auto picked torch, whose options these are")
+    assert rt.selection["ignored_options"] == ["channels_last", "mode"]

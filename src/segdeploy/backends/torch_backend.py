@@ -42,7 +42,7 @@ _DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 class TorchRuntime(Runtime):
     name = "torch"
     library = "torch"
-    precisions = ("fp32", "fp16", "bf16")
+    precisions = ("fp32", "tf32", "fp16", "bf16")
     option_names = ("channels_last", "compile", "compile_mode", "cuda_graph", "cast", "threads", "cudnn_benchmark")
 
     @classmethod
@@ -64,8 +64,19 @@ class TorchRuntime(Runtime):
             raise RuntimeUnavailable("cuda_graph needs device='cuda'")
         if options.get("cast", "autocast") not in ("autocast", "half"):
             raise ValueError(f"cast must be 'autocast' or 'half', got {options.get('cast')!r}")
+        if precision == "tf32" and not cuda:
+            raise RuntimeUnavailable("tf32 is a CUDA precision (TensorFloat-32 on Ampere and newer); on the CPU "
+                                     "use fp32")
         if precision in _DTYPES:
             _probe_low_precision(device, precision, options.get("cast", "autocast"))
+
+    def _set_tf32(self) -> None:
+        """fp32 on CUDA must be fp32: PyTorch lets cuDNN convolutions use TF32 (10-bit mantissa) by
+        default. The flags are process-wide, so they are set before every call."""
+        if self.device_obj.type == "cuda":
+            allow = self.precision == "tf32"
+            self.torch.backends.cuda.matmul.allow_tf32 = allow
+            self.torch.backends.cudnn.allow_tf32 = allow
 
     def __init__(self, spec, device: str = "cpu", precision: str = "fp32", **options: Any):
         super().__init__(spec, device, precision, **options)
@@ -125,6 +136,7 @@ class TorchRuntime(Runtime):
         return x
 
     def _forward(self, x) -> list:
+        self._set_tf32()
         with self.torch.inference_mode(), self._autocast():
             out = self._module(self._prepare(x))
         outputs = list(out) if isinstance(out, (tuple, list)) else [out]
@@ -191,7 +203,8 @@ class TorchRuntime(Runtime):
         }
         if cuda:
             info.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                        cudnn_benchmark=bool(torch.backends.cudnn.benchmark))
+                        cudnn_benchmark=bool(torch.backends.cudnn.benchmark),
+                        tf32=self.precision == "tf32")
         record = getattr(self.model, "segdeploy_weights", None)
         if record is not None:
             info["weights"] = record.to_dict()

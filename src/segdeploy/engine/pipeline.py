@@ -36,6 +36,11 @@ class Outcome(Generic[T]):
         error: why the item failed (None on success).
         image: the RGB image as read (kept only when ``keep_images`` is set).
         sink_result: what the ``sink`` callback returned for this item.
+        stage: where the item failed: "read" (the input could not be read or preprocessed: the
+            input's fault), "infer" (the runtime raised) or "decode" (decoding or the sink raised);
+            None on success.
+        outputs: the network's raw outputs for this item (no batch axis), kept only when
+            ``keep_outputs`` is set (fidelity comparisons need them).
     """
 
     item: T
@@ -43,6 +48,8 @@ class Outcome(Generic[T]):
     error: BaseException | None = None
     image: np.ndarray | None = None
     sink_result: Any = None
+    stage: str | None = None
+    outputs: list[np.ndarray] | None = None
 
     @property
     def ok(self) -> bool:
@@ -86,6 +93,18 @@ class _Prepared:
     error: BaseException | None = None
 
 
+#: messages of device errors that poison the CUDA context: every later call fails too, so retrying
+#: item by item would only repeat the error for each remaining input
+_STICKY_DEVICE_ERRORS = ("CUDA error", "device-side assert", "illegal memory access", "CUBLAS_STATUS_EXECUTION_FAILED",
+                         "cudaErrorLaunchFailure", "unspecified launch failure")
+
+
+def is_sticky_device_error(exc: BaseException) -> bool:
+    """True for a device error after which the device cannot run anything (the run must stop)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return any(marker in text for marker in _STICKY_DEVICE_ERRORS)
+
+
 def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2)))
 
@@ -102,6 +121,7 @@ def stream_predictions(
     sink: Callable[[T, np.ndarray, Prediction], Any] | None = None,
     keep_images: bool = False,
     times: StageTimes | None = None,
+    keep_outputs: bool = False,
 ) -> Iterator[Outcome[T]]:
     """Run ``runtime`` over ``items`` and yield one :class:`Outcome` per item, in input order.
 
@@ -117,6 +137,7 @@ def stream_predictions(
             its return value lands in ``Outcome.sink_result``; an exception marks the item failed.
         keep_images: keep the decoded RGB image on the Outcome.
         times: accumulates per-stage seconds.
+        keep_outputs: keep each item's raw network outputs on its Outcome (``outputs``).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be ≥ 1")
@@ -141,9 +162,10 @@ def stream_predictions(
         try:
             pred = decode(outputs, spec, prep.image.shape[:2], prep.valid_hw)
             result = sink(prep.item, prep.image, pred) if sink is not None else None
-            return Outcome(prep.item, pred, None, prep.image if keep_images else None, result)
+            return Outcome(prep.item, pred, None, prep.image if keep_images else None, result,
+                           outputs=outputs if keep_outputs else None)
         except Exception as exc:
-            return Outcome(prep.item, None, exc, prep.image if keep_images else None)
+            return Outcome(prep.item, None, exc, prep.image if keep_images else None, stage="decode")
         finally:
             times.add("decode", time.perf_counter() - t0)
 
@@ -155,6 +177,11 @@ def stream_predictions(
             times.batch_sizes.append(len(batch))
             return [(p, [np.asarray(o[i]) for o in outputs]) for i, p in enumerate(batch)]
         except Exception as exc:
+            if is_sticky_device_error(exc):
+                from segdeploy.core.errors import InferenceError
+
+                raise InferenceError(f"the device failed and cannot run further inputs ({exc}); "
+                                     "the run stopped") from exc
             if len(batch) == 1:
                 return [(batch[0], exc)]
         finally:
@@ -189,7 +216,8 @@ def stream_predictions(
                 return
             for prep, result in infer(batch):
                 if isinstance(result, BaseException):
-                    pending.append(Outcome(prep.item, None, result, prep.image if keep_images else None))
+                    pending.append(Outcome(prep.item, None, result, prep.image if keep_images else None,
+                                           stage="infer"))
                 else:
                     pending.append(decoders.submit(finish, prep, result))
             batch.clear()
@@ -214,7 +242,7 @@ def stream_predictions(
             refill()
             if prep.error is not None:
                 flush()  # keep input order: everything before the failed item goes first
-                pending.append(Outcome(prep.item, None, prep.error))
+                pending.append(Outcome(prep.item, None, prep.error, stage="read"))
             else:
                 if batch and batch[0].array.shape != prep.array.shape:
                     flush()

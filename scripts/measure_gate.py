@@ -26,6 +26,7 @@ def main() -> int:
                                             "onnxruntime:int8,openvino:int8")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-faults", action="store_true")
+    parser.add_argument("--images", type=int, default=16, help="judged images (fewer: --allow-few-images)")
     args = parser.parse_args()
     import torch
 
@@ -40,16 +41,19 @@ def main() -> int:
     module = tu.trained_u2netp()
     module.segdeploy_spec = get_spec("u2netp")
     photos = tu.real_photos()
-    judge, calib = photos[:16], photos[16:]
+    judge, calib = photos[:args.images], photos[16:]
     spec = get_spec("u2netp")
     runtimes = []
     if not args.no_faults:
-        nearest = dataclasses.replace(spec, preprocess=dataclasses.replace(spec.preprocess, interpolation="nearest"))
+        # U²-Net's skimage convention is bilinear only: the fault is PIL nearest instead.
+        nearest = dataclasses.replace(spec, preprocess=dataclasses.replace(spec.preprocess, interpolation="nearest",
+                                                                           resize_library="pil"))
         runtimes.append(open_runtime(module, backend="torch", precision="fp32", spec=nearest))
     combos = [tuple(c.split(":")) for c in args.combos.split(",") if c]
     options = {b: {"threads": args.threads} for b in ("torch", "onnxruntime", "openvino")}
     report = compare(module, combos=combos, images=[im for _, im in judge], calib=[im for _, im in calib],
-                     num_calib=len(calib), runtime_options=options, runtimes=runtimes, progress=print)
+                     num_calib=len(calib), runtime_options=options, runtimes=runtimes, progress=print,
+                     allow_few_images=args.images < 16)
     report.render()
     data = report.to_dict()
     data["names"] = [name for name, _ in judge]

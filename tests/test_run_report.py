@@ -242,10 +242,11 @@ def test_a_run_whose_int8_fails_the_gate_exits_3_naming_image_and_measure(tmp_pa
         Image.new("RGB", (96, 96)).save(calib / f"b{k}.png")
     run_dir = tmp_path / "run"
     code = main(["run", "unetpp-dsb2018", "--weights", "random", "--backends", "onnxruntime", "--precisions",
-                 "int8", "--calib", str(calib), "--skip", "eval,bench", "-o", str(run_dir), *SMALL])
+                 "fp32,int8", "--calib", str(calib), "--skip", "eval,bench", "-o", str(run_dir), *SMALL])
     assert code == 3
     results = _results(run_dir)
-    (unit,) = results["steps"]["compare"]["result"]["configs"]
+    fp32, unit = results["steps"]["compare"]["result"]["configs"]
+    assert fp32["label"] == "onnxruntime fp32" and fp32["status"] == "done" and fp32["passed"] is True
     assert unit["status"] == "failed" and unit["passed"] is False and unit["error"] == "gate"
     assert unit["summary"]["images"] == 16
     reason = unit["reason"]

@@ -47,7 +47,8 @@ def register(sub) -> None:
     parser.add_argument("--backends", type=csv_list, default=["torch", "onnxruntime", "openvino"],
                         help="comma-separated: torch, onnxruntime, openvino (default: all three)")
     parser.add_argument("--precisions", type=csv_list, default=["fp32"],
-                        help="comma-separated: fp32, fp16, bf16, int8 (default: fp32)")
+                        help="comma-separated: fp32, tf32 (CUDA), fp16, bf16, int8 (default: fp32; on CUDA fp32 "
+                        "runs without TF32)")
     parser.add_argument("--device", default="cpu", help="device of the candidates: cpu | cuda (default: cpu)")
     add_dataset_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=2, metavar="N", help="images per run call (default: 2)")

@@ -588,7 +588,8 @@ class Runner:
     def _inputs_described(self) -> str:
         n = self.options.compare_images
         if self.options.dataset and self.options.data_root:
-            return f"first {n} images of {self.options.dataset} at {self.options.data_root}"
+            return (f"first {n} images of {self.options.dataset} at {self.options.data_root} (topped up with "
+                    f"synthetic images when it has fewer)")
         return f"{n} synthetic photo-like images (segdeploy.recipes.demo, seed {SYNTHETIC_SEED})"
 
     def _deps(self, config: Config) -> dict[str, Any]:
@@ -685,6 +686,13 @@ class Runner:
                 samples.append(SimpleNamespace(id=sample.id, image=image, mask=mask))
             if not samples:
                 raise StepSkipped(f"no images in {self.options.data_root} to compare on")
+            if len(samples) < n:
+                # The gate judges n images: a small dataset is topped up with synthetic photo-like
+                # images (indices below n; int8 calibration uses indices n and up).
+                from segdeploy.recipes.demo import render_sample
+
+                samples += [SimpleNamespace(id=f"synthetic{i}", image=render_sample(i, SYNTHETIC_SEED).image, mask=None)
+                            for i in range(n - len(samples))]
             return {"samples": samples}
         from segdeploy.recipes.demo import render_sample
 

@@ -69,7 +69,7 @@ def test_demo_command_end_to_end(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "demo"
     code = main(["demo", "-o", str(run_dir), "--images", "3", "--model-input-size", "64", "--batch-sizes", "1",
-                 "--bench-iters", "2", "--compare-images", "2"])
+                 "--bench-iters", "2", "--compare-images", "2", "--allow-few-images"])
     assert code == 0
     out = capsys.readouterr().out
     assert "meaningless" in out and "--weights u2netp.pth" in out and "demo finished in" in out

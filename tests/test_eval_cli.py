@@ -33,7 +33,7 @@ def test_u2netp_on_ecssd(tmp_path):
     saved = tmp_path / "masks"
     rc, record = run_eval(tmp_path, "u2netp", "--dataset", "ecssd", "--data-root", root, "--save-masks", saved,
                           "--batch-size", "2")
-    assert rc == 0
+    assert rc == 1  # one input could not be read: named, recorded, the rest scored
     check_record(record, "u2netp", 4)
     assert record["images_skipped"] == 1 and record["skipped"][0]["id"] == "broken"
     assert {"maxF", "meanF", "adpF", "MAE", "Sm", "maxEm", "wFm"} <= set(record["metrics"])
@@ -82,3 +82,53 @@ def test_wseg_on_voc_multiscale_with_crf(tmp_path):
     check_record(record, "wseg_voc", 2)
     assert {"mIoU", "mIoU_fg", "pixel_accuracy"} <= set(record["metrics"])
     assert record["policy"]["wseg"]["crf"] is True and record["policy"]["wseg"]["pad_size"] == [160, 160]
+
+
+# ----------------------------------------------------------------------------- failures and exit codes
+def _sorted_ids(root):
+    return sorted(p.stem for p in (root / "images").glob("*.jpg"))
+
+
+def test_a_runtime_raising_on_one_image_exits_4_and_scores_nothing(tmp_path, monkeypatch, capsys):
+    import segdeploy.backends as backends
+
+    root = make_ecssd_tree(tmp_path / "ECSSD", n=4)
+    real_open = backends.open_runtime
+    calls = {"n": 0}
+
+    class FailsOnThird:
+        def __init__(self, inner):
+            self.inner, self.spec, self.name, self.precision = inner, inner.spec, inner.name, inner.precision
+
+        def run(self, batch):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("out of memory (injected)")
+            return self.inner.run(batch)
+
+        def describe(self):
+            return self.inner.describe()
+
+    monkeypatch.setattr(backends, "open_runtime", lambda *a, **k: FailsOnThird(real_open(*a, **k)))
+    out = tmp_path / "record.json"
+    rc = main(["eval", "u2netp", "--dataset", "ecssd", "--data-root", str(root), "--weights", "random",
+               "--backend", "torch", "--json", str(out), "--quiet"])
+    assert rc == 4
+    assert not out.exists()  # nothing scored, nothing recorded as if it were
+    err = " ".join(capsys.readouterr().err.split())
+    third = _sorted_ids(root)[2]
+    assert f"{third}.jpg" in err and "out of memory (injected)" in err and "Nothing was scored" in err
+
+
+def test_unreadable_or_odd_size_masks_are_recorded_and_exit_1(tmp_path):
+    from PIL import Image
+
+    root = make_ecssd_tree(tmp_path / "ECSSD", n=4)
+    ids = _sorted_ids(root)
+    (root / "ground_truth_mask" / f"{ids[0]}.png").write_bytes(b"not a png")
+    Image.new("L", (7, 5)).save(root / "ground_truth_mask" / f"{ids[1]}.png")
+    rc, record = run_eval(tmp_path, "u2netp", "--dataset", "ecssd", "--data-root", root, "--backend", "torch")
+    assert rc == 1
+    assert record["images_scored"] == 2 and record["images_skipped"] == 2
+    assert sorted(item["id"] for item in record["skipped"]) == sorted(ids[:2])
+    assert all(item["reason"] for item in record["skipped"])

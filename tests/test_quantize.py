@@ -80,12 +80,12 @@ def test_compare_reports_int8_agreement_on_both_cpu_runtimes(u2netp_int8):
 
     combos = [("onnxruntime", "int8")] + ([("openvino", "int8")] if HAVE_OV else [])
     report = compare("u2netp", "random", combos=combos, images=_images(4, 64, seed=2), input_size=(64, 64),
-                     int8_onnx=u2netp_int8.path, noise_floor=False)
+                     int8_onnx=u2netp_int8.path, allow_few_images=True)
     for row in report.rows:
-        assert row.status in ("pass", "fail"), row.reason
-        assert row.task.map_mae is not None and row.task.mask_iou is not None
-        assert 0 < row.task.map_mae < 0.2 and 0.5 < row.task.mask_iou <= 1.0
-        assert min(o.cosine for o in row.outputs) > 0.9
+        assert row.judged == 4, row.reason  # measured (a verdict either way: random weights prove nothing)
+        measures = row.summary["measures"]
+        assert 0 < measures["map_mae"]["mean"] < 0.2 and 0.5 < measures["mask_iou"]["mean"] <= 1.0
+        assert row.summary["tensors"]["d0"]["cosine_min"] > 0.9
         assert row.runtime["precision"] == "int8"
 
 

@@ -61,7 +61,7 @@ def dsb_run(tmp_path_factory, cache):
     root = make_dsb2018_tree(tmp_path_factory.mktemp("dsb"), 10)
     run_dir = tmp_path_factory.mktemp("run") / "dsb"
     args = ["run", "unetpp-dsb2018", "--data-root", str(root), "--weights", "random", "-o", str(run_dir),
-            "--compare-images", "2", *SMALL]
+            "--compare-images", "2", "--allow-few-images", *SMALL]
     code = main(args)
     return run_dir, args, code
 
@@ -83,6 +83,7 @@ def test_dsb2018_run_is_complete_and_valid(dsb_run):
     compare = steps["compare"]["result"]["configs"]
     assert [(u["label"], u["passed"]) for u in compare] == [("onnxruntime fp32", True), ("openvino fp32", True)]
     assert all(u["summary"]["rel"] < 1e-3 and u["summary"]["images"] == 2 for u in compare)
+    assert all(u["summary"]["few_images"] is True for u in compare)
     (evaluated,) = steps["eval"]["result"]["configs"]
     record = evaluated["record"]
     assert evaluated["label"] == "torch fp32" and record["images_scored"] == 2
@@ -205,7 +206,7 @@ def test_u2net_recipe_with_small_model_and_input(tmp_path, cache):
     root = make_ecssd_tree(tmp_path / "ecssd", 4)
     run_dir = tmp_path / "run"
     code = main(["run", "u2net-ecssd", "--data-root", str(root), "--weights", "random", "--model", "u2netp",
-                 "--model-input-size", "64", "--limit", "4", "--compare-images", "2", "--backends",
+                 "--model-input-size", "64", "--limit", "4", "--compare-images", "2", "--allow-few-images", "--backends",
                  "torch,onnxruntime", "-o", str(run_dir), *SMALL])
     assert code == 0
     results = _results(run_dir)
@@ -222,6 +223,67 @@ def test_u2net_recipe_with_small_model_and_input(tmp_path, cache):
     assert all(r["ratio"] is None for r in rows)
     assert any(r["measured"] is not None and r["kind"] == "throughput" for r in rows)
     assert all(not r["comparable"] for r in rows)
+
+
+# ----------------------------------------------------------------------------------- gate and caches
+def test_too_few_compare_images_is_a_usage_error(tmp_path, cache):
+    code = main(["run", "unetpp-dsb2018", "--weights", "random", "--compare-images", "4", "-o",
+                 str(tmp_path / "run"), *SMALL])
+    assert code == 2 and not (tmp_path / "run" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_a_run_whose_int8_fails_the_gate_exits_3_naming_image_and_measure(tmp_path, cache, capsys):
+    """int8 calibrated on black images only: real photos saturate its activations and its masks
+    drift. The compare unit is *failed* (not done with passed=False) and the run exits 3."""
+    calib = tmp_path / "black"
+    calib.mkdir()
+    for k in range(4):
+        Image.new("RGB", (96, 96)).save(calib / f"b{k}.png")
+    run_dir = tmp_path / "run"
+    code = main(["run", "unetpp-dsb2018", "--weights", "random", "--backends", "onnxruntime", "--precisions",
+                 "fp32,int8", "--calib", str(calib), "--skip", "eval,bench", "-o", str(run_dir), *SMALL])
+    assert code == 3
+    results = _results(run_dir)
+    fp32, unit = results["steps"]["compare"]["result"]["configs"]
+    assert fp32["label"] == "onnxruntime fp32" and fp32["status"] == "done" and fp32["passed"] is True
+    assert unit["status"] == "failed" and unit["passed"] is False and unit["error"] == "gate"
+    assert unit["summary"]["images"] == 16
+    reason = unit["reason"]
+    assert reason.startswith("fidelity gate failed against torch fp32: ")
+    assert re.search(r"(image synthetic|image array)\S*: (logits|mask_iou)|mask_iou 5th percentile", reason), reason
+    assert not (run_dir / "steps" / "compare" / "onnxruntime-int8.json").exists()  # never resumed as done
+
+
+@pytest.mark.slow
+def test_an_onnx_artifact_corrupted_in_place_is_exported_again(tmp_path, cache):
+    run_dir = tmp_path / "run"
+    args = ["run", "unetpp-dsb2018", "--weights", "random", "--backends", "onnxruntime", "--precisions", "fp32",
+            "--skip", "compare,eval,bench", "-o", str(run_dir), *SMALL]
+    assert main(args) == 0
+    export = _results(run_dir)["steps"]["export"]["result"]
+    onnx_path = Path(export["onnx"])
+    data = bytearray(onnx_path.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)  # same size, other bytes
+    onnx_path.write_bytes(bytes(data))
+    assert main(args) == 0
+    again = _results(run_dir)["steps"]["export"]
+    assert again["resumed"] is False
+    from segdeploy.zoo.checkpoints import file_sha256
+
+    assert file_sha256(onnx_path) == again["result"]["onnx_sha256"] == export["onnx_sha256"]
+    assert main(args) == 0 and _results(run_dir)["steps"]["export"]["resumed"] is True  # intact: reused
+
+
+def test_unit_fingerprints_include_library_versions(tmp_path, monkeypatch):
+    import segdeploy.convert.export as export
+    from segdeploy.recipes.runner import Runner, resolve_options
+
+    runner = Runner(resolve_options("unetpp-dsb2018", weights="random", device="cpu"), tmp_path)
+    before = runner._fp({"step": "x"})
+    real = export.library_versions()
+    monkeypatch.setattr(export, "library_versions", lambda: {**real, "onnxruntime": "0.0-upgraded"})
+    assert runner._fp({"step": "x"}) != before
 
 
 # ----------------------------------------------------------------------------------- schema checks

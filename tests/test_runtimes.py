@@ -226,7 +226,7 @@ def test_torch_cuda_precisions_pass_compare(precision, options):
 
     images = [np.random.default_rng(i).integers(0, 256, (64, 80, 3), dtype=np.uint8) for i in range(4)]
     report = compare("u2netp", "random", backends=["torch"], precisions=[precision], images=images, device="cuda",
-                     input_size=(64, 64), runtime_options={"torch": options})
+                     input_size=(64, 64), runtime_options={"torch": options}, allow_few_images=True)
     row = report.rows[0]
     assert row.status == "pass", (row.failures, row.reason)
     assert row.runtime["device"] == "cuda"
@@ -240,9 +240,33 @@ def test_torch_cuda_compiled_passes_compare():
 
     images = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(2)]
     report = compare("unetpp_dsb2018", "random", backends=["torch"], precisions=["fp16"], images=images,
-                     device="cuda", input_size=(64, 64),
+                     device="cuda", input_size=(64, 64), allow_few_images=True,
                      runtime_options={"torch": {"compile": True, "compile_mode": "max-autotune-no-cudagraphs"}})
     assert report.rows[0].status == "pass", report.rows[0].failures
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_cuda_fp32_is_fp32_and_tf32_is_its_own_precision():
+    import torch
+
+    from segdeploy.backends import open_runtime
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64), dtype=np.float32)
+    fp32 = open_runtime("unetpp_dsb2018", "torch", device="cuda", precision="fp32", weights="random")
+    fp32.run(x)
+    assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert fp32.describe()["tf32"] is False
+    tf32 = open_runtime("unetpp_dsb2018", "torch", device="cuda", precision="tf32", weights="random")
+    tf32.run(x)
+    assert torch.backends.cudnn.allow_tf32 and tf32.describe()["tf32"] is True
+
+
+def test_tf32_is_unavailable_on_the_cpu():
+    from segdeploy.backends import RuntimeUnavailable, get_runtime_class
+
+    with pytest.raises(RuntimeUnavailable, match="tf32 is a CUDA precision"):
+        get_runtime_class("torch").check("cpu", "tf32", {})
 
 
 def test_openvino_reads_its_own_ir_too(tmp_path, batch, reference, onnx_path):

@@ -27,7 +27,7 @@ import numpy as np
 
 from segdeploy.core.specs import ModelSpec
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
 DEVICES = ("cpu", "cuda")
 
 

@@ -32,8 +32,8 @@ Options:
     channels_last (bool): NHWC memory format for module and input (faster convolutions on CUDA
         tensor cores and on oneDNN CPU kernels).
     cast ("autocast" | "half"): how fp16/bf16 is applied, see above.
-    tf32 (bool): CUDA fp32 only: allow TF32 tensor-core convolutions and matmuls (inside this
-        runtime's calls only; default off, fp32 stays IEEE fp32).
+    (precision "tf32": CUDA only: TF32 tensor-core convolutions and matmuls, flags scoped to this
+        runtime's calls; precision "fp32" on CUDA keeps them off, so fp32 stays IEEE fp32.)
     threads (int): CPU intra-op threads (``torch.set_num_threads``, process-wide); default: leave
         PyTorch's choice.
     cudnn_benchmark (bool): CUDA only: let cuDNN time its algorithms per new input shape, set
@@ -75,9 +75,9 @@ def resolve_mode(options: dict[str, Any]) -> str:
 class TorchRuntime(Runtime):
     name = "torch"
     library = "torch"
-    precisions = ("fp32", "fp16", "bf16")
+    precisions = ("fp32", "tf32", "fp16", "bf16")
     option_names = ("mode", "channels_last", "compile", "compile_mode", "cuda_graph", "cast", "threads",
-                    "cudnn_benchmark", "tf32", "max_graphs", "batch_buckets", "recompile_limit")
+                    "cudnn_benchmark", "max_graphs", "batch_buckets", "recompile_limit")
 
     @classmethod
     def unavailable_reason(cls) -> str:
@@ -101,6 +101,9 @@ class TorchRuntime(Runtime):
             raise ValueError(f"cast must be 'autocast' or 'half', got {options.get('cast')!r}")
         if int(options.get("max_graphs", 8)) < 1:
             raise ValueError("max_graphs must be >= 1")
+        if precision == "tf32" and not cuda:
+            raise RuntimeUnavailable("tf32 is a CUDA precision (TensorFloat-32 on Ampere and newer); on the CPU "
+                                     "use fp32")
         if precision in _DTYPES:
             _probe_low_precision(device, precision, options.get("cast", "autocast"))
 
@@ -117,7 +120,9 @@ class TorchRuntime(Runtime):
         buckets = options.get("batch_buckets", DEFAULT_BUCKETS if self.compiled else None)
         self.batch_buckets = tuple(int(b) for b in buckets) if buckets else None
         self.threads = options.get("threads")
-        self.tf32 = bool(options.get("tf32", False))
+        # fp32 on CUDA is fp32: TF32 (10-bit mantissa) tensor cores only when precision="tf32"; the
+        # cuDNN and matmul flags are scoped to each call, never left set for the process.
+        self.tf32 = precision == "tf32"
         fixed_size = spec.preprocess.size is not None
         self.cudnn_benchmark = bool(options.get("cudnn_benchmark", fixed_size))
         self.model = None
@@ -187,7 +192,7 @@ class TorchRuntime(Runtime):
 
     def _call(self, module, x) -> list:
         matmul = contextlib.nullcontext()
-        if self.device_obj.type == "cuda" and self.precision == "fp32":
+        if self.device_obj.type == "cuda" and self.precision in ("fp32", "tf32"):
             matmul = _matmul_tf32(self.torch, self.tf32)
         with self._context(), matmul:
             out = module(self._prepare(x))

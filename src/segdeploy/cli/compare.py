@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 from segdeploy.cli.common import csv_list, model_argument, size_hw, weights_argument
+from segdeploy.core.errors import exit_code_table
 
 DESCRIPTION = """\
-Run the model on every backend x precision and compare with PyTorch fp32 (eager, CPU) on the same
-inputs: per output max / mean absolute and relative error, cosine similarity, NaN/Inf and
-constant outputs; on the decoded masks IoU (binary, saliency) or pixel agreement (semantic), and
-with a dataset the change of the task metric. Each row passes or fails against the default
-tolerances (see `python -c "import segdeploy.verify.compare as c; help(c)"`), overridable with
---tolerance. Exit code: 0 all compared rows pass; 1 a row fails (or, with --require-all, is
-unavailable); 2 nothing could be compared. Unavailable combinations (library, provider or
-precision missing) are listed with the reason.
+Run the model on every backend x precision and judge it against PyTorch fp32 (eager, CPU) on the
+same images, through the same pipeline predict uses. Per image: the task's measures on the decoded
+mask (saliency: map MAE and IoU of the map at 0.5; binary: mask IoU and pixel agreement; semantic:
+pixel agreement and class-score error) and the tensor error of every output decoding or the
+model's test-time protocol reads (|out - ref| <= atol x scale + rtol x |ref|). The gate holds on the
+5th percentile over images AND on the worst image, with thresholds written once per task x
+precision (docs/verification.md says what each one means and why); --tolerance overrides them.
+At least 16 images are judged (--allow-few-images for fewer; marked in the report). int8 without
+--int8-onnx or --calib is calibrated on a quarter of the images and judged on the others.
+
+--save-reference REF.npz stores the fp32 reference (outputs, image ids, weights and preprocessing
+fingerprints); --reference REF.npz judges a backend against it on another machine, and refuses a
+reference made from other weights or preprocessing.
 """
 
 EPILOG = """\
 examples:
-  segdeploy compare u2netp --weights u2netp.pth --images photos/ --precisions fp32,bf16,int8
+  segdeploy compare u2netp --weights u2netp.pth --images photos/ --precisions fp32,bf16,int8 --calib calib/
+  segdeploy compare u2netp --weights u2netp.pth --images photos/ --backends torch --save-reference ref.npz
+  segdeploy compare u2netp --weights u2netp.pth --images photos/ --backends openvino --precisions bf16 \\
+      --reference ref.npz
   segdeploy compare unetpp_dsb2018 --weights model.pth --dataset dsb2018 --data-root dsb/ --limit 50 \\
       --backends onnxruntime,openvino --precisions fp32,int8 --int8-onnx unetpp.int8.onnx --json cmp.json
-  segdeploy compare u2net --weights u2net.pth --images photos/ --backends torch --device cuda \\
-      --precisions fp16,bf16 --tolerance bf16.mask_iou=0.99
+
 """
 
 
@@ -33,12 +41,14 @@ def register(sub) -> None:
     parser = sub.add_parser("compare", help="fidelity of backends / precisions vs PyTorch fp32",
                             description=DESCRIPTION, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.epilog = EPILOG + exit_code_table()
     model_argument(parser)
     weights_argument(parser)
     parser.add_argument("--backends", type=csv_list, default=["torch", "onnxruntime", "openvino"],
                         help="comma-separated: torch, onnxruntime, openvino (default: all three)")
     parser.add_argument("--precisions", type=csv_list, default=["fp32"],
-                        help="comma-separated: fp32, fp16, bf16, int8 (default: fp32)")
+                        help="comma-separated: fp32, tf32 (CUDA), fp16, bf16, int8 (default: fp32; on CUDA fp32 "
+                        "runs without TF32)")
     parser.add_argument("--device", default="cpu", help="device of the candidates: cpu | cuda (default: cpu)")
     add_dataset_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=2, metavar="N", help="images per run call (default: 2)")
@@ -47,21 +57,29 @@ def register(sub) -> None:
     parser.add_argument("--onnx", metavar="PATH", help="fp32 ONNX for onnxruntime / openvino (default: cached export)")
     parser.add_argument("--int8-onnx", metavar="PATH", help="quantized ONNX for int8 rows")
     parser.add_argument("--calib", metavar="DIR", help="calibration images for int8 rows without --int8-onnx "
-                        "(default: the compared images themselves, which is optimistic)")
+                        "(default: a quarter of the given images, which are then not judged)")
     parser.add_argument("--num-calib", type=int, default=None, metavar="N", help="calibration images used (default 32)")
     parser.add_argument("--tolerance", action="append", default=[], metavar="[PREC.]KEY=VALUE",
-                        help="override a tolerance, e.g. mask_iou=0.99 or bf16.map_mae=0.005 or fp32.rel=1e-5 "
-                        "(keys: rel, noise_factor, mask_iou, map_mae, pixel_agreement)")
+                        help="override a gate threshold, e.g. mask_iou=0.99 (5th percentile and worst image), "
+                        "bf16.map_mae.worst=0.03, fp32.rtol=1e-5 (keys: rtol, atol, tensor_quantile and the "
+                        "task's measures, each also as MEASURE.quantile / MEASURE.worst)")
+    parser.add_argument("--allow-few-images", action="store_true",
+                        help="judge fewer than 16 images (quantiles are then close to the worst image; the "
+                        "report says so)")
+    parser.add_argument("--save-reference", metavar="REF.npz",
+                        help="store the PyTorch fp32 reference outputs of these images (with image ids and the "
+                        "weights / preprocessing fingerprints) to judge backends elsewhere")
+    parser.add_argument("--reference", metavar="REF.npz",
+                        help="judge against this stored reference instead of running PyTorch fp32 here")
     parser.add_argument("--require-all", action="store_true", help="unavailable combinations count as failures")
-    parser.add_argument("--no-noise-floor", action="store_true",
-                        help="skip the float64 PyTorch run that measures fp32 rounding noise (fp32 gate = rel only)")
     parser.add_argument("--json", metavar="PATH", help="write the full report as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
     parser.set_defaults(func=run)
 
 
 def parse_tolerances(items: list[str]) -> dict:
-    """["mask_iou=0.99", "bf16.map_mae=0.005"] -> {"fp32": {...}, ...} or a flat dict."""
+    """["mask_iou=0.99", "bf16.map_mae.worst=0.005"] -> {"fp32": {...}, ...} or a flat dict."""
+    from segdeploy.core.errors import UsageError
     from segdeploy.verify.compare import PRECISION_ORDER
 
     flat: dict = {}
@@ -69,18 +87,20 @@ def parse_tolerances(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--tolerance expects [PREC.]KEY=VALUE, got {item!r}")
+            raise UsageError(f"--tolerance expects [PREC.]KEY=VALUE, got {item!r}")
         try:
             number = float(value)
         except ValueError:
-            raise ValueError(f"--tolerance {item!r}: {value!r} is not a number") from None
-        prec, dot, name = key.strip().partition(".")
-        if dot:
-            if prec not in PRECISION_ORDER:
-                raise ValueError(f"--tolerance {item!r}: unknown precision {prec!r}")
+            raise UsageError(f"--tolerance {item!r}: {value!r} is not a number") from None
+        key = key.strip()
+        prec, dot, name = key.partition(".")
+        if dot and prec in PRECISION_ORDER:
             per.setdefault(prec, {})[name] = number
+        elif dot and prec.startswith(("fp", "bf", "int", "tf")):
+            raise UsageError(f"--tolerance {item!r}: unknown precision {prec!r}; "
+                             f"choose from {', '.join(PRECISION_ORDER)}")
         else:
-            flat[prec] = number
+            flat[key] = number
     if not per:
         return flat
     return {p: {**flat, **per.get(p, {})} for p in PRECISION_ORDER}
@@ -89,6 +109,7 @@ def parse_tolerances(items: list[str]) -> dict:
 def run(args) -> int:
     from rich.console import Console
 
+    from segdeploy.core.errors import UsageError
     from segdeploy.verify.compare import compare, write_report
 
     console = Console()
@@ -98,8 +119,8 @@ def run(args) -> int:
     common = dict(
         backends=args.backends, precisions=args.precisions, tolerances=tolerances or None, device=args.device,
         batch_size=args.batch_size, input_size=args.input_size, onnx_path=args.onnx, int8_onnx=args.int8_onnx,
-        calib=args.calib, num_calib=args.num_calib, require_all=args.require_all,
-        noise_floor=not args.no_noise_floor, seed=args.seed, progress=say)
+        calib=args.calib, num_calib=args.num_calib, require_all=args.require_all, seed=args.seed, progress=say,
+        reference=args.reference, save_reference=args.save_reference, allow_few_images=args.allow_few_images)
     if args.dataset or (args.images and args.masks):
         from segdeploy.verify.compare import dataset_samples
         from segdeploy.data.registry import layout_from_args
@@ -109,14 +130,12 @@ def run(args) -> int:
     elif args.images:
         report = compare(args.model, args.weights, images=args.images, max_images=args.limit, **common)
     else:
-        raise ValueError("give --images DIR, or --dataset LAYOUT --data-root DIR")
+        raise UsageError("give --images DIR, or --dataset LAYOUT --data-root DIR")
     report.render(console)
     if args.json:
         write_report(report, args.json)
         err.print(f"wrote {args.json}", highlight=False)
-    if not report.passed:
-        return 1
-    if not any(r.outputs for r in report.rows):
+    code = report.exit_code()
+    if code == 2:
         err.print("[red]nothing was compared:[/] every combination is unavailable", highlight=False)
-        return 2
-    return 0
+    return code

@@ -13,7 +13,7 @@ DEMO_SEED = 0
 DEMO_BATCH_SIZES = (1, 2)
 DEMO_BACKENDS = ("torch", "onnxruntime", "openvino")
 DEMO_PRECISIONS = ("fp32",)
-DEMO_COMPARE_IMAGES = 2
+DEMO_COMPARE_IMAGES = 16  # the fidelity gate judges at least 16 images
 DEMO_BENCH_WARMUP = 0
 DEMO_BENCH_ITERS = 3
 
@@ -83,7 +83,8 @@ def run(args) -> int:
         compare_images=args.compare_images or DEMO_COMPARE_IMAGES,
         bench_warmup=DEMO_BENCH_WARMUP if args.bench_warmup is None else args.bench_warmup,
         bench_iters=DEMO_BENCH_ITERS if args.bench_iters is None else args.bench_iters, seed=DEMO_SEED,
-        model_input_size=args.model_input_size, calib=args.calib, num_calib=args.num_calib)
+        model_input_size=args.model_input_size, calib=args.calib, num_calib=args.num_calib,
+        allow_few_images=args.allow_few_images)
     demo = {"images": args.images, "seed": DEMO_SEED, "data_root": str(data_root),
             "generator": "segdeploy.recipes.demo.write_demo_dataset", "notice": notice}
     runner = Runner(options, run_dir, force=args.force, skip=tuple(args.skip),

@@ -28,7 +28,10 @@ examples:
 def register(sub) -> None:
     import argparse
 
-    parser = sub.add_parser("eval", help="score a model on a dataset", description=DESCRIPTION, epilog=EPILOG,
+    from segdeploy.core.errors import exit_code_table
+
+    parser = sub.add_parser("eval", help="score a model on a dataset", description=DESCRIPTION,
+                            epilog=EPILOG + "\n" + exit_code_table(),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     model_argument(parser)
     parser.add_argument("--dataset", required=True, help="dataset layout name, or 'pairs' with --images/--masks")
@@ -97,4 +100,6 @@ def run(args) -> int:
     if args.json:
         write_record(record, args.json)
         console.print(f"record written to {args.json}")
-    return 0 if record["images_scored"] else 1
+    if record["images_skipped"] or not record["images_scored"]:
+        return 1  # some inputs (images or masks) could not be read or do not fit: named above
+    return 0

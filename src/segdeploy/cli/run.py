@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from segdeploy.cli.common import csv_list, int_list, size_hw
+from segdeploy.core.errors import exit_code_table
 
 DESCRIPTION = """\
 Reproduce a seed guide in one command: export -> runtimes -> compare -> eval -> bench -> report.
@@ -11,7 +12,8 @@ Reproduce a seed guide in one command: export -> runtimes -> compare -> eval -> 
   runtimes  open every backend x precision of the matrix; what cannot run here is skipped with
             the reason (not installed, precision not offered on this device)
   compare   fidelity of each configuration against PyTorch fp32 (tensor error, mask agreement,
-            pass/fail gate) on the dataset's first images, or synthetic ones without a dataset
+            pass/fail gate) on the dataset's first 16 images, or synthetic ones without a dataset;
+            a configuration that fails the gate fails the run (exit 3)
   eval      accuracy on the dataset (skipped with a reason when --data-root is not given)
   bench     images/s and latency per batch size for each configuration
   report    RUN_DIR/results.json (source of truth), report.md, report.html (self-contained)
@@ -46,7 +48,8 @@ def register(sub) -> None:
     from segdeploy.recipes.catalog import list_recipes
 
     parser = sub.add_parser("run", help="a seed guide end to end: export, runtimes, compare, eval, bench, report",
-                            description=DESCRIPTION, epilog=EPILOG.format(recipes=_recipes_text()),
+                            description=DESCRIPTION,
+                            epilog=EPILOG.format(recipes=_recipes_text()) + "\n" + exit_code_table(),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", metavar="RECIPE", help=f"one of: {', '.join(list_recipes())}")
     add_run_arguments(parser)
@@ -85,12 +88,16 @@ def add_run_arguments(parser, *, demo: bool = False) -> None:
     parser.add_argument("--model-input-size", type=size_hw, metavar="HxW",
                         help="squash images to this size instead of the model's own (quick trials and tests; "
                         "accuracy is then not the guide's, the report says so)")
-    parser.add_argument("--calib", metavar="DIR", help="int8: calibration images (default: the compare images)")
+    parser.add_argument("--calib", metavar="DIR", help="int8: calibration images (default: images other than "
+                        "those the compare step judges)")
     parser.add_argument("--num-calib", type=int, metavar="N", help="int8: calibration images used (default 32)")
     parser.add_argument("--eval-on", default="auto", metavar="WHICH",
                         help="configurations to evaluate: auto (all on CUDA, the first that opens on CPU), "
                         "all, first, or backend:precision[,...]")
-    parser.add_argument("--compare-images", type=int, metavar="N", help="images per compare (default: recipe's)")
+    parser.add_argument("--compare-images", type=int, metavar="N",
+                        help="images the compare step judges (default 16; fewer needs --allow-few-images)")
+    parser.add_argument("--allow-few-images", action="store_true",
+                        help="let the compare step judge fewer than 16 images (the report says so)")
     parser.add_argument("--bench-warmup", type=int, metavar="N", help="untimed calls per batch size "
                         "(default 1 on CPU, 10 on CUDA)")
     parser.add_argument("--bench-iters", type=int, metavar="N", help="timed calls per batch size "
@@ -203,7 +210,8 @@ def run(args) -> int:
         input_size=args.input_size, limit=args.limit, dataset_options=_dataset_options(args.dataset_opt),
         eval_on=args.eval_on, compare_images=args.compare_images, bench_warmup=args.bench_warmup,
         bench_iters=args.bench_iters, seed=args.seed, wseg_protocol=args.protocol,
-        model_input_size=args.model_input_size, calib=args.calib, num_calib=args.num_calib)
+        model_input_size=args.model_input_size, calib=args.calib, num_calib=args.num_calib,
+        allow_few_images=args.allow_few_images)
     run_dir = args.run_dir or f"runs/{options.recipe}"
     runner = Runner(options, run_dir, force=args.force, skip=tuple(args.skip),
                     reporter=RichReporter(console, args.quiet))

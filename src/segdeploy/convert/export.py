@@ -186,6 +186,36 @@ def state_dict_digest(module) -> str:
     return digest.hexdigest()
 
 
+def library_versions() -> dict[str, str | None]:
+    """Versions of the libraries an artifact depends on (None = not installed). Cache keys include
+    them: an upgraded exporter, quantizer or runtime must not reuse what an older one made."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from segdeploy import __version__
+
+    out: dict[str, str | None] = {"segdeploy": __version__}
+    for name in ("torch", "onnx", "onnxruntime", "openvino"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def artifact_intact(path: str | os.PathLike, recorded_sha256: str | None) -> bool:
+    """True when ``path`` is a file whose sha256 is ``recorded_sha256``: a cached artifact is reused
+    only when it is byte for byte what was written (a file corrupted in place keeps its size)."""
+    from segdeploy.zoo.checkpoints import file_sha256
+
+    path = Path(path)
+    if not recorded_sha256 or not path.is_file():
+        return False
+    try:
+        return file_sha256(path) == recorded_sha256
+    except OSError:
+        return False
+
+
 def weights_tag(info: dict[str, Any], module=None) -> str:
     """Short file-name tag for a weights record: sha256 prefix, ``random<seed>``, or a content hash."""
     if info.get("sha256"):
@@ -530,6 +560,11 @@ def _write_sidecar(out_path: Path, result: ExportResult, passed: bool) -> None:
 
     data = result.to_dict()
     data["written"] = passed
+    if passed and out_path.is_file():
+        from segdeploy.zoo.checkpoints import file_sha256
+
+        data["file_sha256"] = file_sha256(out_path)
+    data["libraries"] = library_versions()
     try:
         from segdeploy.core.environment import environment
 
@@ -558,7 +593,9 @@ def cached_export(model_or_name, weights=None, *, opset: int = DEFAULT_OPSET, in
     File: ``<cache>/onnx/<model>-<weights tag>-opset<N>-<config hash>.onnx``; the weights tag is the
     checkpoint's sha256 prefix, ``random<seed>``, or a hash of a module's state_dict. An existing
     file is reused when its sidecar says it was written by this segdeploy version with the same
-    settings, its parity check passed and its size matches.
+    settings, its parity check passed and the file's sha256 is the one recorded when it was written.
+    The key covers the options, the library versions (:func:`library_versions`) and, for a module,
+    the sha256 of its state_dict (its weights record alone could be stale).
     """
     import torch
 
@@ -573,7 +610,9 @@ def cached_export(model_or_name, weights=None, *, opset: int = DEFAULT_OPSET, in
     dynamic_spatial = spec.dynamic_spatial if dynamic_spatial is None else bool(dynamic_spatial)
     hw = _parse_hw(input_size, spec)
     config = {"opset": opset, "batch": dynamic_batch, "spatial": dynamic_spatial, "exporter": exporter,
-              "version": __version__, "hw": list(hw) if not dynamic_spatial else None}
+              "version": __version__, "hw": list(hw) if not dynamic_spatial else None,
+              "libraries": library_versions(),
+              "state_dict": state_dict_digest(module) if module is not None else None}
     tag = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
     path = cache_dir() / "onnx" / f"{spec.name}-{weights_tag(info, module)}-opset{opset}-{tag}.onnx"
     if _cache_valid(path, spec, info):
@@ -613,7 +652,7 @@ def _cache_valid(path: Path, spec: ModelSpec, info: dict[str, Any]) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
     parity = data.get("parity") or {}
-    return (data.get("written") is True and data.get("file_bytes") == path.stat().st_size
+    return (data.get("written") is True and artifact_intact(path, data.get("file_sha256"))
             and meta.get("segdeploy_version") == __version__ and meta.get("segdeploy_model") == spec.name
             and weights.get("sha256") == info.get("sha256") and weights.get("kind") == info.get("kind")
             and parity.get("passed", True) is True)
@@ -625,5 +664,5 @@ def spec_with_input_size(spec: ModelSpec, hw: tuple[int, int]) -> ModelSpec:
                                input_size=tuple(hw))
 
 
-__all__ = ["export_onnx", "spec_with_input_size", "ExportResult", "ExportError", "ExportParityError",
+__all__ = ["export_onnx", "library_versions", "artifact_intact", "spec_with_input_size", "ExportResult", "ExportError", "ExportParityError",
            "cached_export", "read_metadata", "is_quantized", "cache_dir", "parity_input", "Parity", "OutputParity"]

@@ -264,8 +264,18 @@ def quantize_onnx(
         calibrate_method=calibrate_method, per_channel=per_channel, num_calib=len(entries),
         calib_source=calib_source, quantized_nodes=quantized_nodes, seconds=time.perf_counter() - started,
         metadata=metadata)
-    atomic_write_text(str(out_path) + ".json", json.dumps(result.to_dict(), indent=2))
+    record = result.to_dict()
+    record["file_sha256"] = file_sha256(out_path)
+    atomic_write_text(str(out_path) + ".json", json.dumps(record, indent=2))
     return result
+
+
+def _recorded_sha256(path: Path) -> str | None:
+    """The sha256 the quantizer recorded next to ``path`` when it wrote it (None if unreadable)."""
+    try:
+        return json.loads(Path(str(path) + ".json").read_text()).get("file_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _own_spec(model, spec: ModelSpec | None) -> ModelSpec:
@@ -312,9 +322,10 @@ def cached_quantize(model, weights, calib, *, num_calib: int | None = None, seed
     """Path of an int8 model of ``model`` calibrated on ``calib``, quantizing into the cache when needed.
 
     The cache key covers the fp32 export (file name), the calibration images (paths, sizes and
-    modification times, or array bytes), their number and the calibration method.
+    modification times, or array bytes), their number, the calibration method and the library
+    versions; an entry is reused only when its sha256 is the one recorded when it was written.
     """
-    from segdeploy.convert.export import cache_dir, cached_export
+    from segdeploy.convert.export import artifact_intact, cache_dir, cached_export, library_versions
 
     base_spec = _own_spec(model, None)
     spec = spec or base_spec
@@ -324,10 +335,10 @@ def cached_quantize(model, weights, calib, *, num_calib: int | None = None, seed
                          **(export_options or {}))
     key = json.dumps({"fp32": fp32.name, "calib": _calib_identity(entries), "num": len(entries),
                       "method": calibrate_method, "pre": [spec.preprocess.size, spec.preprocess.scale],
-                      "reduce_range": not has_vnni()},
+                      "reduce_range": not has_vnni(), "libraries": library_versions()},
                      sort_keys=True, default=str)
     path = cache_dir() / "onnx" / f"{fp32.stem}-int8-{hashlib.sha256(key.encode()).hexdigest()[:8]}.onnx"
-    if path.is_file() and Path(str(path) + ".json").is_file():
+    if artifact_intact(path, _recorded_sha256(path)):
         return path
     quantize_onnx(model, weights, entries, path, num_calib=len(entries), onnx_path=fp32, seed=seed, spec=spec,
                   calibrate_method=calibrate_method)

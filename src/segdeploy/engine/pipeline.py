@@ -38,6 +38,11 @@ class Outcome(Generic[T]):
         error: why the item failed (None on success).
         image: the RGB image as read (kept only when ``keep_images`` is set).
         sink_result: what the ``sink`` callback returned for this item.
+        stage: where the item failed: "read" (the input could not be read or preprocessed: the
+            input's fault), "infer" (the runtime raised) or "decode" (decoding or the sink raised);
+            None on success.
+        outputs: the network's raw outputs for this item (no batch axis), kept only when
+            ``keep_outputs`` is set (fidelity comparisons need them).
     """
 
     item: T
@@ -45,6 +50,8 @@ class Outcome(Generic[T]):
     error: BaseException | None = None
     image: np.ndarray | None = None
     sink_result: Any = None
+    stage: str | None = None
+    outputs: list[np.ndarray] | None = None
 
     @property
     def ok(self) -> bool:
@@ -117,6 +124,18 @@ def _run_parameters(runtime) -> set[str]:
         return set()
 
 
+#: messages of device errors that poison the CUDA context: every later call fails too, so retrying
+#: item by item would only repeat the error for each remaining input
+_STICKY_DEVICE_ERRORS = ("CUDA error", "device-side assert", "illegal memory access", "CUBLAS_STATUS_EXECUTION_FAILED",
+                         "cudaErrorLaunchFailure", "unspecified launch failure")
+
+
+def is_sticky_device_error(exc: BaseException) -> bool:
+    """True for a device error after which the device cannot run anything (the run must stop)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return any(marker in text for marker in _STICKY_DEVICE_ERRORS)
+
+
 def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2)))
 
@@ -173,6 +192,7 @@ def stream_predictions(
     times: StageTimes | None = None,
     max_side: int | None | str = "spec",
     memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+    keep_outputs: bool = False,
 ) -> Iterator[Outcome[T]]:
     """Run ``runtime`` over ``items`` and yield one :class:`Outcome` per item, in input order.
 
@@ -197,6 +217,7 @@ def stream_predictions(
         max_side: input policy (:class:`~segdeploy.engine.transforms.InputPolicy`): "spec" = the
             model's ``max_input_side``; 0/None = native resolution; N = longest side N.
         memory_budget: bytes of decoded images and network inputs held at once (None = unbounded).
+        keep_outputs: keep each item's raw network outputs on its Outcome (``outputs``).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be ≥ 1")
@@ -216,7 +237,7 @@ def stream_predictions(
 
     # Only the output decoding reads leaves the runtime, when it can be asked (Runtime.run(outputs=)).
     wanted = None
-    if len(spec.output_names) > 1 and "outputs" in _run_parameters(runtime):
+    if len(spec.output_names) > 1 and not keep_outputs and "outputs" in _run_parameters(runtime):
         wanted = (int(spec.decode.output_index),)
 
     def prepare(item) -> _Prepared:
@@ -251,9 +272,10 @@ def stream_predictions(
             times.add("decode", t1 - t0)
             t0, stage = t1, "write"
             result = sink(prep.item, prep.image, pred) if sink is not None else None
-            return Outcome(prep.item, pred, None, prep.image if keep_images else None, result)
+            return Outcome(prep.item, pred, None, prep.image if keep_images else None, result,
+                           outputs=outputs if keep_outputs else None)
         except Exception as exc:
-            return Outcome(prep.item, None, exc, prep.image if keep_images else None)
+            return Outcome(prep.item, None, exc, prep.image if keep_images else None, stage="decode")
         finally:
             account(-prep.nbytes)
             times.add(stage, time.perf_counter() - t0)
@@ -272,6 +294,11 @@ def stream_predictions(
             times.batch_sizes.append(len(batch))
             return [(p, [np.asarray(o[i]) for o in outputs]) for i, p in enumerate(batch)]
         except Exception as exc:
+            if is_sticky_device_error(exc):
+                from segdeploy.core.errors import InferenceError
+
+                raise InferenceError(f"the device failed and cannot run further inputs ({exc}); "
+                                     "the run stopped") from exc
             if len(batch) == 1:
                 return [(batch[0], exc)]
         finally:
@@ -317,7 +344,8 @@ def stream_predictions(
             for prep, result in infer(batch):
                 if isinstance(result, BaseException):
                     account(-prep.nbytes)
-                    pending.append(Outcome(prep.item, None, result, prep.image if keep_images else None))
+                    pending.append(Outcome(prep.item, None, result, prep.image if keep_images else None,
+                                           stage="infer"))
                 else:
                     pending.append(decoders.submit(finish, prep, result))
             batch.clear()
@@ -344,7 +372,7 @@ def stream_predictions(
             refill()
             if prep.error is not None:
                 flush()  # keep input order: everything before the failed item goes first
-                pending.append(Outcome(prep.item, None, prep.error))
+                pending.append(Outcome(prep.item, None, prep.error, stage="read"))
             else:
                 if batch and batch[0].array.shape != prep.array.shape:
                     flush()

@@ -3,6 +3,11 @@
 Predictions are always produced at the image's original size, which the dataset reader checks to be
 the ground truth's size: the prediction is resized to the ground truth, never the reverse. Masks
 saved with ``save_masks`` are exactly the arrays that were scored.
+
+Failures: an image or ground-truth mask that cannot be read, or whose sizes differ, is *skipped*
+with its reason (recorded; the CLI exits 1). A runtime that raises on any image stops the
+evaluation with :class:`~segdeploy.core.errors.InferenceError` (exit 4) and nothing is scored: an
+out-of-memory on the large images must not silently drop the hard cases from the metric.
 """
 
 from __future__ import annotations
@@ -122,6 +127,16 @@ def evaluate(model: str, dataset: str, data_root: str | os.PathLike, *, weights=
     return record
 
 
+def _runtime_failed(runtime, spec, sample, exc: BaseException):
+    """The InferenceError that stops an evaluation when the runtime raised on ``sample``."""
+    from segdeploy.core.errors import InferenceError
+
+    name = getattr(runtime, "name", type(runtime).__name__)
+    return InferenceError(f"{name} {getattr(runtime, 'precision', '')} failed on {sample.image_path}: "
+                          f"{type(exc).__name__}: {exc}. Nothing was scored (an image the runtime cannot run "
+                          "is never counted as skipped); fix the runtime (e.g. a smaller --batch-size) and rerun")
+
+
 def _eval_stream(layout, runtime, spec, metric, save_dir, skipped, batch_size, workers, times, bar, task,
                  on_item) -> bool:
     from segdeploy.engine.images import ImageReadError
@@ -139,6 +154,8 @@ def _eval_stream(layout, runtime, spec, metric, save_dir, skipped, batch_size, w
                                       times=times):
         sample = outcome.item
         mask = masks.pop(sample.id, None)
+        if not outcome.ok and outcome.stage != "read":
+            raise _runtime_failed(runtime, spec, sample, outcome.error) from outcome.error
         if not outcome.ok:
             reason = outcome.error.reason if isinstance(outcome.error, ImageReadError) else str(outcome.error)
             skipped.append({"id": sample.id, "file": str(sample.image_path), "reason": reason})
@@ -169,11 +186,18 @@ def _eval_multiscale(layout, runtime, spec, options: WsegOptions, metric, save_d
                 futures.append(pool.submit(layout.load, layout.samples[index + 2]))
             try:
                 image, mask = future.result()
-                result = run_protocol(image, runtime.run, crf=use_crf, scales=options.scales, flip=options.flip,
-                                      pad_size=options.pad_size)
-            except Exception as exc:  # one image's failure is recorded, the split goes on
-                skipped.append({"id": sample.id, "file": str(sample.image_path), "reason": str(exc)})
+            except Exception as exc:  # an unreadable image or mask is recorded, the split goes on
+                reason = getattr(exc, "reason", None) or str(exc)
+                skipped.append({"id": sample.id, "file": str(sample.image_path), "reason": reason})
+                result = None
             else:
+                try:
+                    result = run_protocol(image, runtime.run, crf=use_crf, scales=options.scales, flip=options.flip,
+                                          pad_size=options.pad_size)
+                except Exception as exc:  # the runtime failed: stop, score nothing
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise _runtime_failed(runtime, spec, sample, exc) from exc
+            if result is not None:
                 labels = result.labels_crf if use_crf else result.labels
                 metric.update(labels, mask)
                 if save_dir is not None:

@@ -105,7 +105,7 @@ class Recipe:
     backends: tuple[str, ...] = ALL_BACKENDS
     precisions: tuple[str, ...] = ("fp32", "fp16")
     cpu_precisions: tuple[str, ...] = ("fp32",)
-    compare_images: int = 8
+    compare_images: int = 16
     fidelity: str = "masks"
     default_weights: str | None = None
     notes: tuple[str, ...] = ()
@@ -227,7 +227,7 @@ UNET_CARVANA = Recipe(
     input_size=(512, 512),
     batch_sizes=(1, 4, 8, 16),
     cpu_batch_sizes=(1,),
-    compare_images=4,
+    compare_images=16,
     published=(
         PublishedRow("accuracy", "dice", 0.974, "seed guide 001", "Ascend 310P3", _AIE_001, batch_size=1,
                      dataset="carvana", note="Dice of the Carvana scale-0.5 checkpoint (v3.0 release)"),
@@ -256,7 +256,7 @@ UNETPP_BIGMB = Recipe(
     input_size=(512, 512),
     batch_sizes=(1, 4, 8),
     cpu_batch_sizes=(1,),
-    compare_images=2,
+    compare_images=16,
     fidelity="cosine",
     default_weights="random",
     published=(
@@ -345,7 +345,7 @@ WSEG_VOC = Recipe(
     input_size=(1024, 1024),
     batch_sizes=(1, 4, 8, 16),
     cpu_batch_sizes=(1,),
-    compare_images=2,
+    compare_images=16,
     published=(
         PublishedRow("accuracy", "mIoU", 0.6274, "seed guide 004", "Ascend 310P3", _ATC_004, batch_size=1,
                      dataset="voc2012", note="multi-scale + flip + dense CRF protocol, 21 classes"),
@@ -405,7 +405,7 @@ class RunOptions:
     limit: int | None = None
     dataset_options: tuple[tuple[str, Any], ...] = ()
     eval_on: str = "auto"
-    compare_images: int = 8
+    compare_images: int = 16
     bench_warmup: int = 2
     bench_iters: int = 5
     seed: int = 0

@@ -38,9 +38,11 @@ SYNTHETIC_SEED = 0
 
 
 def _artifact_intact(stored: dict[str, Any]) -> bool:
-    """A stored export unit is reusable while its ONNX file is still there with the recorded size."""
-    path = Path(stored.get("onnx", ""))
-    return path.is_file() and path.stat().st_size == stored.get("onnx_bytes")
+    """A stored export unit is reusable only while its ONNX file is byte for byte the one written:
+    its sha256 is checked (a file corrupted in place keeps its size), else it is exported again."""
+    from segdeploy.convert.export import artifact_intact
+
+    return artifact_intact(stored.get("onnx") or "", stored.get("onnx_sha256"))
 
 class StepSkipped(Exception):
     """A step or unit cannot run for want of its input; the message is the recorded reason."""
@@ -101,6 +103,7 @@ def resolve_options(
     eval_on: str = "auto", compare_images: int | None = None, bench_warmup: int | None = None,
     bench_iters: int | None = None, seed: int = 0, wseg_protocol: str | None = None,
     model_input_size=None, calib: str | None = None, num_calib: int | None = None,
+    allow_few_images: bool = False,
 ) -> RunOptions:
     """Fill in a recipe's defaults for this machine and check the overrides.
 
@@ -115,6 +118,7 @@ def resolve_options(
             spec's (quick trials and tests only: accuracy is then not the guide's).
         calib: folder of int8 calibration images (default: the compare step's images).
         num_calib: calibration images used (default segdeploy.convert.quantize.DEFAULT_NUM_CALIB).
+        allow_few_images: let the compare step judge fewer than 16 images (the report says so).
     """
     recipe = get_recipe(recipe)
     model = model or recipe.model
@@ -168,6 +172,18 @@ def resolve_options(
         if num_calib < 1:
             raise ValueError(f"--num-calib must be >= 1, got {num_calib}")
         extra["num_calib"] = int(num_calib)
+    if allow_few_images:
+        extra["allow_few_images"] = True
+    from segdeploy.verify.gate import MIN_IMAGES
+
+    judged = compare_images or recipe.compare_images
+    if judged < 1:
+        raise ValueError(f"--compare-images must be >= 1, got {judged}")
+    if judged < MIN_IMAGES and not allow_few_images:
+        from segdeploy.core.errors import UsageError
+
+        raise UsageError(f"--compare-images {judged}: the fidelity gate judges at least {MIN_IMAGES} images; pass "
+                         "--allow-few-images to judge fewer (the report says so)")
     size = _hw(input_size) if input_size is not None else (
         _hw(model_input_size) if model_input_size is not None else recipe.input_size)
     if eval_on not in ("auto", "all", "first") and not all(":" in item for item in eval_on.split(",")):
@@ -245,11 +261,13 @@ class Runner:
         return {"kind": "file", "path": str(path), "sha256": file_sha256(path), "seed": None, "how_to_get": how}
 
     def _base(self) -> dict[str, Any]:
-        from segdeploy import __version__
+        from segdeploy.convert.export import library_versions
 
+        # Library versions are part of every unit's identity: an upgraded exporter or runtime must
+        # recompute, never resume results an older one produced.
         return {"model": self.spec.name, "preprocess": dataclasses.asdict(self.spec.preprocess),
                 "weights": self.weights.get("sha256") or f"random:{self.weights.get('seed')}",
-                "device": self.options.device, "segdeploy": __version__}
+                "device": self.options.device, "libraries": library_versions()}
 
     # -- unit storage ---------------------------------------------------------------------------
     def _unit_path(self, step: str, slug: str) -> Path:
@@ -358,11 +376,30 @@ class Runner:
             raise StepSkipped(str(exc)) from exc
 
     def _calibration(self) -> list[Any] | None:
-        """Calibration images for int8 when no --calib folder is given: the compare inputs."""
+        """Calibration images for int8 when no --calib folder is given, disjoint from the images the
+        compare step judges: the dataset's images after those, else synthetic images of other indices."""
         if self._calib is None:
-            inputs = self._compare_inputs()
-            self._calib = [s.image for s in inputs["samples"]] if "samples" in inputs else inputs["images"]
+            n, k = self.options.compare_images, self._num_calib()
+            images: list[Any] = []
+            if self.options.dataset and self.options.data_root:
+                from segdeploy.data import get_layout
+
+                layout = get_layout(self.options.dataset, self.options.data_root, limit=n + k,
+                                    **dict(self.options.dataset_options))
+                images = [layout.load(sample)[0] for sample in list(layout)[n:n + k]]
+            if not images:
+                from segdeploy.recipes.demo import render_sample
+
+                images = [render_sample(i, SYNTHETIC_SEED).image for i in range(n, n + k)]
+            self._calib = images
         return self._calib
+
+    def _calib_described(self) -> str:
+        n, k = self.options.compare_images, self._num_calib()
+        if self.options.dataset and self.options.data_root:
+            return (f"images {n + 1}-{n + k} of {self.options.dataset} at {self.options.data_root} (after the "
+                    f"{n} compared), else synthetic images {n}-{n + k - 1}")
+        return f"synthetic photo-like images {n}-{n + k - 1} (seed {SYNTHETIC_SEED}; the compare step judges 0-{n - 1})"
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -520,7 +557,7 @@ class Runner:
         """int8 QDQ model of the export, calibrated on --calib images or the compare inputs."""
         out = self.run_dir / "artifacts" / f"{self.spec.name}-int8.onnx"
         calib_dir = dict(self.options.extra).get("calib")
-        key = {"step": "quantize", "onnx": self._export_fp, "calib": calib_dir or self._inputs_described(),
+        key = {"step": "quantize", "onnx": self._export_fp, "calib": calib_dir or self._calib_described(),
                "num_calib": self._num_calib(), "out": str(out)}
 
         def compute() -> dict[str, Any]:
@@ -551,7 +588,8 @@ class Runner:
     def _inputs_described(self) -> str:
         n = self.options.compare_images
         if self.options.dataset and self.options.data_root:
-            return f"first {n} images of {self.options.dataset} at {self.options.data_root}"
+            return (f"first {n} images of {self.options.dataset} at {self.options.data_root} (topped up with "
+                    f"synthetic images when it has fewer)")
         return f"{n} synthetic photo-like images (segdeploy.recipes.demo, seed {SYNTHETIC_SEED})"
 
     def _deps(self, config: Config) -> dict[str, Any]:
@@ -623,8 +661,9 @@ class Runner:
             source = source.replace(f"first {n} ", f"first {max(counts)} ").replace(f"{n} synthetic",
                                                                                   f"{max(counts)} synthetic")
         return {"reference": f"{REFERENCE.label}, eager, on the CPU (segdeploy.verify.compare)", "inputs": source,
-                "gate": "segdeploy.verify.compare default tolerances: fp32 relative error <= max(1e-4, 10 x PyTorch's "
-                        "fp32-vs-float64 noise); fp16/bf16/int8 judged on the decoded masks",
+                "gate": "segdeploy.verify.gate: per-image task measures on the 5th percentile and the worst image, "
+                        "tensor error atol x scale + rtol x |ref| per checked output, thresholds per task x "
+                        "precision (docs/verification.md)",
                 "configs": out}
 
     def _compare_inputs(self) -> dict[str, Any]:
@@ -647,12 +686,21 @@ class Runner:
                 samples.append(SimpleNamespace(id=sample.id, image=image, mask=mask))
             if not samples:
                 raise StepSkipped(f"no images in {self.options.data_root} to compare on")
+            if len(samples) < n:
+                # The gate judges n images: a small dataset is topped up with synthetic photo-like
+                # images (indices below n; int8 calibration uses indices n and up).
+                from segdeploy.recipes.demo import render_sample
+
+                samples += [SimpleNamespace(id=f"synthetic{i}", image=render_sample(i, SYNTHETIC_SEED).image, mask=None)
+                            for i in range(n - len(samples))]
             return {"samples": samples}
         from segdeploy.recipes.demo import render_sample
 
         return {"images": [render_sample(i, SYNTHETIC_SEED).image for i in range(n)]}
 
     def _compare(self, configs: list[Config]) -> dict[Config, dict[str, Any]]:
+        """One compare() over ``configs``. A failed gate is a *failed* unit (exit 3) whose reason names
+        the image and the measure; a runtime error is a failed unit too (exit 4)."""
         from segdeploy.verify.compare import compare
 
         inputs = self._compare_inputs()
@@ -660,6 +708,7 @@ class Runner:
                          device=self.options.device, onnx_path=self._onnx, int8_onnx=self._int8_onnx,
                          seed=self.options.seed,
                          batch_size=max(1, min(4, max(self.options.batch_sizes))),
+                         allow_few_images=bool(dict(self.options.extra).get("allow_few_images")),
                          progress=self.reporter.message, **inputs)
         data = report.to_dict()
         out = {}
@@ -668,9 +717,16 @@ class Runner:
             if row["status"] == "unavailable":
                 out[config] = {"status": "skipped", "reason": row["reason"]}
             elif row["status"] == "error":
-                out[config] = {"status": "failed", "reason": row["reason"], "record": row}
+                out[config] = {"status": "failed", "reason": f"runtime error: {row['reason']}", "error": "runtime",
+                               "passed": None, "record": row}
+            elif row["status"] == "fail":
+                failures = row["failures"]
+                reason = (f"fidelity gate failed against {REFERENCE.label}: {failures[0]}"
+                          + (f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""))
+                out[config] = {"status": "failed", "reason": reason, "error": "gate", "passed": False,
+                               "summary": _compare_summary(row, data), "record": row}
             else:
-                out[config] = {"status": "done", "reason": None, "passed": row["status"] == "pass",
+                out[config] = {"status": "done", "reason": None, "passed": True,
                                "summary": _compare_summary(row, data), "record": row}
         return out
 
@@ -802,8 +858,8 @@ class Runner:
         if int8 and int8.get("status") != "done":
             out.append(f"int8 quantization {int8.get('status')}: {int8.get('reason')}")
         elif int8 and not dict(self.options.extra).get("calib"):
-            out.append(f"int8 was calibrated on the compare images ({self._inputs_described()}), which the compare "
-                       "step then measures: its fidelity figures are optimistic. --calib DIR uses other images.")
+            out.append(f"int8 was calibrated on {self._calib_described()}, not on the images the compare step "
+                       "judges. --calib DIR uses your own images.")
         for name in STEP_NAMES[:-1]:
             step = self.results["steps"][name]
             if step["status"] == "failed":
@@ -820,14 +876,20 @@ class Runner:
         return out
 
     def exit_code(self) -> int:
-        """0 when nothing failed (skips are fine), 1 when a step or a configuration failed."""
+        """0 when nothing failed (skips are fine); 3 when a fidelity gate failed and nothing else did;
+        4 when a step or a configuration failed otherwise (a runtime error, a crash)."""
+        from segdeploy.core.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_RUNTIME
+
+        gate = runtime = False
         for name in STEP_NAMES:
             step = self.results["steps"][name]
-            if step["status"] == "failed":
-                return 1
-            if any(u.get("status") == "failed" for u in (step.get("result") or {}).get("configs", []) or []):
-                return 1
-        return 0
+            units = (step.get("result") or {}).get("configs", []) or []
+            failed = [u for u in units if u.get("status") == "failed"]
+            gate = gate or any(u.get("error") == "gate" for u in failed)
+            runtime = runtime or any(u.get("error") != "gate" for u in failed)
+            if step["status"] == "failed" and not failed:
+                runtime = True
+        return EXIT_RUNTIME if runtime else EXIT_GATE_FAILED if gate else EXIT_OK
 
 
 def _pending() -> dict[str, Any]:
@@ -881,22 +943,36 @@ def _number(value: Any) -> float | None:
 
 
 def _compare_summary(row: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
-    """The numbers the fidelity table shows, from one row of a segdeploy.verify.compare report."""
-    outputs = row.get("outputs") or []
-    task = row.get("task") or {}
-    worst = max(outputs, key=lambda o: _number(o.get("rel")) or 0.0, default={})
+    """The numbers the fidelity table shows, from one row of a segdeploy.verify.compare report.
+
+    Task measures are given as the gated low quantile (5th percentile of agreement, 95th of error)
+    with the worst image next to it; ``rel`` is the largest max|out - ref| / max|ref| of a checked
+    output over the images."""
+    summary = row.get("summary") or {}
+    measures = summary.get("measures") or {}
+    tensors = summary.get("tensors") or {}
+    rel, rel_output = None, None
+    for image in row.get("images") or []:
+        for name, t in (image.get("tensors") or {}).items():
+            scale, max_abs = _number(t.get("scale")), _number(t.get("max_abs"))
+            if scale and max_abs is not None and (rel is None or max_abs / scale > rel):
+                rel, rel_output = max_abs / scale, name
+    gt = summary.get("ground_truth") or {}
+
+    def value(name: str, key: str = "quantile") -> float | None:
+        return _number((measures.get(name) or {}).get(key))
+
     return {
-        "cosine": min((_number(o.get("cosine")) for o in outputs), default=None),
-        "rel": _number(worst.get("rel")),
-        "rel_output": worst.get("name"),
-        "max_abs": max((_number(o.get("max_abs")) or 0.0 for o in outputs), default=None),
-        "mask_iou": task.get("mask_iou"),
-        "map_mae": task.get("map_mae"),
-        "pixel_agreement": task.get("pixel_agreement"),
-        "gt_metric": task.get("gt_metric"),
-        "gt_reference": task.get("gt_reference"),
-        "gt_candidate": task.get("gt_candidate"),
-        "images": report.get("images"),
+        "cosine": min((_number(t.get("cosine_min")) for t in tensors.values()
+                       if _number(t.get("cosine_min")) is not None), default=None),
+        "rel": rel, "rel_output": rel_output,
+        "max_abs": max((_number(t.get("max_abs")) or 0.0 for t in tensors.values()), default=None),
+        "mask_iou": value("mask_iou"), "mask_iou_worst": value("mask_iou", "worst"),
+        "map_mae": value("map_mae"), "map_mae_worst": value("map_mae", "worst"),
+        "pixel_agreement": value("pixel_agreement"), "pixel_agreement_worst": value("pixel_agreement", "worst"),
+        "gt_metric": gt.get("measure"), "gt_reference": gt.get("reference"), "gt_candidate": gt.get("candidate"),
+        "images": len(row.get("images") or []) or report.get("images"),
+        "few_images": report.get("few_images"),
         "failures": list(row.get("failures") or []),
         "notes": list(row.get("notes") or []),
     }

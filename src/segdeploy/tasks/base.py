@@ -16,6 +16,31 @@ import numpy as np
 from segdeploy.core.errors import UsageError
 
 
+@dataclass(frozen=True)
+class FidelityMeasure:
+    """One per-image measure of a candidate's decoded output against the reference's.
+
+    ``higher_is_better``: agreement (IoU, pixel agreement) is gated from below on a low quantile
+    and the worst image; errors (MAE) from above on a high quantile and the worst image.
+    """
+
+    name: str
+    higher_is_better: bool
+    description: str
+
+
+#: masks whose union is smaller than this share of the image are judged as if it were this large
+MIN_UNION_SHARE = 0.01
+
+
+def mask_iou(ref: np.ndarray, out: np.ndarray) -> float:
+    """1 - |A xor B| / max(|A or B|, 1 % of the pixels): the IoU of two boolean masks, except that a
+    union under 1 % of the image counts as 1 % (one flipped pixel of a 2-pixel mask is not IoU 0.5)."""
+    inter = int(np.count_nonzero(ref & out))
+    union = int(np.count_nonzero(ref | out))
+    return 1.0 - (union - inter) / max(union, MIN_UNION_SHARE * ref.size, 1.0)
+
+
 class Prediction:
     """One image's decoded output at its original size.
 
@@ -136,6 +161,19 @@ class Task(ABC):
     @abstractmethod
     def decode_policy(self, spec) -> str:
         """One sentence on how predictions are produced for scoring (written into eval records)."""
+
+    #: the per-image measures :meth:`fidelity` returns, in report order
+    fidelity_measures: ClassVar[tuple[FidelityMeasure, ...]] = ()
+    #: name of the per-image score against ground truth :meth:`ground_truth_score` returns
+    ground_truth_measure: ClassVar[FidelityMeasure | None] = None
+
+    @abstractmethod
+    def fidelity(self, ref: Prediction, out: Prediction) -> dict[str, float]:
+        """Per-image measures (:attr:`fidelity_measures`) of ``out`` against the reference ``ref``."""
+
+    @abstractmethod
+    def ground_truth_score(self, pred: Prediction, gt: np.ndarray) -> float:
+        """One image's task score against ground truth (foreground 0/1 or class ids)."""
 
     def check_dataset(self, spec, layout) -> None:
         """Raise UsageError when ``layout``'s masks cannot score this task."""

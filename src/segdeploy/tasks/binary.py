@@ -5,12 +5,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from segdeploy.tasks.base import Prediction, Task, activate, resize_float
+from segdeploy.tasks.base import FidelityMeasure, Prediction, Task, activate, mask_iou, resize_float
 
 
 class BinaryTask(Task):
     name = "binary"
     dataset_tasks = ("binary", "saliency")
+    fidelity_measures = (
+        FidelityMeasure("mask_iou", True, "IoU of the foreground masks (unions under 1 % floored)"),
+        FidelityMeasure("pixel_agreement", True, "share of pixels with the reference's label"),
+    )
+    ground_truth_measure = FidelityMeasure("gt_iou", True, "IoU of the mask against the ground truth")
+
+    def fidelity(self, ref: Prediction, out: Prediction) -> dict[str, float]:
+        a, b = ref.mask.astype(bool), out.mask.astype(bool)
+        return {"mask_iou": mask_iou(a, b), "pixel_agreement": float(np.count_nonzero(a == b)) / a.size}
+
+    def ground_truth_score(self, pred: Prediction, gt: np.ndarray) -> float:
+        p, g = pred.mask.astype(bool), gt > 0
+        union = np.count_nonzero(p | g)
+        return float(np.count_nonzero(p & g)) / union if union else 1.0
 
     def decode(self, raw: np.ndarray, spec, original_hw: tuple[int, int]) -> Prediction:
         dec = spec.decode

@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from segdeploy.tasks.base import Prediction, Task, resize_float
+from segdeploy.tasks.base import FidelityMeasure, Prediction, Task, mask_iou, resize_float
 
 
 class SaliencyTask(Task):
     name = "saliency"
     dataset_tasks = ("saliency", "binary")
+    fidelity_measures = (
+        FidelityMeasure("map_mae", False, "mean |map - reference map| over the image's pixels (0..1 scale); "
+                        "bounds the change of MAE against any ground truth"),
+        FidelityMeasure("map_max_error", False, "largest |map - reference map| of a pixel"),
+        FidelityMeasure("mask_iou", True, "IoU of the maps thresholded at 0.5 (unions under 1 % floored)"),
+    )
+    ground_truth_measure = FidelityMeasure("gt_mae", False, "MAE of the map against the ground truth (> 128)")
+
+    def fidelity(self, ref: Prediction, out: Prediction) -> dict[str, float]:
+        diff = np.abs(out.map.astype(np.float64) - ref.map.astype(np.float64))
+        return {"map_mae": float(diff.mean()), "map_max_error": float(diff.max()),
+                "mask_iou": mask_iou(ref.map >= 0.5, out.map >= 0.5)}
+
+    def ground_truth_score(self, pred: Prediction, gt: np.ndarray) -> float:
+        fg = (gt > 128) if gt.max() > 1 else gt > 0
+        return float(np.abs(pred.map.astype(np.float64) - fg).mean())
 
     def decode(self, raw: np.ndarray, spec, original_hw: tuple[int, int]) -> Prediction:
         dec = spec.decode

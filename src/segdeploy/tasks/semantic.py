@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segdeploy.tasks.base import Prediction, Task, activate, resize_float
+from segdeploy.tasks.base import FidelityMeasure, Prediction, Task, activate, resize_float
 
 
 def voc_palette(num_colors: int = 256) -> list[int]:
@@ -25,6 +25,22 @@ def voc_palette(num_colors: int = 256) -> list[int]:
 class SemanticTask(Task):
     name = "semantic"
     dataset_tasks = ("semantic",)
+    fidelity_measures = (
+        FidelityMeasure("pixel_agreement", True, "share of pixels given the reference's class"),
+        FidelityMeasure("score_mae", False, "mean |class probability - reference's| over classes and pixels"),
+    )
+    ground_truth_measure = FidelityMeasure("gt_pixel_accuracy", True,
+                                           "pixel accuracy against the ground truth (labels < 255)")
+
+    def fidelity(self, ref: Prediction, out: Prediction) -> dict[str, float]:
+        same = np.count_nonzero(ref.mask == out.mask) / ref.mask.size
+        score = float(np.abs(out.map.astype(np.float64) - ref.map.astype(np.float64)).mean())
+        return {"pixel_agreement": float(same), "score_mae": score}
+
+    def ground_truth_score(self, pred: Prediction, gt: np.ndarray) -> float:
+        valid = gt < pred.map.shape[0]
+        total = np.count_nonzero(valid)
+        return float(np.count_nonzero((pred.mask == gt) & valid)) / total if total else 1.0
 
     def decode(self, raw: np.ndarray, spec, original_hw: tuple[int, int]) -> Prediction:
         # The mask is an argmax over class maps resized to the original size; it is taken a few

@@ -9,6 +9,7 @@ methods; nothing outside :mod:`segdeploy.tasks` compares a task name.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np

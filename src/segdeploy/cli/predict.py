@@ -42,6 +42,11 @@ def register(sub) -> None:
                         help="threads for reading and writing (default: CPU count, at most 8)")
     parser.add_argument("--json", metavar="PATH", help="write the run summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    # --- scale-out hook (segdeploy.scale; options defined in cli/engine.py) ---
+    from segdeploy.cli.engine import engine_arguments
+
+    engine_arguments(parser)
+    # --- end scale-out hook ---
     parser.set_defaults(func=run)
 
 
@@ -57,11 +62,26 @@ def run(args) -> int:
 
     resolve_weights(spec, args.weights)
     console = Console(stderr=True)
-    summary = predict_files(spec.name, args.inputs, args.output, weights=args.weights, recursive=args.recursive,
-                            batch_size=args.batch_size, backend=args.backend, device=args.device,
-                            precision=args.precision, cutout=args.cutout, save_prob=args.save_prob,
-                            overwrite=args.overwrite, workers=args.workers, progress=not args.quiet,
-                            seed=args.seed)
+    # --- scale-out hook: --engine ray runs the same job on a Ray cluster (segdeploy.scale.predict) ---
+    from segdeploy.cli.engine import check_local_only, ray_note, ray_options
+
+    check_local_only(args, "predict")
+    if args.engine == "ray":
+        from segdeploy.scale.predict import predict_files_ray
+
+        summary = predict_files_ray(spec.name, args.inputs, args.output, options=ray_options(args),
+                                    weights=args.weights, recursive=args.recursive, batch_size=args.batch_size,
+                                    backend=args.backend, device=args.device, precision=args.precision,
+                                    cutout=args.cutout, save_prob=args.save_prob, overwrite=args.overwrite,
+                                    progress=not args.quiet, seed=args.seed)
+        if ray_note(summary.stages):
+            console.print(ray_note(summary.stages), highlight=False)
+    else:  # --- end scale-out hook ---
+        summary = predict_files(spec.name, args.inputs, args.output, weights=args.weights, recursive=args.recursive,
+                                batch_size=args.batch_size, backend=args.backend, device=args.device,
+                                precision=args.precision, cutout=args.cutout, save_prob=args.save_prob,
+                                overwrite=args.overwrite, workers=args.workers, progress=not args.quiet,
+                                seed=args.seed)
     if summary.selection:
         console.print(f"backend auto → {summary.selection['backend']} {summary.selection['precision']}: "
                       f"{summary.selection['why']}", highlight=False)

@@ -118,6 +118,30 @@ def output_paths(inputs: list[tuple[Path, Path]], out_dir: Path) -> list[Path]:
     return paths
 
 
+def planned_outputs(target: Path, *, cutout: bool = False, save_prob: bool = False) -> list[Path]:
+    """Every file one input produces: ``<stem>.png``, ``<stem>_cutout.png``, ``<stem>.npy``."""
+    paths = [target]
+    if cutout:
+        paths.append(target.with_name(target.stem + "_cutout.png"))
+    if save_prob:
+        paths.append(target.with_suffix(".npy"))
+    return paths
+
+
+def write_prediction(target: Path, image: np.ndarray, pred: Prediction, spec: ModelSpec, *,
+                     cutout: bool = False, save_prob: bool = False) -> None:
+    """Encode and atomically write one input's outputs (the files :func:`planned_outputs` names).
+
+    Shared by the local engine's sink and the Ray engine's workers, so both write identical bytes.
+    """
+    array, palette = mask_image(pred, spec)
+    atomic_write_bytes(target, encode_png(array, palette))
+    if cutout:
+        atomic_write_bytes(target.with_name(target.stem + "_cutout.png"), encode_png(cutout_image(image, pred, spec)))
+    if save_prob:
+        write_npy(target.with_suffix(".npy"), pred.map.astype(np.float32))
+
+
 def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, weights=None,
                   recursive: bool = False, batch_size: int = 1, backend: str = "auto", device: str = "cpu",
                   precision: str | None = None, cutout: bool = False, save_prob: bool = False,
@@ -136,17 +160,9 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
     targets = output_paths(found, out_dir)
     summary = PredictSummary(model=spec.name, found=len(found), output_dir=str(out_dir))
 
-    def wanted(target: Path) -> list[Path]:
-        paths = [target]
-        if cutout:
-            paths.append(target.with_name(target.stem + "_cutout.png"))
-        if save_prob:
-            paths.append(target.with_suffix(".npy"))
-        return paths
-
     todo = []
     for (path, _), target in zip(found, targets):
-        if not overwrite and all(p.exists() for p in wanted(target)):
+        if not overwrite and all(p.exists() for p in planned_outputs(target, cutout=cutout, save_prob=save_prob)):
             summary.skipped += 1
         else:
             todo.append((path, target))
@@ -164,14 +180,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
             return read_image(entry[0])
 
         def sink(entry, image, pred):
-            target = entry[1]
-            array, palette = mask_image(pred, spec)
-            atomic_write_bytes(target, encode_png(array, palette))
-            if cutout:
-                atomic_write_bytes(target.with_name(target.stem + "_cutout.png"),
-                                   encode_png(cutout_image(image, pred, spec)))
-            if save_prob:
-                write_npy(target.with_suffix(".npy"), pred.map.astype(np.float32))
+            write_prediction(entry[1], image, pred, spec, cutout=cutout, save_prob=save_prob)
 
         times = StageTimes()
         bar = _progress_bar(progress, len(todo), spec.name)

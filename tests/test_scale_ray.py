@@ -194,3 +194,24 @@ def test_two_node_cluster_on_loopback(images, local_outputs, tmp_path):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_uris_are_listed_and_read_through_pyarrow(images):
+    """A pyarrow filesystem URI (file:// here; s3:// alike) expands like a local folder and reads the same."""
+    from segdeploy.engine.images import read_image
+    from segdeploy.jobs.predict import find_images
+    from segdeploy.scale.predict import find_sources
+    from segdeploy.scale.workers import read_source
+
+    local = find_images([images], recursive=True)
+    remote = find_sources([f"file://{images}"], recursive=True)
+    assert [str(rel) for _, rel in remote] == [str(rel) for _, rel in local]
+    assert all(src.startswith("file://") for src, _ in remote)
+    good = next(src for src, rel in remote if rel.name == "img00.jpg")
+    np.testing.assert_array_equal(read_source(good), read_image(images / "img00.jpg"))
+    from segdeploy.core.errors import ImageReadError
+
+    bad = next(src for src, rel in remote if rel.name == "broken_text.png")
+    with pytest.raises(ImageReadError) as info:
+        read_source(bad)
+    assert info.value.path == bad and "not an image file" in info.value.reason

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -71,6 +72,8 @@ def quiet_ray_data() -> None:
     if hasattr(ctx, "enable_operator_progress_bars"):
         ctx.enable_operator_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # A rerun with only a few items left hands the pool fewer blocks than actors; that is expected.
+    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
 
 
 @contextmanager

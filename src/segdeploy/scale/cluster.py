@@ -72,6 +72,8 @@ def quiet_ray_data() -> None:
     if hasattr(ctx, "enable_operator_progress_bars"):
         ctx.enable_operator_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # "Progress bars disabled. To enable, ..." — we disabled them on purpose: ours is the one bar.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     # A rerun with only a few items left hands the pool fewer blocks than actors; that is expected.
     warnings.filterwarnings("ignore", message="The minimum number of concurrent actors", category=UserWarning)
 

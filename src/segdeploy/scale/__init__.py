@@ -10,7 +10,9 @@ The same job as the local engine, spread over a Ray cluster:
       → the driver counts results (one rich progress bar) and merges metric states exactly.
 
 Planning (which inputs, which output names, what is already done) and writing are the local engine's
-own functions (:mod:`segdeploy.jobs.predict`), so outputs are byte-identical and a rerun resumes.
+own functions (:mod:`segdeploy.jobs.predict`), so outputs are byte-identical for the same runtime
+settings (on CPU the thread count, ``--cpus-per-worker``, can move float results in the last bits)
+and a rerun resumes.
 Ray is an optional dependency: ``pip install "segdeploy[ray]"``.
 """
 

@@ -119,3 +119,25 @@ def test_protocol_and_errors():
     assert m.count == 1 and m.matrix.sum() == 0
     m.reset()
     assert m.count == 0 and m.matrix.sum() == 0
+
+
+def test_merge_of_shards_is_exact():
+    import pickle
+
+    rng = np.random.default_rng(5)
+    preds = [rng.integers(0, 4, (6, 8)) for _ in range(10)]
+    targets = [np.where(rng.random((6, 8)) > 0.9, 255, rng.integers(0, 4, (6, 8))) for _ in range(10)]
+    one = ConfusionMatrix(num_classes=4)
+    for p, t in zip(preds, targets):
+        one.update(p, t)
+    a, b = ConfusionMatrix(num_classes=4), ConfusionMatrix(num_classes=4)
+    for p, t in zip(preds[:3], targets[:3]):
+        a.update(p, t)
+    for p, t in zip(preds[3:], targets[3:]):
+        b.update(p, t)
+    merged = pickle.loads(pickle.dumps(b)).merge(pickle.loads(pickle.dumps(a)))
+    assert merged.count == 10
+    np.testing.assert_array_equal(merged.matrix, one.matrix)
+    assert merged.compute() == one.compute()
+    with pytest.raises(ValueError, match="num_classes"):
+        merged.merge(ConfusionMatrix(num_classes=5))

@@ -129,3 +129,33 @@ def test_protocol_and_errors():
         m.update(np.zeros((4, 5)), np.zeros((5, 4)), name="car_03")
     with pytest.raises(ValueError, match="HxW"):
         m.update(np.zeros((2, 2, 2, 2)), np.zeros((2, 2, 2, 2)))
+
+
+@pytest.mark.parametrize("cls", [BinaryOverlap, Dice, IoU])
+def test_merge_of_shards_equals_one_pass(cls):
+    import pickle
+
+    rng = np.random.default_rng(21)
+    preds = [rng.random((9, 13)).astype(np.float32) for _ in range(17)]
+    targets = [(rng.random((9, 13)) > 0.7).astype(np.uint8) for _ in range(17)]
+    preds[3][:] = 0
+    targets[3][:] = 0  # both empty: scores exactly 1
+    one = cls()
+    for p, t in zip(preds, targets):
+        one.update(p, t)
+    shards = []
+    for lo, hi in ((0, 5), (5, 6), (6, 17)):
+        m = cls()
+        m.update(np.stack(preds[lo:hi]), np.stack(targets[lo:hi]))  # a shard may score in batches
+        shards.append(pickle.loads(pickle.dumps(m)))
+    merged = shards[2].merge(shards[0]).merge(shards[1])
+    assert merged.count == 17
+    want = one.compute()
+    got = merged.compute()
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k] == pytest.approx(want[k], rel=0, abs=1e-12), k
+    with pytest.raises(ValueError, match="threshold"):
+        merged.merge(cls(threshold=0.3))
+    with pytest.raises(ValueError, match="merge"):
+        merged.merge(Dice() if cls is not Dice else IoU())

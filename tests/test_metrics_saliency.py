@@ -262,3 +262,63 @@ def test_protocol_reset_and_errors():
     assert set(subset.compute()) == {"maxF", "meanF", "adpF", "MAE"}
     with pytest.raises(ValueError, match="unknown"):
         SaliencyMetrics(include=("F", "bogus"))
+
+
+@pytest.mark.parametrize("case", ["empty_gt", "full_gt", "constant_pred", "constant_pred_empty_gt"])
+def test_edge_cases_agree_with_pysodmetrics(case):
+    """Pins agreement with the run-time reference on the degenerate inputs SOD datasets contain."""
+    rng = np.random.default_rng(11)
+    pred = rng.integers(0, 256, (17, 23)).astype(np.uint8)
+    gt = (rng.random((17, 23)) > 0.6).astype(np.uint8) * 255
+    if case in ("empty_gt", "constant_pred_empty_gt"):
+        gt[:] = 0
+    if case == "full_gt":
+        gt[:] = 255
+    if case.startswith("constant_pred"):
+        pred[:] = 77
+    ours = SaliencyMetrics()
+    ours.update(pred, gt)
+    ref, _ = _reference([(pred, gt, True)])
+    got = ours.compute()
+    for k in KEYS:
+        assert math.isfinite(got[k]), k
+        assert got[k] == pytest.approx(ref[k], abs=1e-12), (case, k)
+
+
+def _split_merge(make, pairs, cuts, order):
+    shards = []
+    for lo, hi in zip([0, *cuts], [*cuts, len(pairs)]):
+        m = make()
+        for pred, gt in pairs[lo:hi]:
+            m.update(pred, gt)
+        shards.append(m)
+    import pickle
+
+    shards = [pickle.loads(pickle.dumps(s)) for s in shards]  # states travel between processes
+    merged = shards[order[0]]
+    for i in order[1:]:
+        merged.merge(shards[i])
+    return merged
+
+
+@pytest.mark.parametrize("cls", [SaliencyMetrics, FMeasure, EMeasure, MAE, SMeasure, WeightedFMeasure])
+def test_merge_of_shards_equals_one_pass(cls):
+    pairs = [(p, g) for _, p, g in CASES[:23]]
+    one = cls()
+    for pred, gt in pairs:
+        one.update(pred, gt)
+    merged = _split_merge(cls, pairs, cuts=[1, 9, 10, 17], order=[3, 0, 4, 2, 1])
+    assert merged.count == one.count == 23
+    want, got = one.compute(), merged.compute()
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k] == pytest.approx(want[k], rel=0, abs=1e-12), k
+    if hasattr(one, "curves"):
+        for k, curve in one.curves().items():
+            np.testing.assert_allclose(merged.curves()[k], curve, rtol=0, atol=1e-12)
+    # merging an empty state changes nothing; merging a different metric or configuration fails
+    assert merged.merge(cls()).compute() == got
+    with pytest.raises(ValueError, match="merge"):
+        merged.merge(MAE() if cls is not MAE else SMeasure())
+    with pytest.raises(ValueError, match="normalized"):
+        merged.merge(cls(normalized=True))

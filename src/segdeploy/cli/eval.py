@@ -52,6 +52,11 @@ def register(sub) -> None:
                         help="semantic multiscale: canvas size of each view (default 1024x1024, upstream)")
     parser.add_argument("--scales", default="1,0.5,1.5,2", help="semantic multiscale: scales (default 1,0.5,1.5,2)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    # --- scale-out hook (segdeploy.scale; options defined in cli/engine.py) ---
+    from segdeploy.cli.engine import engine_arguments
+
+    engine_arguments(parser)
+    # --- end scale-out hook ---
     parser.set_defaults(func=run)
 
 
@@ -79,10 +84,22 @@ def run(args) -> int:
         raise ValueError("--data-root is required (the dataset folder as distributed)")
     wseg = WsegOptions(protocol=args.protocol, scales=tuple(float(s) for s in args.scales.split(",")),
                        pad_size=tuple(args.pad_size))
-    record = evaluate(args.model, args.dataset, root, weights=args.weights, backend=args.backend,
-                      device=args.device, precision=args.precision, batch_size=args.batch_size, limit=args.limit,
-                      save_masks=args.save_masks, layout_options=options, wseg=wseg, progress=not args.quiet,
-                      seed=args.seed)
+    # --- scale-out hook: --engine ray scores shards on a Ray cluster and merges them (segdeploy.scale.evaluate) ---
+    from segdeploy.cli.engine import check_local_only, ray_note, ray_options
+
+    check_local_only(args, "eval")
+    if args.engine == "ray":
+        from segdeploy.scale.evaluate import evaluate_ray
+
+        record = evaluate_ray(args.model, args.dataset, root, options=ray_options(args), weights=args.weights,
+                              backend=args.backend, device=args.device, precision=args.precision,
+                              batch_size=args.batch_size, limit=args.limit, save_masks=args.save_masks,
+                              layout_options=options, wseg=wseg, progress=not args.quiet, seed=args.seed)
+    else:  # --- end scale-out hook ---
+        record = evaluate(args.model, args.dataset, root, weights=args.weights, backend=args.backend,
+                          device=args.device, precision=args.precision, batch_size=args.batch_size, limit=args.limit,
+                          save_masks=args.save_masks, layout_options=options, wseg=wseg, progress=not args.quiet,
+                          seed=args.seed)
     console = Console()
     table = Table(title=f"{record['model']} on {record['dataset'].get('dataset', args.dataset)}: "
                         f"{record['images_scored']} images scored, {record['images_skipped']} skipped")
@@ -92,6 +109,8 @@ def run(args) -> int:
         if not key.startswith("IoU/"):
             table.add_row(key, f"{value:.4f}")
     console.print(table)
+    if ray_note(record.get("stages")):  # scale-out hook
+        console.print(ray_note(record["stages"]), highlight=False)
     for item in record["skipped"]:
         console.print(f"[yellow]skipped[/] {item['file']}: {item['reason']}", highlight=False)
     if record["weights"] and record["weights"].get("kind") == "random":

@@ -122,6 +122,11 @@ def register(sub) -> None:
                         help="threads for reading and writing (default: CPU count, at most 8)")
     parser.add_argument("--json", metavar="PATH", help="write the run summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    # --- scale-out hook (segdeploy.scale; options defined in cli/engine.py) ---
+    from segdeploy.cli.engine import engine_arguments
+
+    engine_arguments(parser)
+    # --- end scale-out hook ---
     parser.set_defaults(func=run)
 
 
@@ -177,10 +182,25 @@ def run(args) -> int:
     if Path(args.output).suffix.lower() in IMAGE_SUFFIXES and not Path(args.output).is_dir():
         raise UsageError(f"-o {args.output} names an image file, but the inputs ({' '.join(args.inputs)}) may hold "
                          "many images; give one input file for one output file, or a folder for -o")
-    summary = predict_files(spec.name, args.inputs, args.output, recursive=args.recursive,
-                            batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
-                            memory_budget=args.memory_budget or DEFAULT_MEMORY_BUDGET,
-                            log=lambda text: console.print(text, highlight=False, markup=False), **common)
+    # --- scale-out hook: --engine ray runs the same job on a Ray cluster (segdeploy.scale.predict) ---
+    from segdeploy.cli.engine import check_local_only, ray_note, ray_options
+
+    check_local_only(args, "predict")
+    if args.engine == "ray":
+        from segdeploy.scale.predict import predict_files_ray
+
+        summary = predict_files_ray(spec.name, args.inputs, args.output, options=ray_options(args),
+                                    weights=args.weights, recursive=args.recursive, batch_size=args.batch_size,
+                                    backend=args.backend, device=args.device, precision=args.precision,
+                                    cutout=args.cutout, save_prob=args.save_prob, overwrite=args.overwrite,
+                                    progress=not args.quiet, seed=args.seed)
+        if ray_note(summary.stages):
+            console.print(ray_note(summary.stages), highlight=False)
+    else:  # --- end scale-out hook ---
+        summary = predict_files(spec.name, args.inputs, args.output, recursive=args.recursive,
+                                batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
+                                memory_budget=args.memory_budget or DEFAULT_MEMORY_BUDGET,
+                                log=lambda text: console.print(text, highlight=False, markup=False), **common)
     if summary.selection:
         console.print(f"backend auto → {summary.selection['backend']} {summary.selection['precision']}: "
                       f"{summary.selection['why']}", highlight=False)

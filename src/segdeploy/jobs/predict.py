@@ -98,6 +98,35 @@ def _original_pixels(source, image: np.ndarray, pred: Prediction, max_pixels) ->
     return read_image(source, max_pixels=max_pixels)
 
 
+def planned_outputs(target: Path, *, cutout: bool = False, save_prob: bool = False) -> list[Path]:
+    """Every file one input produces: ``<stem>.png``, ``<stem>_cutout.png``, ``<stem>.npy``."""
+    paths = [target]
+    if cutout:
+        paths.append(target.with_name(target.stem + "_cutout.png"))
+    if save_prob:
+        paths.append(target.with_suffix(".npy"))
+    return paths
+
+
+def write_prediction(target: Path, image: np.ndarray, pred: Prediction, spec: ModelSpec, *,
+                     cutout: bool = False, save_prob: bool = False, background: tuple[int, ...] | None = None,
+                     source=None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    """Encode and atomically write one input's outputs (the files :func:`planned_outputs` names).
+
+    Shared by the local engine's sink and the Ray engine's workers, so both write identical bytes.
+    ``image`` may be the input policy's reduced working copy: the cut-out then re-reads ``source``
+    at full size (masks are always at the original size).
+    """
+    array, palette = mask_image(pred, spec)
+    atomic_write_bytes(target, encode_png(array, palette))
+    if cutout or background is not None:
+        original = _original_pixels(source, image, pred, max_pixels) if source is not None else image
+        atomic_write_bytes(target.with_name(target.stem + "_cutout.png"),
+                           encode_png(cutout_image(original, pred, spec, background)))
+    if save_prob:
+        write_npy(target.with_suffix(".npy"), pred.map.astype(np.float32))
+
+
 def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, weights=None,
                   recursive: bool = False, batch_size: int = 1, backend: str = "auto", device: str = "cpu",
                   precision: str | None = None, cutout: bool = False, save_prob: bool = False,
@@ -138,12 +167,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
     summary = PredictSummary(model=spec.name, found=len(found), output_dir=str(out_dir))
 
     def wanted(target: Path) -> list[Path]:
-        paths = [target]
-        if cutout:
-            paths.append(target.with_name(target.stem + "_cutout.png"))
-        if save_prob:
-            paths.append(target.with_suffix(".npy"))
-        return paths
+        return planned_outputs(target, cutout=cutout, save_prob=save_prob)
 
     outputs = {"cutout": cutout, "background": list(background) if background else None, "save_prob": save_prob}
     settings = run_settings(spec, policy, weights_identity(spec, weights, seed, onnx_path, calib, runtime), outputs)
@@ -208,14 +232,8 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
 
     def sink(entry, image, pred):
         source, target, _ = entry
-        array, palette = mask_image(pred, spec)
-        atomic_write_bytes(target, encode_png(array, palette))
-        if cutout:
-            original = _original_pixels(source, image, pred, max_pixels)
-            atomic_write_bytes(target.with_name(target.stem + "_cutout.png"),
-                               encode_png(cutout_image(original, pred, spec, background)))
-        if save_prob:
-            write_npy(target.with_suffix(".npy"), pred.map.astype(np.float32))
+        write_prediction(target, image, pred, spec, cutout=cutout, save_prob=save_prob, background=background,
+                         source=source, max_pixels=max_pixels)
 
     times = StageTimes()
     bar = _progress_bar(progress, len(todo), spec.name)

@@ -5,6 +5,9 @@ Every metric object follows one small protocol (:class:`Metric`):
 * ``update(pred, target)`` scores one image (or, where a class says so, a batch);
 * ``compute() -> dict[str, float]`` returns plain floats, ready for a JSON record;
 * ``reset()`` forgets everything;
+* ``merge(other)`` adds another state of the same metric and configuration (a shard's), so that
+  states computed on parts of a dataset combine to the whole dataset's score (used by
+  ``segdeploy eval --engine ray``; see :mod:`segdeploy.tasks.metrics.accumulate`);
 * ``count`` is the number of images scored so far;
 * ``definition`` is a JSON-serialisable dict that says what is computed and how it is aggregated,
   so an evaluation record carries the convention next to the number.
@@ -12,7 +15,7 @@ Every metric object follows one small protocol (:class:`Metric`):
 Modules (imported lazily so that ``import segdeploy.tasks.metrics`` stays cheap):
 
 * :mod:`segdeploy.tasks.metrics.saliency` -- salient-object detection (maxF, meanF, adpF, MAE, S-measure,
-  E-measure, weighted F), PySODMetrics 1.6 conventions;
+  E-measure, weighted F), computed by PySODMetrics;
 * :mod:`segdeploy.tasks.metrics.overlap` -- binary-mask Dice (milesial/Pytorch-UNet) and IoU
   (4uiiurz1/pytorch-nested-unet), per-image mean and pooled;
 * :mod:`segdeploy.tasks.metrics.confusion` -- multi-class confusion-matrix mIoU with an ignore label
@@ -42,6 +45,9 @@ class Metric(Protocol):
 
     def reset(self) -> None:
         """Forget every pair seen so far."""
+
+    def merge(self, other: Any) -> Any:
+        """Add another state of the same metric (e.g. one shard's); returns self."""
 
 
 _LAZY = {

@@ -100,6 +100,17 @@ class ConfusionMatrix:
             self.matrix += np.bincount(t * c + p, minlength=c * c).reshape(c, c)
         self.count += 1 if pred.ndim == 2 else pred.shape[0]
 
+    def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+        """Add another state (e.g. a shard's confusion matrix); exact, integer counts. Returns self."""
+        if type(other) is not type(self):
+            raise ValueError(f"cannot merge a {type(other).__name__} into a {type(self).__name__}")
+        for name in ("num_classes", "ignore_index", "class_names"):
+            if getattr(self, name) != getattr(other, name):
+                raise ValueError(f"cannot merge ConfusionMatrix states with different {name}")
+        self.matrix += other.matrix
+        self.count += other.count
+        return self
+
     def per_class_iou(self) -> np.ndarray:
         """IoU per class (float64, length C); 0 for classes absent from both gt and prediction."""
         tp = np.diag(self.matrix).astype(np.float64)

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from segdeploy.tasks.metrics.accumulate import CompensatedSum, check_mergeable
+
 DICE_EPS = 1e-6  # milesial/Pytorch-UNet dice_coeff epsilon
 IOU_SMOOTH = 1e-5  # 4uiiurz1/pytorch-nested-unet iou_score smooth
 
@@ -124,8 +126,8 @@ class BinaryOverlap:
 
     def reset(self) -> None:
         self.count = 0
-        self._dice_sum = 0.0
-        self._iou_sum = 0.0
+        self._dice_sum = CompensatedSum()
+        self._iou_sum = CompensatedSum()
         self._inter = 0
         self._pred = 0
         self._target = 0
@@ -143,25 +145,43 @@ class BinaryOverlap:
         n_a = np.count_nonzero(flat_a, axis=1)
         n_b = np.count_nonzero(flat_b, axis=1)
         union = n_a + n_b - inter
-        self._dice_sum += float(np.sum(dice_from_counts(inter, n_a + n_b, self.dice_eps)))
-        self._iou_sum += float(np.sum(iou_from_counts(inter, union, self.iou_smooth)))
+        for value in dice_from_counts(inter, n_a + n_b, self.dice_eps):
+            self._dice_sum.add(value)
+        for value in iou_from_counts(inter, union, self.iou_smooth):
+            self._iou_sum.add(value)
         self._inter += int(inter.sum())
         self._pred += int(n_a.sum())
         self._target += int(n_b.sum())
         self._union += int(union.sum())
         self.count += n
 
+    def merge(self, other: "BinaryOverlap") -> "BinaryOverlap":
+        """Add another state of the same metric (e.g. a shard's); returns self.
+
+        Pooled scores merge exactly (integer counts); per-image means are compensated sums over the
+        same per-image values, so the merged score equals one pass over both shards.
+        """
+        check_mergeable(self, other, "threshold", "logits", "dice_eps", "iou_smooth")
+        self._dice_sum.merge(other._dice_sum)
+        self._iou_sum.merge(other._iou_sum)
+        self._inter += other._inter
+        self._pred += other._pred
+        self._target += other._target
+        self._union += other._union
+        self.count += other.count
+        return self
+
     def compute(self) -> dict[str, float]:
         if self.count == 0:
             raise RuntimeError(f"{type(self).__name__}.compute() called before any update()")
         out: dict[str, float] = {}
         if "dice" in self._which:
-            per_image = self._dice_sum / self.count
+            per_image = self._dice_sum.value / self.count
             out["dice"] = per_image
             out["dice_per_image"] = per_image
             out["dice_pooled"] = float(dice_from_counts(self._inter, self._pred + self._target, self.dice_eps))
         if "iou" in self._which:
-            per_image = self._iou_sum / self.count
+            per_image = self._iou_sum.value / self.count
             out["iou"] = per_image
             out["iou_per_image"] = per_image
             out["iou_pooled"] = float(iou_from_counts(self._inter, self._union, self.iou_smooth))

@@ -1,42 +1,36 @@
-"""Salient-object-detection metrics, following PySODMetrics 1.6 (``py_sod_metrics``) conventions.
+"""Salient-object-detection metrics computed by PySODMetrics (``py_sod_metrics``) at run time.
 
-PySODMetrics was validated against D.-P. Fan's MATLAB evaluation toolbox; every definition below is
-written to give the same numbers (agreement tested to 1e-6 in ``tests/test_metrics_saliency.py``).
-The code is our own; the conventions are theirs:
+PySODMetrics is the field's reference implementation, validated against D.-P. Fan's MATLAB toolbox.
+Every per-image score here is its code (``step`` on a prepared pair); segdeploy adds three things:
 
-* **Input preparation** (MATLAB ``mapminmax(im2double(pred))``): a uint8 map is divided by 255, a
-  float map is taken as is; then, unless ``normalized=True``, the map is min-max normalised per image
-  (a constant map is left unchanged). Ground truth: uint8 ``> 128``, float ``> 0.5``, bool as is.
-* **Threshold sweep** (F and E curves): the normalised map is quantised by truncation,
-  ``q = uint8(pred * 255)``, and the foreground at threshold ``t`` is ``q >= t`` for t = 0..255.
-  Curves are averaged over images first; ``max``/``mean`` are then taken over the mean curve (so maxF is
-  *not* the mean of per-image maxima).
-* **Adaptive threshold**: ``min(2 * mean(pred), 1)`` on the unquantised map, foreground ``pred >= thr``.
-* **F-measure**: F = (1 + β²)·P·R / (β²·P + R), β² = 0.3; P = 0 when nothing is predicted,
-  R uses max(|GT|, 1); F = 0 where P·R = 0. Adaptive F is 0 when the intersection is empty.
-* **MAE**: mean |pred − gt| per image, then mean over images.
-* **S-measure** (Fan et al., ICCV 2017), α = 0.5: all-background GT → 1 − mean(pred); all-foreground GT →
-  mean(pred); otherwise max(0, α·S_object + (1 − α)·S_region). S_region splits at the rounded foreground
-  centroid (+1, MATLAB 1-based) into four quadrants weighted by area, each scored by the SSIM variant with
-  (N − 1 + eps) denominators. *Divergence*: when the centroid falls on the last row/column a quadrant is
-  empty; PySODMetrics then returns NaN (mean of an empty slice times weight 0), we let that zero-weight
-  quadrant contribute 0.
-* **E-measure** (Fan et al., IJCAI 2018): enhanced alignment of the binarised map, computed from the four
-  TP/FP/FN/TN counts; sum / (N − 1 + eps). Curve over the 256 thresholds → maxEm, meanEm; adaptive
-  threshold → adpEm.
-* **Weighted F-measure** (Margolin et al., CVPR 2014), β² = 1: error dependency through the nearest
-  foreground pixel (Euclidean distance transform) and a 7×7, σ = 5 Gaussian (MATLAB ``fspecial``),
-  importance 2 − exp(ln(0.5)/5 · distance) on the background. All-background GT scores 0.
+* **Input checks and preparation** (:func:`prepare_pair`, MATLAB ``mapminmax(im2double(pred))``): a
+  uint8 map is divided by 255, a float map is taken as is, then min-max normalised per image unless
+  ``normalized=True`` (a constant map is left unchanged). Ground truth: uint8 ``> 128``, float
+  ``> 0.5``, bool as is. Wrong shapes, dtypes and NaN fail with a message naming the image.
+* **Mergeable state**: instead of PySODMetrics' per-image lists (256 floats per image per curve) each
+  object keeps compensated sums and a count, so memory is constant and per-shard states
+  :meth:`merge` into the dataset score (see :mod:`segdeploy.tasks.metrics.accumulate`). The scores
+  are the reference's: means over images, curves averaged over images first, then ``max``/``mean``
+  over the mean curve (maxF is *not* the mean of per-image maxima).
+* **One documented divergence** — S-measure when the foreground centroid falls on the last row or
+  column: a quadrant is empty, PySODMetrics takes the mean of an empty slice and returns NaN (times
+  weight 0); here that zero-weight quadrant contributes 0, so the score stays finite.
 
-``eps`` is MATLAB's ``eps`` = ``np.spacing(1)`` throughout.
+Definitions (PySODMetrics 1.6): thresholds t = 0..255 on ``q = uint8(pred * 255)``, foreground
+``q >= t``; F = (1 + β²)PR / (β²P + R), β² = 0.3; adaptive threshold ``min(2·mean(pred), 1)``;
+MAE = mean |pred − gt|; S-measure α = 0.5 (Fan et al. ICCV 2017); E-measure (Fan et al. IJCAI 2018);
+weighted F (Margolin et al. CVPR 2014), β² = 1, all-background GT → 0. ``eps`` = ``np.spacing(1)``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+
+from segdeploy.tasks.metrics.accumulate import CompensatedSum, check_mergeable
 
 #: MATLAB ``eps`` (2.22e-16), the smoothing constant of the reference toolbox.
 EPS = float(np.spacing(1))
@@ -44,12 +38,16 @@ EPS = float(np.spacing(1))
 #: Number of quantised thresholds in the F/E sweeps (t = 0..255).
 N_THRESHOLDS = 256
 
-_REFERENCE = "PySODMetrics 1.6 (py_sod_metrics), validated against Fan's MATLAB SOD toolbox"
+_REFERENCE = "PySODMetrics (py_sod_metrics) at run time, validated against Fan's MATLAB SOD toolbox"
 
 
-# --------------------------------------------------------------------------------------------------
-# Input preparation
-# --------------------------------------------------------------------------------------------------
+def _sod():
+    """The py_sod_metrics module (a hard dependency; imported lazily to keep package import cheap)."""
+    import py_sod_metrics
+
+    return py_sod_metrics
+
+
 def _where(name: str | None) -> str:
     return f" ({name})" if name else ""
 
@@ -57,7 +55,7 @@ def _where(name: str | None) -> str:
 def prepare_pair(
     pred: np.ndarray, gt: np.ndarray, *, normalized: bool = False, name: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Convert a saliency map and a GT mask to the form every metric here scores.
+    """Convert a saliency map and a GT mask to what PySODMetrics scores with ``normalize=False``.
 
     Args:
         pred: HxW saliency map, uint8 0..255, bool, or float (in [0, 1] when ``normalized``).
@@ -76,9 +74,7 @@ def prepare_pair(
     gt = np.asarray(gt)
     where = _where(name)
     if pred.ndim != 2 or gt.ndim != 2:
-        raise ValueError(
-            f"saliency metrics need 2-D HxW arrays{where}: got pred {pred.shape}, gt {gt.shape}"
-        )
+        raise ValueError(f"saliency metrics need 2-D HxW arrays{where}: got pred {pred.shape}, gt {gt.shape}")
     if pred.shape != gt.shape:
         raise ValueError(
             f"prediction and ground truth differ in size{where}: pred {pred.shape} vs gt {gt.shape};"
@@ -121,193 +117,40 @@ def prepare_pair(
     return p, gt_b
 
 
-# --------------------------------------------------------------------------------------------------
-# Per-image scores (pure functions on a prepared pair)
-# --------------------------------------------------------------------------------------------------
-def threshold_counts(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Counts of predicted-foreground pixels for every threshold t = 0..255 (index = t).
-
-    Args:
-        pred: prepared float64 map in [0, 1].
-        gt: bool mask.
-
-    Returns:
-        ``(tp, pp)``: int64 arrays of length 256, ``tp[t]`` = #(q >= t and gt), ``pp[t]`` = #(q >= t),
-        with ``q = uint8(pred * 255)`` (truncation, as the reference).
-    """
-    q = (pred * 255).astype(np.uint8)
-    hist_fg = np.bincount(q[gt], minlength=N_THRESHOLDS)
-    hist_all = np.bincount(q.ravel(), minlength=N_THRESHOLDS)
-    # reverse cumulative sum: number of pixels with value >= t
-    tp = np.cumsum(hist_fg[::-1])[::-1]
-    pp = np.cumsum(hist_all[::-1])[::-1]
-    return tp.astype(np.int64), pp.astype(np.int64)
+def _scorer(cls_name: str, **kwargs):
+    """A PySODMetrics object used as a per-image scorer: we call ``step`` and pop what it appended."""
+    cls = getattr(_sod(), cls_name)
+    if cls_name == "Smeasure":
+        cls = _finite_smeasure_class()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Fmeasure: "will be removed, use FmeasureV2"
+        return cls(**kwargs)
 
 
-def _f_from_pr(precision: np.ndarray, recall: np.ndarray, beta2: float) -> np.ndarray:
-    num = (1 + beta2) * precision * recall
-    den = np.where(num == 0, 1, beta2 * precision + recall)
-    return num / den
+_FINITE_SM = None
 
 
-def pr_curves(tp: np.ndarray, pp: np.ndarray, n_fg: int) -> tuple[np.ndarray, np.ndarray]:
-    """Precision and recall per threshold from :func:`threshold_counts` output.
+def _finite_smeasure_class():
+    """PySODMetrics' Smeasure whose SSIM of an empty quadrant is 0 instead of NaN (the divergence)."""
+    global _FINITE_SM
+    if _FINITE_SM is None:
+        base = _sod().Smeasure
 
-    Precision is 0 where nothing is predicted; recall divides by max(n_fg, 1).
-    """
-    precision = tp / np.maximum(pp, 1)
-    recall = tp / max(n_fg, 1)
-    return precision, recall
+        class FiniteSmeasure(base):
+            def ssim(self, pred: np.ndarray, gt: np.ndarray) -> float:
+                if pred.size == 0:  # zero-area quadrant: its weight is 0, so is its contribution
+                    return 0.0
+                return super().ssim(pred, gt)
 
-
-def adaptive_threshold(pred: np.ndarray) -> float:
-    """The SOD adaptive threshold ``min(2 * mean(pred), 1)``."""
-    return min(2 * float(pred.mean()), 1.0)
-
-
-def adaptive_f(pred: np.ndarray, gt: np.ndarray, beta2: float = 0.3) -> float:
-    """F-measure of ``pred >= adaptive_threshold(pred)``; 0 when it misses the GT entirely."""
-    binary = pred >= adaptive_threshold(pred)
-    inter = np.count_nonzero(binary & gt)
-    if inter == 0:
-        return 0.0
-    p = inter / np.count_nonzero(binary)
-    r = inter / np.count_nonzero(gt)
-    return float((1 + beta2) * p * r / (beta2 * p + r))
+        _FINITE_SM = FiniteSmeasure
+    return _FINITE_SM
 
 
-def e_measure_from_counts(tp: Any, pp: Any, n_fg: int, n: int) -> np.ndarray:
-    """Enhanced-alignment measure from counts (vectorised over thresholds).
-
-    Args:
-        tp: predicted-foreground ∩ GT-foreground count(s).
-        pp: predicted-foreground count(s).
-        n_fg: GT foreground pixels.
-        n: total pixels.
-
-    Returns:
-        E-measure value(s), ``Σ_parts enhanced(part)·|part| / (n − 1 + eps)``.
-    """
-    tp = np.asarray(tp, dtype=np.float64)
-    pp = np.asarray(pp, dtype=np.float64)
-    pn = n - pp  # predicted background
-    if n_fg == 0:
-        total = pn
-    elif n_fg == n:
-        total = pp
-    else:
-        fp = pp - tp
-        fn = n_fg - tp
-        tn = pn - fn
-        mp = pp / n  # mean of the binarised prediction
-        mg = n_fg / n
-        # demeaned values of (pred, gt) for the four parts: fg-fg, fg-bg, bg-fg, bg-bg
-        parts = (
-            (tp, 1 - mp, 1 - mg),
-            (fp, 1 - mp, -mg),
-            (fn, -mp, 1 - mg),
-            (tn, -mp, -mg),
-        )
-        total = np.zeros_like(tp)
-        for count, a, b in parts:
-            align = 2 * (a * b) / (a**2 + b**2 + EPS)
-            total = total + (align + 1) ** 2 / 4 * count
-    return total / (n - 1 + EPS)
-
-
-def _s_object_part(x: np.ndarray) -> float:
-    mean = float(np.mean(x))
-    std = float(np.std(x, ddof=1)) if x.size > 1 else 0.0
-    return 2 * mean / (mean**2 + 1 + std + EPS)
-
-
-def _ssim(pred: np.ndarray, gt: np.ndarray) -> float:
-    n = pred.size
-    x = np.mean(pred)
-    y = np.mean(gt)
-    sx = np.sum((pred - x) ** 2) / (n - 1 + EPS)
-    sy = np.sum((gt - y) ** 2) / (n - 1 + EPS)
-    sxy = np.sum((pred - x) * (gt - y)) / (n - 1 + EPS)
-    a = 4 * x * y * sxy
-    b = (x**2 + y**2) * (sx + sy)
-    if a != 0:
-        return float(a / (b + EPS))
-    return 1.0 if b == 0 else 0.0
-
-
-def s_measure(pred: np.ndarray, gt: np.ndarray, alpha: float = 0.5) -> float:
-    """Structure measure of one prepared pair (see the module docstring)."""
-    y = float(np.mean(gt))
-    if y == 0:
-        return float(1 - np.mean(pred))
-    if y == 1:
-        return float(np.mean(pred))
-    obj = _s_object_part(pred[gt]) * y + _s_object_part((1 - pred)[~gt]) * (1 - y)
-
-    h, w = gt.shape
-    area = h * w
-    rows, cols = np.nonzero(gt)
-    # MATLAB centroid is 1-based; slicing [0:c] then includes it, hence + 1
-    cy = int(np.round(rows.mean())) + 1
-    cx = int(np.round(cols.mean())) + 1
-    w_lt = cx * cy / area
-    w_rt = cy * (w - cx) / area
-    w_lb = (h - cy) * cx / area
-    w_rb = 1 - w_lt - w_rt - w_lb
-    region = 0.0
-    for (r0, r1, c0, c1), weight in (
-        ((0, cy, 0, cx), w_lt),
-        ((0, cy, cx, w), w_rt),
-        ((cy, h, 0, cx), w_lb),
-        ((cy, h, cx, w), w_rb),
-    ):
-        if r1 > r0 and c1 > c0:  # empty quadrant (centroid on the border) has zero weight
-            region += _ssim(pred[r0:r1, c0:c1], gt[r0:r1, c0:c1]) * weight
-    return float(max(0.0, alpha * obj + (1 - alpha) * region))
-
-
-def _matlab_gaussian(size: int = 7, sigma: float = 5.0) -> np.ndarray:
-    """MATLAB ``fspecial('gaussian', size, sigma)``."""
-    r = (size - 1) / 2
-    y, x = np.ogrid[-r : r + 1, -r : r + 1]
-    k = np.exp(-(x * x + y * y) / (2 * sigma * sigma))
-    k[k < np.finfo(k.dtype).eps * k.max()] = 0
-    return k / k.sum()
-
-
-_GAUSS_7_5 = _matlab_gaussian(7, 5.0)
-
-
-def weighted_f(pred: np.ndarray, gt: np.ndarray, beta2: float = 1.0) -> float:
-    """Weighted F-measure of one prepared pair (Margolin et al. 2014); 0 for an all-background GT."""
-    from scipy.ndimage import convolve, distance_transform_edt
-
-    if not gt.any():
-        return 0.0
-    # distance from each background pixel to its nearest foreground pixel, and that pixel's index
-    dist, (ir, ic) = distance_transform_edt(~gt, return_indices=True)
-    err = np.abs(pred - gt)
-    err_dep = err.copy()
-    bg = ~gt
-    err_dep[bg] = err[ir[bg], ic[bg]]
-    err_blur = convolve(err_dep, weights=_GAUSS_7_5, mode="constant", cval=0)
-    min_err = np.where(gt & (err_blur < err), err_blur, err)
-    importance = np.where(bg, 2 - np.exp(np.log(0.5) / 5 * dist), 1.0)
-    err_w = min_err * importance
-    tp_w = np.sum(gt) - np.sum(err_w[gt])
-    fp_w = np.sum(err_w[bg])
-    recall = 1 - np.mean(err_w[gt])
-    precision = tp_w / (tp_w + fp_w + EPS)
-    return float((1 + beta2) * recall * precision / (recall + beta2 * precision + EPS))
-
-
-# --------------------------------------------------------------------------------------------------
-# Metric objects
-# --------------------------------------------------------------------------------------------------
 class _SaliencyBase:
-    """Shared update/reset plumbing: prepare the pair once, then accumulate."""
+    """Shared update/merge/reset plumbing: prepare the pair once, score with PySODMetrics, sum."""
 
     definition: dict[str, Any]
+    _config: tuple[str, ...] = ("normalized",)
 
     def __init__(self, normalized: bool = False) -> None:
         self.normalized = normalized
@@ -323,12 +166,39 @@ class _SaliencyBase:
         self._accumulate(p, g)
         self.count += 1
 
-    def _mean(self, total: Any) -> Any:
+    def merge(self, other: "_SaliencyBase") -> "_SaliencyBase":
+        """Add another state of the same metric (e.g. a shard's); returns self.
+
+        The merged score equals the score of one pass over both shards' images (see module doc).
+        """
+        check_mergeable(self, other, *self._config)
+        self._merge(other)
+        self.count += other.count
+        return self
+
+    def _mean(self, total: CompensatedSum) -> Any:
         if self.count == 0:
             raise RuntimeError(f"{type(self).__name__}.compute() called before any update()")
-        return total / self.count
+        return total.value / self.count
 
-    # subclasses implement these
+    def _sums(self) -> list[CompensatedSum]:
+        return [v for v in vars(self).values() if isinstance(v, CompensatedSum)]
+
+    def _merge(self, other: "_SaliencyBase") -> None:
+        for mine, theirs in zip(self._sums(), other._sums()):
+            mine.merge(theirs)
+
+    def __getstate__(self):
+        # the PySODMetrics scorers hold nothing between images; rebuild them after unpickling
+        return {k: v for k, v in vars(self).items() if not k.startswith("_scorer")}
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
+        self._make_scorers()
+
+    def _make_scorers(self) -> None:
+        pass
+
     def _reset(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -346,6 +216,8 @@ _INPUT_DEF = {
 class FMeasure(_SaliencyBase):
     """maxF / meanF (over the mean-over-images F curve) and adpF, β² = 0.3."""
 
+    _config = ("normalized", "beta2")
+
     def __init__(self, normalized: bool = False, beta2: float = 0.3) -> None:
         self.beta2 = beta2
         super().__init__(normalized)
@@ -356,55 +228,74 @@ class FMeasure(_SaliencyBase):
             "adpF": "mean over images of F at threshold min(2*mean(pred),1)",
         }
 
+    def _make_scorers(self) -> None:
+        self._scorer = _scorer("Fmeasure", beta=self.beta2)
+
     def _reset(self) -> None:
-        self._f_sum = np.zeros(N_THRESHOLDS)
-        self._p_sum = np.zeros(N_THRESHOLDS)
-        self._r_sum = np.zeros(N_THRESHOLDS)
-        self._adp_sum = 0.0
+        self._make_scorers()
+        self._f_sum = CompensatedSum(N_THRESHOLDS)
+        self._p_sum = CompensatedSum(N_THRESHOLDS)
+        self._r_sum = CompensatedSum(N_THRESHOLDS)
+        self._adp_sum = CompensatedSum()
 
     def _accumulate(self, pred: np.ndarray, gt: np.ndarray) -> None:
-        tp, pp = threshold_counts(pred, gt)
-        self._accumulate_counts(pred, gt, tp, pp)
-
-    def _accumulate_counts(self, pred: np.ndarray, gt: np.ndarray, tp: np.ndarray, pp: np.ndarray) -> None:
-        precision, recall = pr_curves(tp, pp, int(np.count_nonzero(gt)))
-        self._p_sum += precision
-        self._r_sum += recall
-        self._f_sum += _f_from_pr(precision, recall, self.beta2)
-        self._adp_sum += adaptive_f(pred, gt, self.beta2)
+        s = self._scorer
+        s.step(pred, gt, normalize=False)
+        # PySODMetrics stores curves from threshold 255 down to 0; ours are indexed by t = 0..255
+        self._p_sum.add(s.precisions.pop()[::-1])
+        self._r_sum.add(s.recalls.pop()[::-1])
+        self._f_sum.add(s.changeable_fms.pop()[::-1])
+        self._adp_sum.add(s.adaptive_fms.pop())
 
     def curves(self) -> dict[str, np.ndarray]:
         """Mean-over-images curves indexed by threshold t = 0..255: ``precision``, ``recall``, ``f``."""
-        return {
-            "precision": self._mean(self._p_sum),
-            "recall": self._mean(self._r_sum),
-            "f": self._mean(self._f_sum),
-        }
+        return {"precision": self._mean(self._p_sum), "recall": self._mean(self._r_sum), "f": self._mean(self._f_sum)}
 
     def compute(self) -> dict[str, float]:
         f = self._mean(self._f_sum)
         return {"maxF": float(f.max()), "meanF": float(f.mean()), "adpF": float(self._mean(self._adp_sum))}
 
 
-class MAE(_SaliencyBase):
+class _ScalarMeasure(_SaliencyBase):
+    """A per-image scalar from one PySODMetrics class, averaged over images."""
+
+    _ref_class = ""
+    _ref_list = ""
+    _key = ""
+
+    def _make_scorers(self) -> None:
+        self._scorer = _scorer(self._ref_class, **self._ref_kwargs())
+
+    def _ref_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def _reset(self) -> None:
+        self._make_scorers()
+        self._sum = CompensatedSum()
+
+    def _accumulate(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        self._scorer.step(pred, gt, normalize=False)
+        self._sum.add(float(getattr(self._scorer, self._ref_list).pop()))
+
+    def compute(self) -> dict[str, float]:
+        return {self._key: float(self._mean(self._sum))}
+
+
+class MAE(_ScalarMeasure):
     """Mean absolute error between the [0, 1] map and the binary GT, averaged over images."""
+
+    _ref_class, _ref_list, _key = "MAE", "maes", "MAE"
 
     def __init__(self, normalized: bool = False) -> None:
         super().__init__(normalized)
         self.definition = {**_INPUT_DEF, "MAE": "mean over images of mean |pred - gt|, pred in [0,1]"}
 
-    def _reset(self) -> None:
-        self._sum = 0.0
 
-    def _accumulate(self, pred: np.ndarray, gt: np.ndarray) -> None:
-        self._sum += float(np.mean(np.abs(pred - gt)))
-
-    def compute(self) -> dict[str, float]:
-        return {"MAE": float(self._mean(self._sum))}
-
-
-class SMeasure(_SaliencyBase):
+class SMeasure(_ScalarMeasure):
     """Structure measure (α = 0.5 by default), averaged over images."""
+
+    _ref_class, _ref_list, _key = "Smeasure", "sms", "Sm"
+    _config = ("normalized", "alpha")
 
     def __init__(self, normalized: bool = False, alpha: float = 0.5) -> None:
         self.alpha = alpha
@@ -415,14 +306,26 @@ class SMeasure(_SaliencyBase):
             " empty quadrant contributes 0 (PySODMetrics gives NaN)",
         }
 
-    def _reset(self) -> None:
-        self._sum = 0.0
+    def _ref_kwargs(self) -> dict[str, Any]:
+        return {"alpha": self.alpha}
 
-    def _accumulate(self, pred: np.ndarray, gt: np.ndarray) -> None:
-        self._sum += s_measure(pred, gt, self.alpha)
 
-    def compute(self) -> dict[str, float]:
-        return {"Sm": float(self._mean(self._sum))}
+class WeightedFMeasure(_ScalarMeasure):
+    """Weighted F-measure (β² = 1), averaged over images."""
+
+    _ref_class, _ref_list, _key = "WeightedFmeasure", "weighted_fms", "wFm"
+    _config = ("normalized", "beta2")
+
+    def __init__(self, normalized: bool = False, beta2: float = 1.0) -> None:
+        self.beta2 = beta2
+        super().__init__(normalized)
+        self.definition = {
+            **_INPUT_DEF,
+            "wFm": f"mean over images of weighted F (Margolin et al. CVPR 2014), beta2={beta2}; all-bg GT -> 0",
+        }
+
+    def _ref_kwargs(self) -> dict[str, Any]:
+        return {"beta": self.beta2}
 
 
 class EMeasure(_SaliencyBase):
@@ -437,21 +340,19 @@ class EMeasure(_SaliencyBase):
             "adpEm": "mean over images of E-measure at threshold min(2*mean(pred),1)",
         }
 
+    def _make_scorers(self) -> None:
+        self._scorer = _scorer("Emeasure")
+
     def _reset(self) -> None:
-        self._curve_sum = np.zeros(N_THRESHOLDS)
-        self._adp_sum = 0.0
+        self._make_scorers()
+        self._curve_sum = CompensatedSum(N_THRESHOLDS)
+        self._adp_sum = CompensatedSum()
 
     def _accumulate(self, pred: np.ndarray, gt: np.ndarray) -> None:
-        tp, pp = threshold_counts(pred, gt)
-        self._accumulate_counts(pred, gt, tp, pp)
-
-    def _accumulate_counts(self, pred: np.ndarray, gt: np.ndarray, tp: np.ndarray, pp: np.ndarray) -> None:
-        n_fg = int(np.count_nonzero(gt))
-        self._curve_sum += e_measure_from_counts(tp, pp, n_fg, gt.size)
-        binary = pred >= adaptive_threshold(pred)
-        self._adp_sum += float(
-            e_measure_from_counts(np.count_nonzero(binary & gt), np.count_nonzero(binary), n_fg, gt.size)
-        )
+        s = self._scorer
+        s.step(pred, gt, normalize=False)
+        self._curve_sum.add(np.asarray(s.changeable_ems.pop(), dtype=np.float64)[::-1])
+        self._adp_sum.add(float(s.adaptive_ems.pop()))
 
     def curves(self) -> dict[str, np.ndarray]:
         """Mean-over-images E-measure curve indexed by threshold t = 0..255."""
@@ -462,32 +363,12 @@ class EMeasure(_SaliencyBase):
         return {"maxEm": float(e.max()), "meanEm": float(e.mean()), "adpEm": float(self._mean(self._adp_sum))}
 
 
-class WeightedFMeasure(_SaliencyBase):
-    """Weighted F-measure (β² = 1), averaged over images."""
-
-    def __init__(self, normalized: bool = False, beta2: float = 1.0) -> None:
-        self.beta2 = beta2
-        super().__init__(normalized)
-        self.definition = {
-            **_INPUT_DEF,
-            "wFm": f"mean over images of weighted F (Margolin et al. CVPR 2014), beta2={beta2}; all-bg GT -> 0",
-        }
-
-    def _reset(self) -> None:
-        self._sum = 0.0
-
-    def _accumulate(self, pred: np.ndarray, gt: np.ndarray) -> None:
-        self._sum += weighted_f(pred, gt, self.beta2)
-
-    def compute(self) -> dict[str, float]:
-        return {"wFm": float(self._mean(self._sum))}
-
-
 ALL_SALIENCY = ("F", "MAE", "S", "E", "wF")
+_MEMBERS = (("F", FMeasure), ("E", EMeasure), ("MAE", MAE), ("S", SMeasure), ("wF", WeightedFMeasure))
 
 
 class SaliencyMetrics(_SaliencyBase):
-    """All SOD metrics in one pass (input prepared once, threshold histogram shared by F and E).
+    """All SOD metrics in one pass (the input is prepared once and shared by the members).
 
     ``compute()`` keys: maxF, meanF, adpF, MAE, Sm, maxEm, meanEm, adpEm, wFm (those selected).
 
@@ -496,46 +377,39 @@ class SaliencyMetrics(_SaliencyBase):
         include: subset of ``("F", "MAE", "S", "E", "wF")``; S and wF are the slow ones.
     """
 
+    _config = ("normalized", "include")
+
     def __init__(self, normalized: bool = False, include: Iterable[str] = ALL_SALIENCY) -> None:
         include = tuple(include)
         unknown = set(include) - set(ALL_SALIENCY)
         if unknown:
             raise ValueError(f"unknown saliency metric(s) {sorted(unknown)}; choose from {ALL_SALIENCY}")
         self.include = include
-        self._f = FMeasure(normalized) if "F" in include else None
-        self._e = EMeasure(normalized) if "E" in include else None
-        self._others = [
-            cls(normalized) for key, cls in (("MAE", MAE), ("S", SMeasure), ("wF", WeightedFMeasure)) if key in include
-        ]
+        self._members_list = [cls(normalized) for key, cls in _MEMBERS if key in include]
         super().__init__(normalized)
         definition: dict[str, Any] = {"aggregation": "per-image scores averaged over images; curves averaged first"}
-        for m in self._members():
+        for m in self._members_list:
             definition.update(m.definition)
         self.definition = definition
 
-    def _members(self) -> list[_SaliencyBase]:
-        return [m for m in (self._f, self._e) if m is not None] + self._others
-
     def _reset(self) -> None:
-        for m in self._members():
+        for m in self._members_list:
             m.reset()
 
     def _accumulate(self, pred: np.ndarray, gt: np.ndarray) -> None:
-        if self._f is not None or self._e is not None:
-            tp, pp = threshold_counts(pred, gt)
-            for m in (self._f, self._e):
-                if m is not None:
-                    m._accumulate_counts(pred, gt, tp, pp)
-                    m.count += 1
-        for m in self._others:
+        for m in self._members_list:
             m._accumulate(pred, gt)
             m.count += 1
+
+    def _merge(self, other: "SaliencyMetrics") -> None:
+        for mine, theirs in zip(self._members_list, other._members_list):
+            mine.merge(theirs)
 
     def curves(self) -> dict[str, np.ndarray]:
         """Mean curves (threshold t = 0..255): precision, recall, f, e (those selected)."""
         out: dict[str, np.ndarray] = {}
-        for m in (self._f, self._e):
-            if m is not None:
+        for m in self._members_list:
+            if hasattr(m, "curves"):
                 out.update(m.curves())
         return out
 
@@ -543,6 +417,6 @@ class SaliencyMetrics(_SaliencyBase):
         if self.count == 0:
             raise RuntimeError("SaliencyMetrics.compute() called before any update()")
         out: dict[str, float] = {}
-        for m in self._members():
+        for m in self._members_list:
             out.update(m.compute())
         return out

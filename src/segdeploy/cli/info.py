@@ -43,7 +43,7 @@ def run(args) -> int:
         ("decode", ", ".join(f"{k}={v}" for k, v in data["decode"].items() if v is not None)),
         ("outputs", ", ".join(spec.output_names)),
         ("checkpoint", w.file_name or "—"), ("link", w.url or "—"), ("how to get", w.how_to_get or "—"),
-        ("published", "; ".join(f"{k}: {v}" for k, v in w.published.items()) or "—"),
+        ("published", "; ".join(p.describe() for p in w.published) or "—"),
     ]
     if spec.notes:
         rows.append(("notes", spec.notes))

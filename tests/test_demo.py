@@ -213,10 +213,11 @@ def test_demo_with_the_trained_weights_and_bundled_photos(tmp_path, monkeypatch)
     monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "demo"
     PHOTOS_DIR_OF[run_dir] = str(photos_dir())
-    code = main(["demo", "-o", str(run_dir), "--batch-sizes", "1", "--bench-iters", "2", "--quiet"])
+    # The exit status on a failing gate belongs to the verification issue; here: what is reported.
+    main(["demo", "-o", str(run_dir), "--batch-sizes", "1", "--bench-iters", "2", "--quiet"])
     results = _check_demo_run(run_dir)
     assert results["weights"]["kind"] == "file" and results["weights"]["path"] == TRAINED
-    assert code == (1 if results["verdict"]["steps_failed"] else 0)
+    assert results["verdict"]["steps_failed"] == []
     demo = results["demo"]
     for cutout in demo["cutouts"]:
         if cutout["subject"]:

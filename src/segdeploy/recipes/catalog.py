@@ -413,15 +413,8 @@ class RunOptions:
     wseg_protocol: str | None = None
     extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
 
-    @property
-    def published(self) -> tuple[PublishedRow, ...]:
-        """Every published number of the recipe: the models' own (registry) then the guide's rows."""
-        return registry_rows(self.allowed_models()) + self.guide_rows
-
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.pop("guide_rows")
-        data["published"] = [asdict(row) for row in self.published]
         data["dataset_options"] = dict(self.dataset_options)
         data["extra"] = dict(self.extra)
         return json.loads(json.dumps(data))

@@ -775,7 +775,7 @@ class Runner:
                                        runtime=runtime, label=config.label,
                                        progress=lambda text, c=config: self.reporter.message(f"{c.label}: {text}"))
                 return {"report": json.loads(report.to_json()),
-                        "conditions": dataclasses.asdict(watched.conditions)}
+                        "conditions": _plain(dataclasses.asdict(watched.conditions))}
 
             unit = self._unit("bench", config.slug, {"step": "bench", **self._deps(config), **settings}, compute)
             unit.update(label=config.label, backend=config.backend, precision=config.precision)

@@ -62,7 +62,7 @@ def plot_throughput(report: RunReport, path: str | os.PathLike) -> Path | None:
         return None
     palette = colours(report.configs)
     sizes = sorted({p.batch_size for c in benched for p in c.bench})
-    fig = _figure(10.5, 4.0)
+    fig = _figure(11.5, 4.0)
     speed, latency = fig.subplots(1, 2)
     for config in benched:
         points = sorted(config.bench, key=lambda p: p.batch_size)
@@ -80,8 +80,8 @@ def plot_throughput(report: RunReport, path: str | os.PathLike) -> Path | None:
         ax.grid(True, alpha=0.3)
     speed.set_title("throughput", fontsize=9)
     latency.set_title("latency per image", fontsize=9)
-    fig.legend(loc="center left", bbox_to_anchor=(0.78, 0.5), fontsize=7, frameon=False)
-    fig.subplots_adjust(left=0.07, right=0.77, wspace=0.3, bottom=0.14, top=0.9)
+    fig.legend(loc="center left", bbox_to_anchor=(0.715, 0.5), fontsize=7, frameon=False)
+    fig.subplots_adjust(left=0.06, right=0.70, wspace=0.3, bottom=0.14, top=0.9)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png")

@@ -33,6 +33,8 @@ def choose(configs: Sequence[ConfigResult]) -> Choice | None:
     why = f"fastest of {len(passing)} passing configuration(s) at batch {size}"
     if failing:
         why += f"; faster but failing the gate: {', '.join(failing)}"
+    if any(c.bench_conditions and c.bench_conditions.contended for c in passing):
+        why += "; timed under contention, so the ranking may change on an idle machine"
     return Choice(label=winner.label, backend=winner.backend, precision=winner.precision,
                   images_per_s=rate, batch_size=size, reason=why)
 

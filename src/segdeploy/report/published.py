@@ -42,8 +42,10 @@ def _throughput(row: Comparison, configs: Sequence[ConfigResult], device: str,
     comparable = True
     if cls != here:
         comparable = False
-        notes.append(f"measured on {row.hardware} ({'an accelerator card' if cls == 'accelerator' else cls}); "
-                     f"this run on {'the CPU' if here == 'cpu' else 'an NVIDIA GPU'}")
+        kind = {"accelerator": "an accelerator card", "nvidia": "an NVIDIA GPU", "cpu": "a CPU",
+                "unknown": "hardware not stated"}[cls]
+        notes.append(f"measured on {row.hardware} ({kind}), this run on "
+                     f"{'the CPU' if here == 'cpu' else 'an NVIDIA GPU'}")
     if measured_input and published_input and list(measured_input) != list(published_input):
         comparable = False
         notes.append(f"measured at {'x'.join(map(str, measured_input))}, published at "

@@ -16,14 +16,7 @@ from PIL import Image
 
 from segdeploy.cli.main import main
 from segdeploy.recipes.catalog import RECIPES
-from segdeploy.report.render import (
-    RESULTS_SCHEMA,
-    SECTIONS,
-    STEP_NAMES,
-    check_results,
-    published_vs_measured,
-    validate_results,
-)
+from segdeploy.report.render import SECTIONS, STEP_NAMES, check_results, results_schema, validate_results
 from tests.helpers_datasets import make_dsb2018_tree, make_ecssd_tree
 
 SMALL = ["--device", "cpu", "--batch-sizes", "1,2", "--bench-warmup", "1", "--bench-iters", "2", "--quiet"]
@@ -34,12 +27,11 @@ def _results(run_dir: Path) -> dict:
 
 
 def _assert_valid(results: dict) -> None:
+    import jsonschema
+
     assert validate_results(results) == []
-    try:
-        import jsonschema
-    except ImportError:
-        return
-    jsonschema.validate(results, RESULTS_SCHEMA)  # the hand-made schema is real JSON Schema
+    jsonschema.validate(results, results_schema())  # the schema file shipped in the package
+    assert list(results)[:2] == ["schema", "verdict"]  # the verdict comes first
 
 
 def _unit_files(run_dir: Path) -> dict[str, int]:
@@ -91,7 +83,7 @@ def test_dsb2018_run_is_complete_and_valid(dsb_run):
     # The published-vs-measured IoU row carries the evaluation's number, flagged not comparable.
     (iou_row,) = [r for r in results["published_vs_measured"] if r["metric"] == "iou" and r["source"] == "seed guide 002"]
     assert iou_row["measured"] == record["metrics"]["iou"] and iou_row["comparable"] is False
-    assert "random weights" in iou_row["note"]
+    assert "random weights" in iou_row["reason"]
     assert any("Random weights" in w for w in results["warnings"])
 
 
@@ -101,16 +93,19 @@ def test_dsb2018_reports_have_every_section_and_embedded_plots(dsb_run):
     markdown = (run_dir / "report.md").read_text()
     page = (run_dir / "report.html").read_text()
     for anchor, title in SECTIONS:
-        assert f"## {title}" in markdown
+        assert (f"# {title}: " if anchor == "verdict" else f"\n## {title}\n") in markdown
         assert f'<section id="{anchor}">' in page
     assert "(plots/throughput.png)" in markdown and (run_dir / "plots" / "throughput.png").is_file()
-    # Self-contained: no external resource, every image a decodable base64 PNG.
+    assert markdown.startswith("# Verdict: ")
+    # Self-contained: no external resource, every image a decodable base64 PNG. On a CPU no
+    # published row (Ascend, T4) is comparable, so there is one plot and the rows are folded.
     assert not re.search(r'(src|href)="(?!data:)', page)
     payloads = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(payloads) == 2
+    assert len(payloads) == 1 and 'id="plot-throughput"' in page
     for payload in payloads:
         with Image.open(io.BytesIO(base64.b64decode(payload))) as image:
             assert image.format == "PNG" and image.width > 300 and image.height > 200
+    assert "row(s) not comparable: measured on Ascend 310P3 (an accelerator card), this run on the CPU" in page
     # Numbers of results.json appear in the renderings.
     results = _results(run_dir)
     best = max(r["images_per_s"] for u in results["steps"]["bench"]["result"]["configs"]
@@ -290,7 +285,10 @@ def test_unit_fingerprints_include_library_versions(tmp_path, monkeypatch):
 def _minimal() -> dict:
     step = {"status": "done", "reason": None, "result": {"configs": []}, "wall_s": 0.1, "resumed": False}
     return {
-        "schema": "segdeploy.run/1", "created_utc": "t", "updated_utc": "t",
+        "schema": "segdeploy.run/1",
+        "verdict": {"passed": 1, "failed": 0, "not_run": 0, "headline": "1 pass / 0 fail", "lines": [],
+                    "choice": None},
+        "created_utc": "t", "updated_utc": "t",
         "recipe": {"name": "r", "title": "t", "guide": "g", "model": "m", "headline": "iou",
                    "published": [{"kind": "throughput", "metric": "images_per_s", "value": 10.0, "source": "s",
                                   "hardware": "h", "batch_size": 4, "precision": None}]},
@@ -301,27 +299,40 @@ def _minimal() -> dict:
         "environment": {"python": "3", "packages": {}, "cpu": "x", "cpu_count": 2},
         "steps": {name: json.loads(json.dumps(step)) for name in STEP_NAMES},
         "published_vs_measured": [{"kind": "throughput", "metric": "images_per_s", "source": "s", "hardware": "h",
-                                   "published": 10.0, "measured": None, "comparable": True, "note": ""}],
+                                   "published": 10.0, "measured": None, "comparable": False,
+                                   "reason": "not measured"}],
         "warnings": [],
     }
 
 
-def test_validate_results_accepts_a_minimal_document():
+def test_the_schema_ships_in_the_package_and_accepts_a_minimal_document():
+    from importlib import resources
+
+    assert resources.files("segdeploy.report").joinpath("results.schema.json").is_file()
     assert validate_results(_minimal()) == []
     check_results(_minimal())
 
 
+_BENCH_UNIT = {"label": "torch fp32", "backend": "torch", "precision": "fp32", "status": "done", "reason": None,
+               "report": {"results": []}}
+
+
 @pytest.mark.parametrize("breaks, expected", [
-    (lambda d: d["steps"].pop("bench"), "missing required key 'bench'"),
-    (lambda d: d["steps"]["eval"].update(status="skipped", reason=None), "status skipped needs a reason"),
-    (lambda d: d["steps"]["eval"].update(status="finished"), "is not one of"),
-    (lambda d: d["weights"].update(kind="file", path="/w.pth"), "needs its sha256"),
+    (lambda d: d["steps"].pop("bench"), "$.steps: 'bench' is a required property"),
+    (lambda d: d.pop("verdict"), "$: 'verdict' is a required property"),
+    (lambda d: d["steps"]["eval"].update(status="skipped", reason=None), "$.steps.eval.reason: None is not of type"),
+    (lambda d: d["steps"]["eval"].update(status="finished"), "'finished' is not one of"),
+    (lambda d: d["weights"].update(kind="file", path="/w.pth"), "$.weights.sha256: None is not of type 'string'"),
     (lambda d: d["weights"].update(kind="file", sha256="abc"), "does not match"),
-    (lambda d: d["options"].update(batch_sizes=[0]), "below the minimum"),
+    (lambda d: d["options"].update(batch_sizes=[0]), "$.options.batch_sizes[0]: 0 is less than the minimum of 1"),
     (lambda d: d["published_vs_measured"].clear(), "0 rows for 1 published"),
-    (lambda d: d.update(schema="segdeploy.run/0"), "expected 'segdeploy.run/1'"),
+    (lambda d: d.update(schema="segdeploy.run/0"), "$.schema: 'segdeploy.run/1' was expected"),
+    (lambda d: d["published_vs_measured"][0].update(reason=""), "should be non-empty"),
+    (lambda d: d["steps"]["bench"]["result"]["configs"].append(dict(_BENCH_UNIT)),
+     "'conditions' is a required property"),  # a timing without its machine conditions
     (lambda d: d["steps"]["bench"]["result"]["configs"].append(
-        {"label": "x", "backend": "x", "precision": "fp32", "status": "failed", "reason": ""}), "needs a reason"),
+        {"label": "x", "backend": "x", "precision": "fp32", "status": "failed", "reason": ""}),
+     "$.steps.bench.result.configs[0].reason: '' should be non-empty"),
 ])
 def test_validate_results_names_each_problem(breaks, expected):
     document = _minimal()
@@ -332,34 +343,146 @@ def test_validate_results_names_each_problem(breaks, expected):
         check_results(document)
 
 
-def test_published_vs_measured_pairs_rows_by_batch_size_and_precision():
+def _bench_unit(backend, precision, ips, batch=4, calls=5):
+    latency = {"median_ms": 1.0, "min_ms": 0.9, "max_ms": 1.3, "p90_ms": 1.2, "count": calls}
+    return {"label": f"{backend} {precision}", "backend": backend, "precision": precision, "status": "done",
+            "reason": None, "conditions": None,
+            "report": {"results": [{"batch_size": batch, "images_per_s": ips, "latency": latency,
+                                    "ms_per_image": 1.0 / batch}]}}
+
+
+def _runtime_unit(backend, precision, status="done", reason=None):
+    return {"label": f"{backend} {precision}", "backend": backend, "precision": precision, "status": status,
+            "reason": reason}
+
+
+def _compare_unit(backend, precision, passed, failures=()):
+    return {"label": f"{backend} {precision}", "backend": backend, "precision": precision, "status": "done",
+            "reason": None, "passed": passed, "summary": {"mask_iou": 0.5 if failures else 0.999, "images": 2},
+            "record": {"status": "pass" if passed else "fail", "failures": list(failures)}}
+
+
+def _matrix_document() -> dict:
+    """torch fp32 (reference), openvino fp32 (pass), openvino int8 (fails, fastest), torch int8 (not offered)."""
     document = _minimal()
+    document["options"].update(backends=["torch", "openvino"], precisions=["fp32", "int8"], device="cpu")
+    steps = document["steps"]
+    steps["runtimes"]["result"]["configs"] = [
+        _runtime_unit("torch", "fp32"), _runtime_unit("torch", "int8", "skipped", "torch does not offer int8"),
+        _runtime_unit("openvino", "fp32"), _runtime_unit("openvino", "int8")]
+    steps["compare"]["result"]["configs"] = [
+        _compare_unit("openvino", "fp32", True),
+        _compare_unit("openvino", "int8", False, ["d0: mask IoU 0.5000 < 0.9 (worst image 0002)"])]
+    steps["bench"]["result"]["configs"] = [_bench_unit("torch", "fp32", 5.0), _bench_unit("openvino", "fp32", 20.0),
+                                           _bench_unit("openvino", "int8", 40.0, calls=12)]
+    return document
+
+
+def test_the_verdict_counts_each_configuration_and_picks_the_fastest_passing():
+    from segdeploy.report.document import read_document
+
+    report = read_document(_matrix_document())
+    gates = {c.label: c.gate for c in report.configs}
+    assert gates == {"torch fp32": "reference", "torch int8": "not run", "openvino fp32": "pass",
+                     "openvino int8": "fail"}
+    verdict = report.verdict
+    assert (verdict.passed, verdict.failed, verdict.not_run) == (2, 1, 1)
+    assert verdict.headline.startswith("2 pass / 1 FAIL / 1 not run here of 4 configurations")
+    # openvino int8 is twice as fast but fails: auto must not pick it.
+    assert verdict.choice.label == "openvino fp32" and verdict.choice.images_per_s == 20.0
+    assert "faster but failing the gate: openvino int8" in verdict.choice.reason
+    assert verdict.lines[0] == "FAIL: openvino int8 — d0: mask IoU 0.5000 < 0.9 (worst image 0002)"
+    assert "not run: torch int8 — torch does not offer int8" in verdict.lines
+    # p90 only from 10 timed calls on; below that the spread is min–max.
+    points = {c.label: c.bench[0] for c in report.configs if c.bench}
+    assert points["openvino fp32"].p90_ms is None and points["openvino int8"].p90_ms == 1.2
+
+
+def test_failing_configurations_are_marked_in_every_table(tmp_path):
+    from segdeploy.report.render import render_html, render_markdown
+
+    document = _matrix_document()
+    markdown = render_markdown(document)
+    lines = markdown.splitlines()
+    assert lines[0] == "# Verdict: " + __import__("segdeploy.report.document", fromlist=["x"]).read_document(
+        document).verdict.headline
+    assert lines[2].startswith("- FAIL: openvino int8")
+    rows = [line for line in lines if line.startswith("| openvino int8 |")]
+    assert len(rows) == 2 and all("| **FAIL** |" in row for row in rows)  # fidelity and throughput tables
+    page = render_html(document)
+    assert page.count('<tr class="fail"><td>openvino int8</td><td><span class="bad">FAIL</span>') == 2
+    assert "min–max 0.9–1.3" in markdown and "p90 1.2" in markdown
+
+
+def test_published_rows_are_compared_only_on_like_terms():
+    from segdeploy.report.document import read_document
+
+    document = _matrix_document()
+    row = {"kind": "throughput", "metric": "images_per_s", "value": 10.0, "source": "s", "batch_size": 4}
     document["recipe"]["published"] = [
-        {"kind": "throughput", "metric": "images_per_s", "value": 10.0, "source": "s", "hardware": "h",
-         "batch_size": 4, "precision": None},
-        {"kind": "throughput", "metric": "images_per_s", "value": 10.0, "source": "s", "hardware": "h",
-         "batch_size": 4, "precision": "fp16"},
-        {"kind": "throughput", "metric": "images_per_s", "value": 10.0, "source": "s", "hardware": "h",
-         "batch_size": 8, "precision": None},
+        {**row, "hardware": "Xeon CPU", "precision": None},
+        {**row, "hardware": "Xeon CPU", "precision": "int8"},
+        {**row, "hardware": "Ascend 310P", "precision": None},
+        {**row, "hardware": "Xeon CPU", "precision": None, "batch_size": 8},
     ]
-
-    def bench(backend, precision, ips):
-        latency = {"median_ms": 1.0, "p90_ms": 1.0}
-        return {"label": f"{backend} {precision}", "backend": backend, "precision": precision, "status": "done",
-                "reason": None, "report": {"results": [{"batch_size": 4, "images_per_s": ips, "latency": latency}]}}
-
-    document["steps"]["bench"]["result"]["configs"] = [bench("torch", "fp32", 5.0), bench("openvino", "fp32", 20.0),
-                                                       bench("torch", "fp16", 7.0)]
-    rows = published_vs_measured(document)
-    assert rows[0]["measured"] == 20.0 and rows[0]["measured_config"].startswith("openvino fp32")
-    assert rows[0]["ratio"] == 2.0
-    assert rows[1]["measured"] == 7.0  # same precision only
-    assert rows[2]["measured"] is None and "batch 8" in rows[2]["note"]
+    rows = read_document(document).published
+    # The fastest *passing* configuration at the row's batch size: openvino int8 fails the gate.
+    assert rows[0].comparable and rows[0].measured == 20.0 and rows[0].ratio == 2.0
+    assert rows[0].measured_config.startswith("openvino fp32")
+    assert not rows[1].comparable and "not benchmarked on a passing configuration" in rows[1].reason
+    assert not rows[2].comparable and rows[2].ratio is None
+    assert "measured on Ascend 310P (an accelerator card), this run on the CPU" in rows[2].reason
+    assert not rows[3].comparable and "batch 8" in rows[3].reason
     # Measured at another input size than the guide's: shown, not compared.
     document["recipe"]["input_size"] = [16, 16]
-    rows = published_vs_measured(document)
-    assert rows[0]["measured"] == 20.0 and rows[0]["ratio"] is None and not rows[0]["comparable"]
-    assert "measured at 8x8, published at 16x16" in rows[0]["note"]
+    first = read_document(document).published[0]
+    assert first.measured == 20.0 and not first.comparable and "measured at 8x8, published at 16x16" in first.reason
+
+
+def test_plots_use_real_batch_sizes_y_from_zero_and_one_colour_per_configuration(tmp_path):
+    from matplotlib.figure import Figure
+
+    from segdeploy.report import plots
+    from segdeploy.report.document import read_document
+
+    document = _matrix_document()
+    for unit in document["steps"]["bench"]["result"]["configs"]:
+        first = unit["report"]["results"][0]
+        unit["report"]["results"] = [dict(first, batch_size=b) for b in (1, 2, 4)]
+    report = read_document(document)
+    captured = []
+    original = Figure.savefig
+    try:
+        Figure.savefig = lambda fig, *a, **k: (captured.append(fig), original(fig, *a, **k))[1]
+        path = plots.plot_throughput(report, tmp_path / "t.png")
+    finally:
+        Figure.savefig = original
+    assert path.is_file()
+    (fig,) = captured
+    speed, latency = fig.axes
+    assert [t.get_text() for t in speed.get_xticklabels()] == ["1", "2", "4"]
+    assert speed.get_ylim()[0] == 0 and latency.get_ylim()[0] == 0
+    colour = {line.get_label(): line.get_color() for line in speed.get_lines()}
+    assert colour["openvino int8 — FAIL gate"] == plots.colours(report.configs)["openvino int8"]
+    assert [line.get_linestyle() for line in speed.get_lines() if "FAIL" in line.get_label()] == ["--"]
+    assert [l.get_color() for l in latency.get_lines()] == [l.get_color() for l in speed.get_lines()]
+    (legend,) = fig.legends  # one legend, outside both axes
+    assert legend.get_window_extent().x0 >= speed.get_window_extent().x1
+
+
+def test_timing_conditions_are_recorded_and_contention_is_said():
+    import os
+    import time
+
+    from segdeploy.recipes.conditions import watch
+
+    with watch() as watched:
+        time.sleep(0.05)
+    conditions = watched.conditions
+    assert conditions.cpus == os.cpu_count() and conditions.wall_s >= 0.05
+    assert conditions.load_before is not None and len(conditions.load_after) == 3
+    assert conditions.contended in (True, False) and conditions.basis
+    assert conditions.summary().startswith("CONTENDED" if conditions.contended else "quiet")
 
 
 # ------------------------------------------------------------------------------ headless screenshot
@@ -381,7 +504,7 @@ def test_report_plots_render_in_headless_chromium(dsb_run, tmp_path):
     done = subprocess.run([sys.executable, str(script), str(run_dir / "report.html"), "-o", str(shot),
                            "--height", "1600"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "ok: plot-throughput renders" in done.stdout and "ok: plot-published renders" in done.stdout
+    assert "ok: plot-throughput renders" in done.stdout
     with Image.open(shot) as image:
         assert image.size == (1280, 1600)
     # A report whose plot payload is corrupt must be caught.

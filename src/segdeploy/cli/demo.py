@@ -1,60 +1,75 @@
-"""segdeploy demo: the U²-Net recipe end to end on generated images, random weights, CPU, in minutes."""
+"""segdeploy demo: the trained U²-Netp on bundled photographs, every backend and precision verified."""
 
 from __future__ import annotations
 
 from segdeploy.cli.run import add_run_arguments
-
-#: What the demo runs. Sized to finish in under 3 minutes on 2 CPU cores (see docs/run.md): the
-#: benchmark's runtime warm-up (2 calls per batch size) happens anyway, so no extra warm-up calls.
-DEMO_RECIPE = "u2net-ecssd"
-DEMO_MODEL = "u2netp"
-DEMO_IMAGES = 6
-DEMO_SEED = 0
-DEMO_BATCH_SIZES = (1, 2)
-DEMO_BACKENDS = ("torch", "onnxruntime", "openvino")
-DEMO_PRECISIONS = ("fp32",)
-DEMO_COMPARE_IMAGES = 16  # the fidelity gate judges at least 16 images
-DEMO_BENCH_WARMUP = 0
-DEMO_BENCH_ITERS = 3
+from segdeploy.recipes.demo_run import (
+    DEMO_BACKENDS,
+    DEMO_BATCH_SIZES,
+    DEMO_BENCH_ITERS,
+    DEMO_BENCH_WARMUP,
+    DEMO_EXCLUDE,
+    DEMO_GENERATED_IMAGES,
+    DEMO_MODEL,
+    DEMO_PRECISIONS,
+    DEMO_RECIPE,
+    DEMO_SEED,
+)
 
 DESCRIPTION = f"""\
-Run the whole pipeline of `segdeploy run {DEMO_RECIPE}` with nothing to download: {DEMO_IMAGES}
-photo-like images with ground-truth masks are generated deterministically into RUN_DIR/data (ECSSD
-layout), the model gets deterministic random weights (seed {DEMO_SEED}), and everything runs on the
-CPU: ONNX export, ONNX Runtime and OpenVINO beside PyTorch, fidelity against PyTorch fp32, accuracy,
-a small benchmark (batch {', '.join(map(str, DEMO_BATCH_SIZES))}), and the report.
+Show what segdeploy does, with nothing to download: the trained U²-Netp (its official weights
+ship with the package) cuts out the subjects of a few photographs that ship with it too
+(public-domain / CC0, credits in the report), and every way of running it on this CPU is checked
+against PyTorch fp32:
 
-The demo uses U²-Netp ({DEMO_MODEL}, same architecture family and recipe as U²-Net, 1.1 M
-parameters) so that it finishes in under 3 minutes on 2 cores; `--model u2net` runs the full
-44 M-parameter U²-Net instead (several times slower on a CPU).
+  backends {', '.join(DEMO_BACKENDS)} x precisions {', '.join(DEMO_PRECISIONS)}
+  export -> open each -> fidelity gate on the photographs -> benchmark (batch
+  {', '.join(map(str, DEMO_BATCH_SIZES))}; {DEMO_BENCH_WARMUP} warm-up + {DEMO_BENCH_ITERS} timed calls) -> report
 
-With random weights the accuracy figures are meaningless: the demo shows the pipeline, the
-fidelity checks and the speed. For real numbers download the official weights and run the recipe.
+The report (RUN_DIR/report.html, report.md, results.json) opens with the verdict: which
+configurations pass the gate, which fail and on what measure, and which one `--backend auto`
+should use (the fastest that passes). The cut-outs of that configuration are in RUN_DIR/cutouts.
+
+Other models have no packaged weights: `segdeploy run RECIPE --weights random` runs them with
+random weights, and says so.
 """
 
 
 def register(sub) -> None:
     import argparse
 
-    parser = sub.add_parser("demo", help="the U²-Net recipe on generated images with random weights (CPU, minutes)",
+    parser = sub.add_parser("demo", help="trained U²-Netp on bundled photos: every backend/precision verified, "
+                            "timed, cut-outs written (CPU, minutes)",
                             description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEMO_MODEL, choices=("u2netp", "u2net"),
-                        help=f"U²-Net variant (default {DEMO_MODEL})")
-    parser.add_argument("--images", type=int, default=DEMO_IMAGES, metavar="N",
-                        help=f"generated images (default {DEMO_IMAGES})")
+                        help=f"U²-Net variant (default {DEMO_MODEL}; u2net needs --weights u2net.pth)")
+    parser.add_argument("--weights", metavar="PATH|official|random", default=None,
+                        help="default: the packaged official weights of the model; 'random' for random weights")
+    parser.add_argument("--photos", metavar="DIR", default=None,
+                        help="a folder with photos.json ([{file, subject, title, credit, licence}]) and the images "
+                        "(default: the photographs bundled with segdeploy)")
     add_run_arguments(parser, demo=True)
     parser.set_defaults(func=run)
 
 
-def meaningless_notice(model: str) -> str:
-    """The plain statement the demo prints (and the report carries) about its accuracy numbers."""
-    from segdeploy.core.registry import get_spec
+def _photos(args, run_dir, console):
+    """(photos, folder, note): the bundled (or --photos) photographs, else generated images."""
+    from pathlib import Path
 
-    spec = get_spec(model)
-    return (f"The demo's weights are random (seed {DEMO_SEED}), so its accuracy figures (maxF, MAE, ...) are "
-            f"meaningless; its fidelity and speed figures are real. To measure the real model: "
-            f"{spec.how_to_get} Then: segdeploy run {DEMO_RECIPE} --model {model} --weights "
-            f"{spec.official.file_name} --data-root ECSSD/ (ECSSD: images/ + ground_truth_mask/).")
+    from segdeploy.recipes.demo import write_demo_dataset
+    from segdeploy.recipes.demo_run import Photo, bundled_photos
+
+    photos, why = bundled_photos(args.photos)
+    if photos:
+        return photos, str(Path(photos[0].path).parent), ""
+    if args.photos:
+        raise FileNotFoundError(f"--photos {args.photos}: {why}")
+    root = write_demo_dataset(Path(run_dir) / "data", DEMO_GENERATED_IMAGES, seed=DEMO_SEED)
+    images = sorted((root / "images").iterdir())
+    photos = [Photo(file=p.name, path=str(p), subject=True, title=f"generated image {p.stem}",
+                    credit="segdeploy.recipes.demo (generated)", licence="Apache-2.0") for p in images]
+    return photos, str(root / "images"), (f"{why}: using {len(photos)} generated photo-like images instead "
+                                          "(reinstall segdeploy to get the photographs).")
 
 
 def run(args) -> int:
@@ -64,34 +79,57 @@ def run(args) -> int:
     from rich.console import Console
     from rich.panel import Panel
 
-    from segdeploy.recipes.demo import write_demo_dataset
-    from segdeploy.recipes.runner import Runner, resolve_options
-    from segdeploy.cli.run import RichReporter, print_summary
+    from segdeploy.recipes.demo_run import demo_weights, write_cutouts
+    from segdeploy.recipes.runner import Config, Runner, resolve_options
+    from segdeploy.cli.run import RichReporter
+    from segdeploy.report.document import read_document
 
     console = Console()
     started = time.perf_counter()
     run_dir = Path(args.run_dir or "runs/demo")
-    notice = meaningless_notice(args.model)
+    photos, folder, photo_note = _photos(args, run_dir, console)
+    weights, weights_note = demo_weights(args.model, args.weights)
+    notice = " ".join(t for t in (weights_note, photo_note,
+                                  f"{len(photos)} photograph(s) from {folder}; credits below.") if t)
     if not args.quiet:
-        console.print(Panel(notice, title="segdeploy demo", border_style="yellow"))
-    data_root = write_demo_dataset(run_dir / "data", args.images, seed=DEMO_SEED)
+        style = "yellow" if weights == "random" or photo_note else "green"
+        console.print(Panel(notice, title="segdeploy demo", border_style=style))
+    precisions = tuple(args.precisions or DEMO_PRECISIONS)
     options = resolve_options(
-        DEMO_RECIPE, weights="random", data_root=str(data_root), model=args.model, dataset="ecssd",
-        device=args.device or "cpu", backends=args.backends or DEMO_BACKENDS,
-        precisions=args.precisions or DEMO_PRECISIONS, batch_sizes=args.batch_sizes or DEMO_BATCH_SIZES,
-        input_size=args.input_size, limit=args.images, eval_on=args.eval_on,
-        compare_images=args.compare_images or DEMO_COMPARE_IMAGES,
+        DEMO_RECIPE, weights=weights, model=args.model, device=args.device or "cpu",
+        backends=args.backends or DEMO_BACKENDS, precisions=precisions,
+        batch_sizes=args.batch_sizes or DEMO_BATCH_SIZES, input_size=args.input_size,
+        compare_images=args.compare_images or len(photos), eval_on=args.eval_on,
         bench_warmup=DEMO_BENCH_WARMUP if args.bench_warmup is None else args.bench_warmup,
         bench_iters=DEMO_BENCH_ITERS if args.bench_iters is None else args.bench_iters, seed=DEMO_SEED,
-        model_input_size=args.model_input_size, calib=args.calib, num_calib=args.num_calib,
-        allow_few_images=args.allow_few_images)
-    demo = {"images": args.images, "seed": DEMO_SEED, "data_root": str(data_root),
-            "generator": "segdeploy.recipes.demo.write_demo_dataset", "notice": notice}
-    runner = Runner(options, run_dir, force=args.force, skip=tuple(args.skip),
-                    reporter=RichReporter(console, args.quiet), demo=demo)
-    results = runner.run()
+        model_input_size=args.model_input_size, calib=args.calib, num_calib=args.num_calib, images=folder,
+        exclude=DEMO_EXCLUDE,
+        # a handful of bundled photographs: fewer than the gate's default minimum, said in the report
+        allow_few_images=args.allow_few_images or len(photos) < 16)
+    demo = {"notice": notice, "photos_dir": folder, "cutouts": [], "weights_note": weights_note,
+            "configuration": None}
+    runner = Runner(options, run_dir, force=args.force, skip=tuple(dict.fromkeys(("eval", *args.skip))),
+                    reporter=RichReporter(console, args.quiet), demo=demo,
+                    skip_reasons={"eval": "the demo's photographs have no ground-truth masks, so accuracy is not "
+                                          "measured; `segdeploy run u2net-ecssd --data-root ECSSD/` scores it"})
+    runner.run()
+    verdict = read_document(runner.results).verdict
+    choice = verdict.choice
+    config = Config(choice.backend, choice.precision) if choice else Config("torch", "fp32")
+    demo["configuration"] = config.label
+    demo["cutouts"] = write_cutouts(runner, config, photos, run_dir)
+    demo["notice"] = notice + f" Cut-outs made with {config.label}" + (
+        " (the fastest configuration that passes the gate)." if choice else " (nothing faster passed the gate).")
+    report = read_document(runner.finish(demo))
     if not args.quiet:
-        print_summary(console, results, run_dir)
-        console.print(Panel(notice, title="about these numbers", border_style="yellow"))
+        console.print(f"[bold]Verdict: {verdict.headline}[/]", highlight=False)
+        for line in verdict.lines:
+            colour = "red" if line.startswith("FAIL") else ("green" if line.startswith(("pass", "reference"))
+                                                           else "yellow")
+            console.print(f"  [{colour}]{line}[/]", highlight=False)
+        for warning in report.warnings:
+            console.print(f"[yellow]![/] {warning}", highlight=False)
+        console.print(f"cut-outs: {run_dir}/cutouts/ ({len(photos)} files, {config.label}); report: "
+                      f"{run_dir}/report.html (and report.md); data: {run_dir}/results.json", highlight=False)
         console.print(f"demo finished in {time.perf_counter() - started:.1f} s", highlight=False)
     return runner.exit_code()

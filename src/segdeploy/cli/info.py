@@ -32,7 +32,7 @@ def rows_of(spec, data: dict) -> list[tuple[str, str]]:
         ("outputs", ", ".join(spec.output_names)),
         ("packaged weights", spec.default_weights or "— (pass --weights FILE)"),
         ("checkpoint", w.file_name or "—"), ("link", w.url or "—"), ("how to get", w.how_to_get or "—"),
-        ("published", "; ".join(f"{k}: {v}" for k, v in w.published.items()) or "—"),
+        ("published", "; ".join(p.describe() for p in w.published) or "—"),
     ]
     if spec.notes:
         rows.append(("notes", spec.notes))

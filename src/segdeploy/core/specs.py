@@ -77,6 +77,36 @@ class Decode:
 
 
 @dataclass(frozen=True)
+class PublishedMetric:
+    """One accuracy number published for a set of weights (the one place such numbers live).
+
+    Attributes:
+        metric: segdeploy's metric key it corresponds to (``maxF``, ``MAE``, ``dice``, ``iou``,
+            ``mIoU``, ``cosine``), on segdeploy's scale (fractions, not percent).
+        value: the number.
+        source: who printed it ("U²-Net paper (Pattern Recognition 2020)", "seed guide 000", ...).
+        dataset: dataset layout name it was measured on (None when not a dataset score).
+        hardware, software: where it was measured, as the source names it ("—" = not stated).
+        batch_size, precision: when the source states them.
+        note: what a reader must know to compare with it.
+    """
+
+    metric: str
+    value: float
+    source: str
+    dataset: str | None = None
+    hardware: str = "—"
+    software: str = ""
+    batch_size: int | None = None
+    precision: str | None = None
+    note: str = ""
+
+    def describe(self) -> str:
+        where = f" on {self.dataset}" if self.dataset else ""
+        return f"{self.metric} {self.value}{where} ({self.source})"
+
+
+@dataclass(frozen=True)
 class WeightsVariant:
     """One set of weights a model can run with, where it comes from and what it is known to score.
 
@@ -88,7 +118,7 @@ class WeightsVariant:
         licence: of the weights.
         provenance: who made them, from which code and data, and how they reached this package.
         how_to_get: one sentence telling a user how to obtain the file.
-        published: metric name -> value, as published for these weights.
+        published: the accuracy numbers published for these weights (:class:`PublishedMetric`).
         asset: a file inside the segdeploy package (``assets/...``) holding these weights, so that
             ``--weights NAME`` works offline; None when the user must supply the file.
     """
@@ -100,7 +130,7 @@ class WeightsVariant:
     licence: str = ""
     provenance: str = ""
     how_to_get: str = ""
-    published: Mapping[str, Any] = field(default_factory=dict)
+    published: tuple[PublishedMetric, ...] = ()
     asset: str | None = None
 
 
@@ -181,7 +211,7 @@ class ModelSpec:
             elif hasattr(value, "__dataclass_fields__"):
                 value = asdict(value)
             elif f.name == "weights":
-                value = [dict(asdict(v), published=dict(v.published)) for v in value]
+                value = [asdict(v) for v in value]
             elif isinstance(value, Mapping):
                 value = dict(value)
             data[f.name] = value

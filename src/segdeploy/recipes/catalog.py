@@ -1,9 +1,13 @@
 """The seed guides as data: what ``segdeploy run RECIPE`` reproduces, and what each guide published.
 
 A :class:`Recipe` names a registry model, the dataset layout it is scored on, the headline metric,
-the runtime matrix (backends x precisions x batch sizes) and every accuracy and throughput row the
-seed guide printed, each with the hardware and software it was measured on. Nothing here imports
-torch; ``segdeploy run --help`` lists recipes instantly.
+the runtime matrix (backends x precisions x batch sizes) and the rows the seed guide printed about
+*hardware*: throughput per device and batch size, and accuracy the guide measured on one device
+(MagicMind's MSRA-B table). A model's own published accuracy lives in one place, its weight
+variants in the registry (``spec.official.published``); :attr:`Recipe.published` adds those rows
+for every model the recipe runs, so no number is written twice. Building the recipes imports
+nothing heavy; ``segdeploy run --help`` lists recipes instantly (the registry, which imports torch,
+is read only when ``published`` is).
 
 Sources (``/work/shared/seeds``): 000 = U-2-Net on Ascend 310P (ais_bench, ECSSD);
 001 = UNet (Carvana) and UNet++ (bigmb, random weights) on Ascend 310P3 (torch_aie);
@@ -83,7 +87,8 @@ class Recipe:
         fidelity: "masks" (mask agreement + tensor error vs PyTorch fp32) or "cosine" (the guide's
             cosine similarity against PyTorch; still reports the mask figures).
         default_weights: weights used when ``--weights`` is not given (None = required).
-        published: the numbers the guide printed.
+        guide_rows: the hardware rows the guide printed (throughput per device, per-device accuracy);
+            :attr:`published` adds the models' own published accuracy from the registry.
         notes: facts a reader of the report must know.
     """
 
@@ -97,7 +102,7 @@ class Recipe:
     input_size: tuple[int, int]
     batch_sizes: tuple[int, ...]
     cpu_batch_sizes: tuple[int, ...]
-    published: tuple[PublishedRow, ...]
+    guide_rows: tuple[PublishedRow, ...]
     models: tuple[str, ...] = ()
     datasets: tuple[str, ...] = ()
     dataset_options: tuple[tuple[str, Any], ...] = ()
@@ -122,12 +127,32 @@ class Recipe:
         """True when a larger value of ``metric`` is better."""
         return dict(self.higher_is_better).get(metric, True)
 
+    @property
+    def published(self) -> tuple[PublishedRow, ...]:
+        """Every published number of the recipe: the models' own (registry) then the guide's rows."""
+        return registry_rows(self.allowed_models()) + self.guide_rows
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data.pop("guide_rows")
+        data["published"] = [asdict(row) for row in self.published]
         data["dataset_options"] = dict(self.dataset_options)
         data["higher_is_better"] = dict(self.higher_is_better)
         data["input_size"] = list(self.input_size)
         return json.loads(json.dumps(data))  # tuples -> lists: the JSON form, for validation
+
+
+def registry_rows(models: tuple[str, ...]) -> tuple[PublishedRow, ...]:
+    """The accuracy numbers published for the official weights of ``models`` (from the registry)."""
+    from segdeploy.core.registry import get_spec
+
+    rows = []
+    for model in models:
+        for pub in get_spec(model).official.published:
+            rows.append(PublishedRow("accuracy", pub.metric, pub.value, pub.source, pub.hardware, pub.software,
+                                     batch_size=pub.batch_size, precision=pub.precision, dataset=pub.dataset,
+                                     model=model, note=pub.note))
+    return tuple(rows)
 
 
 # --------------------------------------------------------------------------------------- U²-Net
@@ -156,17 +181,7 @@ _MM_NOTE_ACC = ("printed as 'average mae / max fmeasure' on another scale (METRI
 
 
 def _u2net_rows() -> tuple[PublishedRow, ...]:
-    rows: list[PublishedRow] = [
-        PublishedRow("accuracy", "maxF", 0.948, "seed guide 000", "Ascend 310P", _ASCEND_000, batch_size=1,
-                     dataset="ecssd", model="u2net", note="same value printed for batch sizes 1 to 64"),
-        PublishedRow("accuracy", "MAE", 0.033, "seed guide 000", "Ascend 310P", _ASCEND_000, batch_size=1,
-                     dataset="ecssd", model="u2net", note="same value printed for batch sizes 1 to 64"),
-        PublishedRow("accuracy", "maxF", 0.951, "U²-Net paper (Pattern Recognition 2020)", "—",
-                     "upstream PyTorch", dataset="ecssd", model="u2net"),
-        PublishedRow("accuracy", "MAE", 0.033, "U²-Net paper (Pattern Recognition 2020)", "—",
-                     "upstream PyTorch", dataset="ecssd", model="u2net"),
-    ]
-    rows += [PublishedRow("throughput", "images_per_s", value, "seed guide 000", "Ascend 310P", _ASCEND_000,
+    rows: list[PublishedRow] = [PublishedRow("throughput", "images_per_s", value, "seed guide 000", "Ascend 310P", _ASCEND_000,
                           batch_size=bs, precision_label="ATC defaults (not stated)", model="u2net")
              for bs, value in _U2NET_ASCEND_TPUT]
     for hardware, table in _MM_TPUT.items():
@@ -202,7 +217,7 @@ U2NET_ECSSD = Recipe(
     input_size=(320, 320),
     batch_sizes=(1, 4, 8, 16, 32, 64),
     cpu_batch_sizes=(1, 4),
-    published=_u2net_rows(),
+    guide_rows=_u2net_rows(),
     notes=(
         "Guide 000 compiles one .om per batch size with ATC and times ais_bench's pure-inference loop "
         "(20 loops); accuracy is maxF and MAE on the 1,000 ECSSD images.",
@@ -228,9 +243,7 @@ UNET_CARVANA = Recipe(
     batch_sizes=(1, 4, 8, 16),
     cpu_batch_sizes=(1,),
     compare_images=16,
-    published=(
-        PublishedRow("accuracy", "dice", 0.974, "seed guide 001", "Ascend 310P3", _AIE_001, batch_size=1,
-                     dataset="carvana", note="Dice of the Carvana scale-0.5 checkpoint (v3.0 release)"),
+    guide_rows=(
         PublishedRow("throughput", "images_per_s", 50.968, "seed guide 001", "Ascend 310P3", _AIE_001,
                      batch_size=1, precision_label="torch_aie defaults (not stated)",
                      note="input 1x3x512x512"),
@@ -259,9 +272,7 @@ UNETPP_BIGMB = Recipe(
     compare_images=16,
     fidelity="cosine",
     default_weights="random",
-    published=(
-        PublishedRow("accuracy", "cosine", 1.0, "seed guide 001", "Ascend 310P3", _AIE_001, batch_size=1,
-                     note="cosine similarity of the compiled model's output with PyTorch's, random weights"),
+    guide_rows=(
         PublishedRow("throughput", "images_per_s", 25.008, "seed guide 001", "Ascend 310P3", _AIE_001,
                      batch_size=1, precision_label="torch_aie defaults (not stated)",
                      note="input 1x3x512x512"),
@@ -286,13 +297,7 @@ _DSB_TPUT = {
 
 
 def _dsb_rows() -> tuple[PublishedRow, ...]:
-    rows = [
-        PublishedRow("accuracy", "iou", 0.8385, "seed guide 002", "Ascend 310P3", _ATC_002, batch_size=1,
-                     dataset="dsb2018", model="unetpp_dsb2018_nearest",
-                     note="om with nearest upsampling; same value at batch 16"),
-        PublishedRow("accuracy", "iou", 0.842, "4uiiurz1/pytorch-nested-unet README", "—",
-                     "upstream PyTorch (bilinear upsampling)", dataset="dsb2018", model="unetpp_dsb2018"),
-    ]
+    rows = []
     for bs, (a310, a310p, t4) in _DSB_TPUT.items():
         rows.append(PublishedRow("throughput", "images_per_s", a310, "seed guide 002", "Ascend 310", _ATC_002,
                                  batch_size=bs, precision_label="ATC defaults (not stated)"))
@@ -320,7 +325,7 @@ UNETPP_DSB2018 = Recipe(
     batch_sizes=(1, 4, 8, 16, 32),
     cpu_batch_sizes=(1, 16),
     compare_images=16,
-    published=_dsb_rows(),
+    guide_rows=_dsb_rows(),
     notes=(
         "Default model unetpp_dsb2018_nearest: the guide changes UNet++'s bilinear upsampling to nearest "
         "(nested_unet.diff) before exporting, and its 0.8385 IoU is that network's. --model "
@@ -346,11 +351,7 @@ WSEG_VOC = Recipe(
     batch_sizes=(1, 4, 8, 16),
     cpu_batch_sizes=(1,),
     compare_images=16,
-    published=(
-        PublishedRow("accuracy", "mIoU", 0.6274, "seed guide 004", "Ascend 310P3", _ATC_004, batch_size=1,
-                     dataset="voc2012", note="multi-scale + flip + dense CRF protocol, 21 classes"),
-        PublishedRow("accuracy", "mIoU", 0.627, "visinf/1-stage-wseg README", "—", "upstream PyTorch",
-                     dataset="voc2012", note="with CRF; 59.7 % without"),
+    guide_rows=(
         *(PublishedRow("throughput", "images_per_s", value, "seed guide 004", "Ascend 310P3", _ATC_004,
                        batch_size=bs, precision_label="ATC defaults (not stated)", note="input bsx3x1024x1024")
           for bs, value in ((1, 5.26), (4, 3.68), (8, 2.29), (16, 2.28))),

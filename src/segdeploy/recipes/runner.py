@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from segdeploy.recipes.catalog import Recipe, RunOptions, get_recipe
-from segdeploy.report.render import SCHEMA_ID, STEP_NAMES, check_results, published_vs_measured, write_reports
+from segdeploy.report.document import summarise
+from segdeploy.report.render import SCHEMA_ID, STEP_NAMES, check_results, write_reports
 
 #: Seed of the synthetic images the compare step uses when the recipe has no dataset.
 SYNTHETIC_SEED = 0
@@ -104,6 +105,7 @@ def resolve_options(
     bench_iters: int | None = None, seed: int = 0, wseg_protocol: str | None = None,
     model_input_size=None, calib: str | None = None, num_calib: int | None = None,
     allow_few_images: bool = False,
+    images: str | None = None, exclude: tuple[tuple[str, str, str], ...] = (),
 ) -> RunOptions:
     """Fill in a recipe's defaults for this machine and check the overrides.
 
@@ -119,6 +121,10 @@ def resolve_options(
         calib: folder of int8 calibration images (default: the compare step's images).
         num_calib: calibration images used (default segdeploy.convert.quantize.DEFAULT_NUM_CALIB).
         allow_few_images: let the compare step judge fewer than 16 images (the report says so).
+        images: folder of images (no ground truth) the compare step and int8 calibration use when
+            there is no dataset, instead of synthetic ones (the demo's photographs).
+        exclude: (backend, precision, reason) configurations not to run; recorded as skipped with
+            the reason.
     """
     recipe = get_recipe(recipe)
     model = model or recipe.model
@@ -184,6 +190,12 @@ def resolve_options(
 
         raise UsageError(f"--compare-images {judged}: the fidelity gate judges at least {MIN_IMAGES} images; pass "
                          "--allow-few-images to judge fewer (the report says so)")
+    if images is not None:
+        if not Path(images).is_dir():
+            raise FileNotFoundError(f"{images}: images must be a folder of images")
+        extra["images"] = str(Path(images).resolve())
+    if exclude:
+        extra["exclude"] = tuple(tuple(item) for item in exclude)
     size = _hw(input_size) if input_size is not None else (
         _hw(model_input_size) if model_input_size is not None else recipe.input_size)
     if eval_on not in ("auto", "all", "first") and not all(":" in item for item in eval_on.split(",")):
@@ -215,7 +227,8 @@ class Runner:
     """Runs one :class:`RunOptions` into ``run_dir``; :meth:`run` returns the results document."""
 
     def __init__(self, options: RunOptions, run_dir: str | os.PathLike, *, force: bool = False,
-                 skip: tuple[str, ...] = (), reporter: Reporter | None = None, demo: dict[str, Any] | None = None):
+                 skip: tuple[str, ...] = (), reporter: Reporter | None = None, demo: dict[str, Any] | None = None,
+                 skip_reasons: dict[str, str] | None = None):
         unknown = sorted(set(skip) - set(STEP_NAMES))
         if unknown:
             raise ValueError(f"unknown step(s) to skip: {', '.join(unknown)}; steps: {', '.join(STEP_NAMES)}")
@@ -226,6 +239,7 @@ class Runner:
         self.run_dir = Path(run_dir)
         self.force = force
         self.skip = tuple(skip)
+        self.skip_reasons = dict(skip_reasons or {})
         self.reporter = reporter or Reporter()
         self.demo = demo
         self.spec = self._spec()
@@ -360,6 +374,9 @@ class Runner:
             get_runtime_class(config.backend).check(self.options.device, config.precision, {})
         except RuntimeUnavailable as exc:
             raise StepSkipped(str(exc)) from exc
+        excluded = {(b, p): why for b, p, why in dict(self.options.extra).get("exclude", ())}
+        if (config.backend, config.precision) in excluded:
+            raise StepSkipped(excluded[(config.backend, config.precision)])
         kwargs: dict[str, Any] = {"backend": config.backend, "device": self.options.device,
                                   "precision": config.precision}
         if config.backend != "torch":
@@ -454,7 +471,7 @@ class Runner:
         record = {"status": "done", "reason": None, "result": None, "wall_s": None, "resumed": False,
                   "started_utc": _utc(), "fingerprint": None}
         if name in self.skip:
-            record.update(status="skipped", reason=f"skipped on request (--skip {name})")
+            record.update(status="skipped", reason=self.skip_reasons.get(name) or f"skipped on request (--skip {name})")
         else:
             try:
                 result = function()
@@ -590,6 +607,8 @@ class Runner:
         if self.options.dataset and self.options.data_root:
             return (f"first {n} images of {self.options.dataset} at {self.options.data_root} (topped up with "
                     f"synthetic images when it has fewer)")
+        if dict(self.options.extra).get("images"):
+            return f"first {n} photographs in {dict(self.options.extra)['images']}"
         return f"{n} synthetic photo-like images (segdeploy.recipes.demo, seed {SYNTHETIC_SEED})"
 
     def _deps(self, config: Config) -> dict[str, Any]:
@@ -694,6 +713,11 @@ class Runner:
                 samples += [SimpleNamespace(id=f"synthetic{i}", image=render_sample(i, SYNTHETIC_SEED).image, mask=None)
                             for i in range(n - len(samples))]
             return {"samples": samples}
+        photos = dict(self.options.extra).get("images")
+        if photos:
+            from segdeploy.engine.images import find_images, read_image
+
+            return {"images": [read_image(path) for path, _ in find_images([photos])[:n]]}
         from segdeploy.recipes.demo import render_sample
 
         return {"images": [render_sample(i, SYNTHETIC_SEED).image for i in range(n)]}
@@ -796,12 +820,18 @@ class Runner:
             def compute(config=config) -> dict[str, Any]:
                 from segdeploy.bench.harness import benchmark
 
-                report = benchmark(self.spec, config.backend, config.precision, self.options.batch_sizes,
-                                   warmup=self.options.bench_warmup, iters=self.options.bench_iters,
-                                   input_size=tuple(self.options.input_size), device=self.options.device,
-                                   runtime=self.runtime(config), label=config.label,
-                                   progress=lambda text, c=config: self.reporter.message(f"{c.label}: {text}"))
-                return {"report": json.loads(report.to_json())}
+                from segdeploy.recipes.conditions import watch
+
+                runtime = self.runtime(config)
+                # Load and CPU frequency around the timing itself: a contended timing says so.
+                with watch() as watched:
+                    report = benchmark(self.spec, config.backend, config.precision, self.options.batch_sizes,
+                                       warmup=self.options.bench_warmup, iters=self.options.bench_iters,
+                                       input_size=tuple(self.options.input_size), device=self.options.device,
+                                       runtime=runtime, label=config.label,
+                                       progress=lambda text, c=config: self.reporter.message(f"{c.label}: {text}"))
+                return {"report": json.loads(report.to_json()),
+                        "conditions": _plain(dataclasses.asdict(watched.conditions))}
 
             unit = self._unit("bench", config.slug, {"step": "bench", **self._deps(config), **settings}, compute)
             unit.update(label=config.label, backend=config.backend, precision=config.precision)
@@ -812,8 +842,12 @@ class Runner:
     # -- report ---------------------------------------------------------------------------------
     def _report_step(self) -> dict[str, Any]:
         started = time.perf_counter()
-        self.results["published_vs_measured"] = published_vs_measured(self.results)
         self.results["warnings"] = self.warnings()
+        verdict, published = summarise(self.results)
+        # The verdict goes first in results.json, as in the reports.
+        self.results = {"schema": self.results["schema"], "verdict": verdict,
+                        **{k: v for k, v in self.results.items() if k not in ("schema", "verdict")},
+                        "published_vs_measured": published}
         files = ["results.json", "report.md", "report.html"]
         record = {"status": "done", "reason": None, "result": {"files": files}, "wall_s": None, "resumed": False,
                   "started_utc": _utc(), "fingerprint": None}
@@ -828,6 +862,14 @@ class Runner:
         record["wall_s"] = round(time.perf_counter() - started, 3)
         self._write_results()
         return record
+
+    def finish(self, demo: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Re-run the report step (after the caller added ``demo`` facts, e.g. the cut-outs written)."""
+        if demo is not None:
+            self.demo = demo
+            self.results["demo"] = demo
+        self.results["steps"]["report"] = self._report_step()
+        return self.results
 
     def _write_results(self) -> None:
         from segdeploy.engine.writers import atomic_write_text

@@ -21,7 +21,7 @@ and W must be multiples of 16.
 from __future__ import annotations
 
 from segdeploy.core.registry import register_model
-from segdeploy.core.specs import IMAGENET_MEAN, IMAGENET_STD, Decode, ModelSpec, Preprocess, WeightsVariant
+from segdeploy.core.specs import IMAGENET_MEAN, IMAGENET_STD, Decode, ModelSpec, Preprocess, PublishedMetric, WeightsVariant
 
 from collections.abc import Sequence
 
@@ -163,7 +163,8 @@ register_model(ModelSpec(
         licence="MIT",
         how_to_get="Upstream releases no weights: train with 4uiiurz1/pytorch-nested-unet "
         "(train.py --dataset dsb2018_96 --arch NestedUNet) and pass models/<name>/model.pth.",
-        published={"DSB2018 96² IoU (upstream README)": 0.842},
+        published=(PublishedMetric("iou", 0.842, "4uiiurz1/pytorch-nested-unet README", dataset="dsb2018",
+                                   software="upstream PyTorch (bilinear upsampling)"),),
     ),),
 ))
 
@@ -186,7 +187,10 @@ register_model(ModelSpec(
         file_name="nested_unet.pth",
         how_to_get="The Ascend ModelZoo (ACL_PyTorch/contrib/cv/segmentation/Nested_UNet) ships "
         "nested_unet.pth; pass it with --weights.",
-        published={"DSB2018 96² IoU (seed guide 002, Ascend 310P)": 0.8385},
+        published=(PublishedMetric(
+            "iou", 0.8385, "seed guide 002", dataset="dsb2018", hardware="Ascend 310P3",
+            software="CANN 5.1.RC2, ATC .om (nearest-upsampling export), ais_infer over the validation set",
+            batch_size=1, note="om with nearest upsampling; same value at batch 16"),),
     ),),
 ))
 
@@ -211,6 +215,9 @@ register_model(ModelSpec(
         name="official",
         how_to_get="Upstream releases no weights (seed guide 001 uses random weights and compares "
         "against PyTorch by cosine similarity).",
-        published={"cosine similarity vs PyTorch (seed guide 001)": 1.0},
+        published=(PublishedMetric(
+            "cosine", 1.0, "seed guide 001", hardware="Ascend 310P3",
+            software="CANN 7.0.T3, Ascend-cann-torch-aie 7.0.T3, PyTorch 2.0.1 (sample.py, loop 100, warm-up 10)",
+            batch_size=1, note="cosine similarity of the compiled model's output with PyTorch's, random weights"),),
     ),),
 ))

@@ -22,7 +22,7 @@ height and width produces a graph valid for any input size.
 from __future__ import annotations
 
 from segdeploy.core.registry import register_model
-from segdeploy.core.specs import IMAGENET_MEAN, IMAGENET_STD, Decode, ModelSpec, Preprocess, WeightsVariant
+from segdeploy.core.specs import IMAGENET_MEAN, IMAGENET_STD, Decode, ModelSpec, Preprocess, PublishedMetric, WeightsVariant
 
 from dataclasses import dataclass
 
@@ -266,6 +266,9 @@ _NOTES = ("Known difference: upstream normalises a single-channel (grayscale) fi
           "per-channel statistics, so grayscale inputs differ slightly.")
 _PROVENANCE = "Trained by the U-2-Net authors (Qin et al., Pattern Recognition 2020) on DUTS-TR."
 
+_PAPER = "U²-Net paper (Pattern Recognition 2020)"
+_ASCEND_000 = "CANN 6.0.RC1, ATC .om (onnxsim + fix_onnx), ais_bench pure-inference loop 20"
+
 register_model(ModelSpec(
     name="u2net",
     title="U²-Net (full, 44.0 M params) — salient object detection",
@@ -287,11 +290,14 @@ register_model(ModelSpec(
         licence="Apache-2.0",
         provenance=_PROVENANCE,
         how_to_get="Download u2net.pth (176.3 MB) from the U-2-Net README's link, then pass --weights u2net.pth.",
-        published={
-            "ECSSD maxF (paper)": 0.951,
-            "ECSSD MAE (paper)": 0.033,
-            "ECSSD maxF (seed guide 000, Ascend 310P)": 0.948,
-        },
+        published=(
+            PublishedMetric("maxF", 0.951, _PAPER, dataset="ecssd", software="upstream PyTorch"),
+            PublishedMetric("MAE", 0.033, _PAPER, dataset="ecssd", software="upstream PyTorch"),
+            PublishedMetric("maxF", 0.948, "seed guide 000", dataset="ecssd", hardware="Ascend 310P",
+                            software=_ASCEND_000, batch_size=1, note="same value printed for batch sizes 1 to 64"),
+            PublishedMetric("MAE", 0.033, "seed guide 000", dataset="ecssd", hardware="Ascend 310P",
+                            software=_ASCEND_000, batch_size=1, note="same value printed for batch sizes 1 to 64"),
+        ),
     ),),
 ))
 
@@ -317,7 +323,10 @@ register_model(ModelSpec(
         provenance=_PROVENANCE + " Packaged from the ONNX file rembg redistributes (BatchNorm folded into "
         "the convolutions, BatchNorm layers set to identity); see assets/weights/README.md.",
         how_to_get="Included in the package: --weights official (the default for u2netp).",
-        published={"ECSSD maxF (paper)": 0.923, "ECSSD MAE (paper)": 0.051},
+        published=(
+            PublishedMetric("maxF", 0.923, _PAPER, dataset="ecssd", software="upstream PyTorch"),
+            PublishedMetric("MAE", 0.051, _PAPER, dataset="ecssd", software="upstream PyTorch"),
+        ),
         asset="assets/weights/u2netp_official.safetensors",
     ),),
     default_weights="official",

@@ -15,7 +15,7 @@ shift kernels are buffers in the checkpoint.
 from __future__ import annotations
 
 from segdeploy.core.registry import register_model
-from segdeploy.core.specs import IMAGENET_MEAN, IMAGENET_STD, Decode, ModelSpec, Preprocess, WeightsVariant
+from segdeploy.core.specs import IMAGENET_MEAN, IMAGENET_STD, Decode, ModelSpec, Preprocess, PublishedMetric, WeightsVariant
 
 from collections.abc import Sequence
 
@@ -304,6 +304,15 @@ register_model(ModelSpec(
         provenance="Trained by Araslanov & Roth (CVPR 2020) on VOC 2012 + SBD with image-level labels.",
         how_to_get="Download model_enc_e020Xs0.928.pth (527 MB) from the visinf/1-stage-wseg README, "
         "then pass --weights model_enc_e020Xs0.928.pth.",
-        published={"VOC12 val mIoU, 21 classes, +CRF": 0.627, "VOC12 val mIoU, 21 classes": 0.597},
+        published=(
+            PublishedMetric("mIoU", 0.6274, "seed guide 004", dataset="voc2012", hardware="Ascend 310P3",
+                            software="CANN 6.0.RC1, ATC .om, ais_bench (pure-inference loop 50)", batch_size=1,
+                            note="multi-scale + flip + dense CRF protocol, 21 classes"),
+            PublishedMetric("mIoU", 0.627, "visinf/1-stage-wseg README", dataset="voc2012",
+                            software="upstream PyTorch", note="with CRF, 21 classes"),
+            PublishedMetric("mIoU", 0.597, "visinf/1-stage-wseg README", dataset="voc2012",
+                            software="upstream PyTorch",
+                            note="without CRF, 21 classes (segdeploy run --protocol multiscale)"),
+        ),
     ),),
 ))

@@ -56,14 +56,6 @@ PHOTOS = [
         "licence_note": "No copyright restrictions.  CC0 by the photographer (Rachel Michetti).",
     },
     {
-        "file": "rocket.jpg", "source": "rocket.jpg", "subject": True,
-        "title": "Falcon 9 launching DSCOVR, Cape Canaveral LC-40 (February 2015)",
-        "author": "SpaceX",
-        "origin": "SpaceX Photos on Flickr (https://www.flickr.com/photos/spacexphotos/16511594820/)",
-        "licence": "Public domain",
-        "licence_note": "The image was captured by SpaceX and released in the public domain.",
-    },
-    {
         "file": "camera.jpg", "source": "camera.png", "subject": True,
         "title": "Cameraman (grayscale)",
         "author": "Lav Varshney",

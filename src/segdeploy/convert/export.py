@@ -625,12 +625,11 @@ def cached_export(model_or_name, weights=None, *, opset: int = DEFAULT_OPSET, in
 
 def _weights_info(spec: ModelSpec, weights, seed: int) -> dict[str, Any]:
     """The weights record create_model would make, without building the model."""
-    from segdeploy.zoo.checkpoints import RANDOM, WeightsError, file_sha256
+    from segdeploy.zoo.checkpoints import RANDOM, WeightsError, file_sha256, resolve_weights
 
-    if weights is None:
-        from segdeploy.zoo.checkpoints import load_weights
-
-        load_weights(None, spec, None)  # raises the "needs weights" error that says how to get them
+    # None = the model's packaged default, a variant name = its packaged file; else the error that
+    # says how to get the weights.
+    weights = resolve_weights(spec, weights)
     if str(weights) == RANDOM:
         return {"kind": RANDOM, "path": None, "sha256": None, "seed": seed}
     path = Path(weights)

@@ -232,3 +232,31 @@ def test_too_few_images_is_a_usage_error_unless_allowed(one_thread):
     assert report.few_images and report.rows[0].judged == 3
     assert any("only 3 images judged" in n for n in report.notes)
     assert report.to_dict()["few_images"] is True
+
+
+# ------------------------------------------------------------------ the trained network (slow)
+@pytest.mark.slow
+def test_trained_u2netp_on_real_photos_passes_fp32_and_fails_int8(one_thread, tmp_path, monkeypatch):
+    """The thresholds judged where they matter: official U²-Netp weights, 16 real photos, int8
+    calibrated on 16 other crops (docs/verification.md has the numbers)."""
+    from tests import trained_u2netp as tu
+
+    if not tu.available():
+        pytest.skip(f"{tu.ONNX} is not here")
+    from segdeploy.backends import available_backends
+    from segdeploy.verify.compare import compare
+
+    if available_backends()["onnxruntime"] is not None:
+        pytest.skip("needs onnxruntime")
+    monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path / "cache"))
+    module = tu.trained_u2netp()
+    photos = tu.real_photos()
+    report = compare(module, combos=[("onnxruntime", "fp32"), ("onnxruntime", "int8")],
+                     images=[im for _, im in photos[:16]], calib=[im for _, im in photos[16:]], num_calib=16,
+                     runtime_options={"onnxruntime": {"threads": 1}})
+    fp32, int8 = report.rows
+    assert fp32.status == "pass", fp32.failures
+    assert fp32.summary["measures"]["mask_iou"]["worst"] > 0.999
+    assert int8.status == "fail" and report.exit_code() == 3
+    assert int8.summary["measures"]["mask_iou"]["worst"] < 0.5
+    assert any(f.startswith("image array") and "mask_iou" in f and "(worst image)" in f for f in int8.failures)

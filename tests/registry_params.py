@@ -34,7 +34,25 @@ def small_size(name: str) -> int:
     return -(-64 // multiple) * multiple
 
 
-def model_params(*, family_of: str | None = None) -> list:
-    """pytest params for every registered model (optionally one task), heavy ones marked slow."""
+def _repeats_a_layout(name: str) -> bool:
+    """True when an earlier registry model has the same builder and state_dict layout (a variant,
+    such as UNet++ with nearest instead of bilinear upsampling)."""
+    spec = get_spec(name)
+    for other in list_models():
+        if other == name:
+            return False
+        o = get_spec(other)
+        if o.builder == spec.builder and o.manifest == spec.manifest and o.manifest is not None:
+            return True
+    return False
+
+
+def model_params(*, family_of: str | None = None, variants_slow: bool = False) -> list:
+    """pytest params for every registered model (optionally one task), heavy ones marked slow (and,
+    with ``variants_slow``, models repeating an earlier model's layout)."""
     names = [n for n in list_models() if family_of is None or get_spec(n).task == family_of]
-    return [pytest.param(n, marks=pytest.mark.slow) if parameter_count(n) > SLOW_ABOVE_PARAMS else n for n in names]
+
+    def slow(n: str) -> bool:
+        return parameter_count(n) > SLOW_ABOVE_PARAMS or (variants_slow and _repeats_a_layout(n))
+
+    return [pytest.param(n, marks=pytest.mark.slow) if slow(n) else n for n in names]

@@ -15,9 +15,8 @@ from segdeploy.core.errors import UsageError  # noqa: E402
 from segdeploy.core.registry import get_spec, list_models  # noqa: E402
 from segdeploy.verify.compare import compare  # noqa: E402
 
-SIZES = {"u2net": 64, "u2netp": 64, "unet_carvana": 64, "unetpp_dsb2018": 96, "unetpp_dsb2018_nearest": 96,
-         "unetpp_bigmb": 64, "unet_bigmb": 64, "wseg_voc": 64}
-SLOW = {"u2net", "unet_carvana", "unetpp_bigmb", "unet_bigmb", "wseg_voc", "unetpp_dsb2018_nearest"}
+from tests.registry_params import model_params, small_size  # noqa: E402
+
 HAVE_ORT = available_backends()["onnxruntime"] is None
 HAVE_OV = available_backends()["openvino"] is None
 
@@ -54,10 +53,9 @@ def test_parse_cli_tolerances():
 
 # ------------------------------------------------------------------------------ the registry
 @pytest.mark.skipif(not (HAVE_ORT and HAVE_OV), reason="needs onnxruntime and openvino")
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in SIZES])
+@pytest.mark.parametrize("name", model_params(variants_slow=True))
 def test_every_model_converts_faithfully_on_cpu_runtimes(name):
-    size = SIZES[name]
-    assert set(SIZES) == set(list_models())
+    size = small_size(name)
     combos = [("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
     report = compare(name, "random", combos=combos, images=_images(4, size, size), input_size=(size, size),
                      allow_few_images=True)

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.segdeploy-installed
 
-.PHONY: demo test install clean
+.PHONY: demo test test-all install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/segdeploy demo -o runs/demo
 
+# The CI suite: everything but the tests marked slow (whole-model matrices of the big networks,
+# Ray clusters, trained-weights gates on real photos). `make test-all` runs those too.
 test: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 

@@ -138,3 +138,18 @@ def test_info_json_into_head_exits_quietly(head, first):
     done = subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == first
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+@pytest.mark.slow
+def test_int8_from_the_cli_with_calibration_images(jpg, tmp_path):
+    import json
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for seed in range(4):
+        Image.fromarray(photo(40, 52, seed=10 + seed)).save(calib / f"c{seed}.png")
+    target, summary = tmp_path / "m.png", tmp_path / "s.json"
+    assert run_cli("predict", "u2netp", jpg, "-o", target, "--weights", "random", "--backend", "onnxruntime",
+                   "--precision", "int8", "--calib", calib, "--quiet", "--json", summary) == 0
+    assert np.asarray(Image.open(target)).shape == (30, 44)
+    assert json.loads(summary.read_text())["runtime"]["precision"] == "int8"

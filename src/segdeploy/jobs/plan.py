@@ -195,8 +195,8 @@ def plan_predict_job(spec: ModelSpec, inputs: list, out_dir: str | os.PathLike, 
         if not overwrite and manifest is None:
             existing = [p for p in plan.wanted(target) if p.exists()]
             if existing:
-                raise UsageError(f"{existing[0]} exists and {out_dir} has no segdeploy manifest saying how it was made; "
-                                 "pass --overwrite to replace such files, or choose another -o")
+                raise UsageError(f"{existing[0]} exists and {out_dir} has no segdeploy manifest saying how it was "
+                                 "made; pass --overwrite to replace such files, or choose another -o")
         plan.todo.append((path, target, key))
     local = [Path(p) for p, _, _ in plan.todo if "://" not in str(p)]
     warning = check_memory(spec, policy, local, max_pixels)

@@ -66,7 +66,8 @@ def read_source(source: str, policy=None, *, max_pixels: int | None = DEFAULT_MA
 
 
 def read_predict_rows(batch: dict[str, np.ndarray], *, model: str, keep_image: bool,
-                      max_size: int | None | str = "spec", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict[str, list]:
+                      max_size: int | None | str = "spec",
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict[str, list]:
     """Ray task: read and preprocess each ``source`` as the local engine's pipeline does (same input
     policy, same reader); failures travel on as rows with a reason."""
     spec = get_spec(model)

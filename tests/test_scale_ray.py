@@ -64,8 +64,18 @@ def make_inputs(root: Path, n: int = 40, seed: int = 0) -> Path:
     return root
 
 
+MANIFEST = ".segdeploy-manifest.json"
+
+
 def tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every output file's bytes by relative path (the manifest is compared by :func:`manifest_of`)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != MANIFEST}
+
+
+def manifest_of(folder: Path) -> dict:
+    """The output folder's manifest: format, settings, runtime run and one entry per output."""
+    return json.loads((folder / MANIFEST).read_text())
 
 
 def run_predict(inputs: Path, out: Path, *extra: str, json_path: Path | None = None) -> tuple[int, dict]:
@@ -134,9 +144,33 @@ def test_predict_on_ray_equals_local_engine_and_resumes(local_ray, images, local
                                                                  "broken_empty.jpg"}
     assert summary["stages"]["ray"]["workers"] == 2 and summary["images_per_s"] > 0
     # a rerun resumes: nothing is recomputed, only the broken files are tried again
+    # the driver records the same manifest as the local engine: same settings, same runtime, and
+    # per output the same source and status (failures with the same reason)
+    local_manifest, ray_manifest = manifest_of(local_out), manifest_of(out)
+    assert set(ray_manifest) == set(local_manifest) == {"format", "settings", "runtime", "files"}
+    assert ray_manifest["settings"] == local_manifest["settings"]
+    assert ray_manifest["runtime"] == local_manifest["runtime"] and ray_manifest["runtime"]["backend"] == "torch"
+    assert ray_manifest["files"] == local_manifest["files"] and len(local_manifest["files"]) == 40
+    assert sum(e["status"] == "failed" for e in ray_manifest["files"].values()) == 3
     rc, again = run_predict(images, out, "--engine", "ray", "--ray-workers", "2", json_path=tmp_path / "again.json")
     assert (again["skipped"], again["written"], len(again["failed"])) == (37, 0, 3)
-    assert tree(out) == tree(local_out)
+    assert tree(out) == tree(local_out) and manifest_of(out)["files"] == local_manifest["files"]
+    # a folder made by the Ray engine resumes under the local engine (one manifest, one skip rule)
+    rc, local_again = run_predict(images, out, json_path=tmp_path / "local_again.json")
+    assert (local_again["skipped"], local_again["written"], len(local_again["failed"])) == (37, 0, 3)
+    # two input folders with the same file name: the same mirrored layout under -o from both engines
+    for name, seed in (("dirA", 1), ("dirB", 2)):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.random.default_rng(seed).integers(0, 256, (20 + seed, 30, 3), dtype=np.uint8)).save(
+            tmp_path / name / "x.jpg")
+    two = [str(tmp_path / "dirA"), str(tmp_path / "dirB")]
+    outs = {}
+    for engine in ("local", "ray"):
+        outs[engine] = tmp_path / f"two_{engine}"
+        assert main(["predict", MODEL, *two, "-o", str(outs[engine]), *COMMON, "--engine", engine]) == 0
+    assert sorted(tree(outs["ray"])) == ["dirA/x.png", "dirB/x.png"]
+    assert tree(outs["ray"]) == tree(outs["local"])
+    assert manifest_of(outs["ray"]) == manifest_of(outs["local"])
 
 
 @pytest.mark.slow
@@ -199,7 +233,7 @@ def test_two_node_cluster_on_loopback(images, local_outputs, tmp_path):
 def test_uris_are_listed_and_read_through_pyarrow(images):
     """A pyarrow filesystem URI (file:// here; s3:// alike) expands like a local folder and reads the same."""
     from segdeploy.engine.images import read_image
-    from segdeploy.jobs.predict import find_images
+    from segdeploy.engine.images import find_images
     from segdeploy.scale.predict import find_sources
     from segdeploy.scale.workers import read_source
 

@@ -189,11 +189,15 @@ def run(args) -> int:
     if args.engine == "ray":
         from segdeploy.scale.predict import predict_files_ray
 
+        if args.onnx is not None or args.calib is not None:
+            raise UsageError("--onnx / --calib run with the local engine only; drop them or --engine ray")
+
         summary = predict_files_ray(spec.name, args.inputs, args.output, options=ray_options(args),
                                     weights=args.weights, recursive=args.recursive, batch_size=args.batch_size,
                                     backend=args.backend, device=args.device, precision=args.precision,
                                     cutout=args.cutout, save_prob=args.save_prob, overwrite=args.overwrite,
-                                    progress=not args.quiet, seed=args.seed)
+                                    progress=not args.quiet, seed=args.seed, background=args.bgcolor,
+                                    max_size=max_size, max_pixels=max_pixels)
         if ray_note(summary.stages):
             console.print(ray_note(summary.stages), highlight=False)
     else:  # --- end scale-out hook ---

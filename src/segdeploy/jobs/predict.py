@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -19,8 +18,10 @@ from segdeploy.engine.images import DEFAULT_MAX_PIXELS, load_image, read_image
 from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET, StageTimes, stream_predictions
 from segdeploy.engine.transforms import InputPolicy
 from segdeploy.engine.writers import atomic_write_bytes, atomic_write_text, encode_png, write_npy
-from segdeploy.jobs.manifest import Manifest, differences, run_settings, runtime_settings
-from segdeploy.jobs.outputs import encode_output, plan_outputs, weights_identity
+from segdeploy.jobs.outputs import encode_output, plan_outputs
+# Planning lives in jobs/plan.py (shared with the Ray engine); re-exported here, where callers import it.
+from segdeploy.jobs.plan import (PredictPlan, PredictSummary, failure_reason, find_inputs,  # noqa: F401
+                                 plan_predict_job, planned_outputs, source_id)
 from segdeploy.jobs.session import Session, open_model_runtime, spec_of  # noqa: F401  (public here too)
 from segdeploy.jobs.sizing import check_memory
 from segdeploy.tasks import Prediction, get_task
@@ -52,29 +53,6 @@ def predict(model, images, *, weights=None, backend: str = "auto", device: str =
     return session.predict(images, return_maps=return_maps)
 
 
-@dataclass
-class PredictSummary:
-    """What a ``predict_files`` run did. Every number the CLI prints is here."""
-
-    model: str
-    found: int = 0
-    written: int = 0
-    skipped: int = 0
-    failed: list[dict[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    images_per_s: float | None = None
-    weights: dict[str, Any] | None = None
-    runtime: dict[str, Any] | None = None
-    selection: dict[str, Any] | None = None
-    stages: dict[str, Any] | None = None
-    output_dir: str = ""
-    warnings: list[str] = field(default_factory=list)
-    interrupted: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
 def mask_image(pred: Prediction, spec: ModelSpec) -> tuple[np.ndarray, list[int] | None]:
     """The array written as ``<stem>.png`` and its palette (the task chooses the format)."""
     return get_task(spec).mask_image(pred)
@@ -96,16 +74,6 @@ def _original_pixels(source, image: np.ndarray, pred: Prediction, max_pixels) ->
     if image.shape[:2] == pred.mask.shape[:2]:
         return image
     return read_image(source, max_pixels=max_pixels)
-
-
-def planned_outputs(target: Path, *, cutout: bool = False, save_prob: bool = False) -> list[Path]:
-    """Every file one input produces: ``<stem>.png``, ``<stem>_cutout.png``, ``<stem>.npy``."""
-    paths = [target]
-    if cutout:
-        paths.append(target.with_name(target.stem + "_cutout.png"))
-    if save_prob:
-        paths.append(target.with_suffix(".npy"))
-    return paths
 
 
 def write_prediction(target: Path, image: np.ndarray, pred: Prediction, spec: ModelSpec, *,
@@ -149,57 +117,12 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
             inputs with one output path, an output that would replace an input, changed settings.
     """
     spec = get_spec(model)
-    policy = InputPolicy.for_model(spec, max_size)
-    out_dir = Path(out_dir)
     say = log or (lambda text: None)
-    cutout = cutout or background is not None
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"-o {out_dir}: is an existing file, not a folder; give a folder for the masks "
-                         "(or a single input with -o FILE.png)")
-    for item in inputs:
-        folder = item if os.path.isdir(item) else _pattern_base(item)
-        if folder is not None and os.path.realpath(folder) == os.path.realpath(out_dir):
-            suggestion = Path(folder) / "masks"
-            raise UsageError(f"-o {out_dir} is the input folder {item}: masks would be written among (and over) "
-                             f"the source images; choose another folder, e.g. -o {suggestion}")
-    found = [(path, rel) for path, rel in find_inputs(inputs, recursive, out_dir)]
-    targets = plan_outputs(found, out_dir)
-    summary = PredictSummary(model=spec.name, found=len(found), output_dir=str(out_dir))
-
-    def wanted(target: Path) -> list[Path]:
-        return planned_outputs(target, cutout=cutout, save_prob=save_prob)
-
-    outputs = {"cutout": cutout, "background": list(background) if background else None, "save_prob": save_prob}
-    settings = run_settings(spec, policy, weights_identity(spec, weights, seed, onnx_path, calib, runtime), outputs)
-    manifest = None if overwrite else Manifest.load(out_dir)
-    if manifest is not None:
-        manifest.refuse_if_changed(settings, out_dir)
-        # An explicitly requested backend / precision is compared now, so that a folder made by
-        # another one is not reported "already done"; "auto" is compared once it has chosen.
-        asked = {key: value for key, value in (("backend", backend), ("precision", precision))
-                 if value is not None and value != "auto"}
-        made = {key: (manifest.runtime or {}).get(key) for key in asked}
-        if manifest.files and manifest.runtime and asked != made:
-            raise UsageError(f"{out_dir} holds masks made with another backend or precision: "
-                             + "; ".join(differences(made, asked))
-                             + ". Nothing was changed. Pass --overwrite to recompute them, or choose another -o.")
-    todo = []
-    for (path, _), target in zip(found, targets):
-        key = target.relative_to(out_dir).as_posix()
-        if manifest is not None and manifest.done(key, os.path.abspath(path), wanted(target)):
-            summary.skipped += 1
-            continue
-        if not overwrite and manifest is None:
-            existing = [p for p in wanted(target) if p.exists()]
-            if existing:
-                raise UsageError(f"{existing[0]} exists and {out_dir} has no segdeploy manifest saying how it was made; "
-                                 "pass --overwrite to replace such files, or choose another -o")
-        todo.append((path, target, key))
-
-    warning = check_memory(spec, policy, [p for p, _, _ in todo], max_pixels)
-    if warning:
-        summary.warnings.append(warning)
-        say(f"warning: {warning}")
+    plan = plan_predict_job(spec, inputs, out_dir, weights=weights, recursive=recursive, backend=backend,
+                            precision=precision, cutout=cutout, save_prob=save_prob, overwrite=overwrite, seed=seed,
+                            background=background, max_size=max_size, max_pixels=max_pixels, onnx_path=onnx_path,
+                            calib=calib, runtime=runtime, log=log)
+    summary, todo, policy, out_dir = plan.summary, plan.todo, plan.policy, plan.out_dir
     start = time.perf_counter()
     if not todo:
         summary.seconds = round(time.perf_counter() - start, 3)
@@ -215,24 +138,14 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
     summary.runtime = runtime.describe() if hasattr(runtime, "describe") else None
     summary.selection = getattr(runtime, "selection", None)
     summary.weights = weights_of(runtime)
-    ran = runtime_settings(summary.runtime)
-    if manifest is not None and manifest.runtime is not None and ran is not None and manifest.files:
-        changes = differences(manifest.runtime, ran)
-        if changes:
-            raise UsageError(f"{out_dir} holds masks made with another backend or precision: " + "; ".join(changes)
-                             + ". Nothing was changed. Pass --overwrite to recompute them, or choose another -o.")
-    if manifest is None:
-        manifest = Manifest(settings=settings)
-    manifest.settings, manifest.runtime = settings, ran
-    # Saved before the first mask, so that files of a run killed early are known as this run's.
-    manifest.save(out_dir)
+    plan.begin(summary.runtime)
 
     def read(entry):
         return load_image(entry[0], policy, max_pixels=max_pixels)
 
     def sink(entry, image, pred):
         source, target, _ = entry
-        write_prediction(target, image, pred, spec, cutout=cutout, save_prob=save_prob, background=background,
+        write_prediction(target, image, pred, spec, cutout=plan.cutout, save_prob=save_prob, background=background,
                          source=source, max_pixels=max_pixels)
 
     times = StageTimes()
@@ -246,48 +159,25 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
                                               workers=workers, sink=sink, times=times, max_side=policy.max_side or 0,
                                               memory_budget=memory_budget):
                 source, _, key = outcome.item
-                if outcome.ok:
-                    summary.written += 1
-                    manifest.files[key] = {"source": os.path.abspath(source), "status": "written"}
-                else:
-                    reason = outcome.error.reason if isinstance(outcome.error, ImageReadError) else \
-                        f"{type(outcome.error).__name__}: {outcome.error}"
-                    summary.failed.append({"path": str(source), "reason": reason})
-                    manifest.files[key] = {"source": os.path.abspath(source), "status": "failed", "reason": reason}
+                plan.record(source, key, None if outcome.ok else failure_reason(outcome.error))
                 if task is not None:
                     bar.advance(task)
                 if on_progress:
                     on_progress(1)
                 if time.monotonic() - last_save > 5.0:
-                    manifest.save(out_dir)
+                    plan.save()
                     last_save = time.monotonic()
     except KeyboardInterrupt:
         summary.interrupted = True
         raise
     finally:
-        manifest.save(out_dir)
+        plan.save()
         summary.stages = times.to_dict()
         summary.seconds = round(time.perf_counter() - start, 3)
         processed = summary.written + len(summary.failed)
         summary.images_per_s = round(summary.written / summary.seconds, 3) \
             if summary.seconds > 0 and processed else None
     return summary
-
-
-def _pattern_base(item: str) -> str | None:
-    """The folder a glob pattern searches (its parts before the first wildcard), None for a path."""
-    if os.path.lexists(item) or not set("*?[") & set(item):
-        return None
-    parts = Path(item).parts
-    first = next(i for i, part in enumerate(parts) if set("*?[") & set(part))
-    return os.path.join(*parts[:first]) if first else "."
-
-
-def find_inputs(inputs: Iterable, recursive: bool, out_dir: Path) -> list[tuple[Path, Path]]:
-    """Inputs with their output-relative paths; the output tree is never searched."""
-    from segdeploy.engine.images import find_images
-
-    return find_images(inputs, recursive=recursive, exclude=[out_dir])
 
 
 def predict_one(model: str, source: str, target: str, *, weights=None, backend: str = "auto", device: str = "cpu",

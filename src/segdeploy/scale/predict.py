@@ -1,14 +1,17 @@
 """``segdeploy predict --engine ray``: the local engine's file-to-file job on a Ray cluster.
 
-Planning and writing are the local engine's functions, imported from :mod:`segdeploy.jobs.predict`:
-``find_images`` (inputs → files), ``output_paths`` (file → ``OUT/<rel>/<stem>.png``),
-``planned_outputs`` (the files one input produces, for resuming) and ``write_prediction`` (encode +
-atomic write, run inside the actors). The summary is the local engine's :class:`PredictSummary`.
+Planning, resuming and recording are the local engine's, from :mod:`segdeploy.jobs.plan`:
+:func:`plan_predict_job` finds the inputs (local ones through the local ``find_inputs``; URIs through
+pyarrow), plans the same mirrored output paths, applies the same input policy, refuses the same
+folders and skips the inputs the folder's manifest records as done. The driver writes the manifest
+from the actors' status rows (:meth:`PredictPlan.record`), so both engines leave the same
+``.segdeploy-manifest.json``. Actors read with the same input policy and write with the local
+``write_prediction``.
 
-Exactly once: the driver plans only inputs whose outputs are missing; an actor that dies mid-block is
-restarted and the block retried, and the retry counts outputs that the dead attempt already renamed
-into place as written without writing them again. Temporary files a killed write left behind are
-removed at the end of the job.
+Exactly once: the driver plans only inputs not yet done; an actor that dies mid-block is restarted
+and the block retried, and the retry counts outputs that the dead attempt already renamed into
+place during this job (modified since the job started) as written without writing them again.
+Temporary files a killed write left behind are removed at the end of the job.
 """
 
 from __future__ import annotations
@@ -21,26 +24,33 @@ from typing import Any
 
 from segdeploy.core.errors import UsageError
 from segdeploy.core.registry import get_spec
-from segdeploy.engine.images import IMAGE_SUFFIXES
-from segdeploy.jobs.predict import PredictSummary, _progress_bar, find_images, output_paths, planned_outputs
+from segdeploy.engine.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from segdeploy.jobs.plan import PredictSummary, find_inputs, plan_predict_job, planned_outputs
+from segdeploy.jobs.predict import _progress_bar
 from segdeploy.scale.cluster import RayOptions, pool_arguments, ray_session
 from segdeploy.scale.workers import PredictActor, is_uri, map_rows, read_predict_rows
 
 
 def find_sources(inputs: list[str], recursive: bool = False) -> list[tuple[str, Path]]:
-    """Local inputs through the local engine's ``find_images``; URIs listed through pyarrow.
+    """Local inputs through the local engine's ``find_inputs``; URIs listed through pyarrow.
 
-    Returns (source, path relative to its input root) pairs, in the local engine's order. A URI
+    Returns (source as text, path relative to its input root) pairs, in the local engine's order. A URI
     names a file or a folder (prefix); glob patterns are for local paths only.
     """
+    return [(str(source), rel) for source, rel in find_local_and_uris(inputs, recursive)]
+
+
+def find_local_and_uris(inputs: list, recursive: bool, out_dir: Path | None = None) -> list[tuple[Any, Path]]:
+    """The Ray engine's finder for :func:`plan_predict_job`: local inputs exactly as the local
+    engine finds them (``Path`` sources, the output tree excluded), URIs as strings."""
     if not any(is_uri(str(item)) for item in inputs):
-        return [(str(path), rel) for path, rel in find_images(inputs, recursive=recursive)]
-    found: list[tuple[str, Path]] = []
+        return list(find_inputs(inputs, recursive, out_dir))
+    found: list[tuple[Any, Path]] = []
     for item in inputs:  # mixed local paths and URIs: expand each in the order given
         if is_uri(str(item)):
             found.extend(_list_uri(str(item), recursive))
         else:
-            found.extend((str(path), rel) for path, rel in find_images([item], recursive=recursive))
+            found.extend(find_inputs([item], recursive, out_dir))
     return found
 
 
@@ -68,25 +78,27 @@ def predict_files_ray(model: str, inputs: list[str], out_dir: str | os.PathLike,
                       weights=None, recursive: bool = False, batch_size: int = 1, backend: str = "auto",
                       device: str = "cpu", precision: str | None = None, cutout: bool = False,
                       save_prob: bool = False, overwrite: bool = False, progress: bool = True,
-                      seed: int = 0) -> PredictSummary:
+                      seed: int = 0, background: tuple[int, ...] | None = None,
+                      max_size: int | None | str = "spec",
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS) -> PredictSummary:
     """Like :func:`segdeploy.jobs.predict.predict_files`, with inference on a Ray actor pool.
 
+    Same plan, skip rule and manifest as the local engine (see the module docstring).
     ``summary.seconds`` and ``images_per_s`` cover the job on the cluster; Ray's start-up (or connect)
     time is in ``summary.stages["ray"]["startup_s"]``. ``out_dir`` must be visible to every worker
     node at the same path (a shared filesystem) — the workers write the outputs.
+
+    Raises:
+        UsageError: as :func:`segdeploy.jobs.plan.plan_predict_job`, before Ray starts.
     """
     spec = get_spec(model)
-    out_dir = Path(out_dir)
-    found = find_sources(inputs, recursive=recursive)
-    targets = output_paths([(Path(s) if not is_uri(s) else Path(s.split("://", 1)[1]), rel) for s, rel in found],
-                           out_dir)
-    summary = PredictSummary(model=spec.name, found=len(found), output_dir=str(out_dir))
-    todo = []
-    for index, ((source, _), target) in enumerate(zip(found, targets)):
-        if not overwrite and all(p.exists() for p in planned_outputs(target, cutout=cutout, save_prob=save_prob)):
-            summary.skipped += 1
-        else:
-            todo.append({"index": index, "source": source, "target": str(target)})
+    plan = plan_predict_job(spec, inputs, out_dir, weights=weights, recursive=recursive, backend=backend,
+                            precision=precision, cutout=cutout, save_prob=save_prob, overwrite=overwrite,
+                            seed=seed, background=background, max_size=max_size, max_pixels=max_pixels,
+                            finder=find_local_and_uris)
+    summary = plan.summary
+    todo = [{"index": index, "source": str(source), "target": str(target)}
+            for index, (source, target, _) in enumerate(plan.todo)]
     if not todo:
         return summary
 
@@ -94,42 +106,68 @@ def predict_files_ray(model: str, inputs: list[str], out_dir: str | os.PathLike,
                                    "weights": weights, "seed": seed}
     if device == "cpu":
         open_kwargs["threads"] = max(1, int(options.cpus_per_worker))
-    with ray_session(options) as info:
-        import ray
+    job_started = time.time()
+    results: dict[int, tuple[str, str]] = {}
+    recorded: set[int] = set()
+    meta: dict[str, Any] = {}
 
-        start = time.perf_counter()
-        # ~4 blocks per worker keeps every actor fed while the last blocks are read
-        blocks = max(1, min(len(todo), 4 * options.workers))
-        ds = ray.data.from_items(todo, override_num_blocks=blocks)
-        ds = ds.map_batches(map_rows(read_predict_rows, model=spec.name, keep_image=cutout),
-                            batch_size=batch_size * 4, num_cpus=options.read_cpus)
-        ds = ds.map_batches(PredictActor, batch_size=batch_size * 4,
-                            fn_constructor_args=(spec.name, open_kwargs, batch_size),
-                            fn_constructor_kwargs={"cutout": cutout, "save_prob": save_prob, "overwrite": overwrite,
-                                                   "kill_after": options.kill_after,
-                                                   "kill_marker": options.kill_marker},
-                            **pool_arguments(options))
-        results: dict[int, tuple[str, str]] = {}
-        meta: dict[str, Any] = {}
-        bar = _progress_bar(progress, len(todo), f"{spec.name} on ray")
-        with bar:
-            task = bar.add_task("predict", total=len(todo)) if bar.enabled else None
-            for row in ds.iter_rows():
-                results[int(row["index"])] = (str(row["status"]), str(row["reason"]))
-                meta = meta or json.loads(row["meta"])
-                if task is not None:
-                    bar.advance(task)
-        summary.seconds = round(time.perf_counter() - start, 3)
+    def record_new() -> None:
+        """Enter every result not yet entered in the manifest (and the summary's counts)."""
+        for index in sorted(set(results) - recorded):
+            status, reason = results[index]
+            source, _, key = plan.todo[index]
+            plan.record(source, key, None if status == "written" else reason)
+            recorded.add(index)
+
+    try:
+        with ray_session(options) as info:
+            import ray
+
+            # Saved once Ray is up (a missing Ray leaves no output folder). The runtime opens in the
+            # actors: what ran is recorded from their rows (set_runtime below).
+            plan.begin(None, runtime_known=False)
+            start = time.perf_counter()
+            # ~4 blocks per worker keeps every actor fed while the last blocks are read
+            blocks = max(1, min(len(todo), 4 * options.workers))
+            ds = ray.data.from_items(todo, override_num_blocks=blocks)
+            ds = ds.map_batches(map_rows(read_predict_rows, model=spec.name, keep_image=plan.cutout,
+                                         max_size=max_size, max_pixels=max_pixels),
+                                batch_size=batch_size * 4, num_cpus=options.read_cpus)
+            ds = ds.map_batches(PredictActor, batch_size=batch_size * 4,
+                                fn_constructor_args=(spec.name, open_kwargs, batch_size),
+                                fn_constructor_kwargs={"cutout": plan.cutout, "save_prob": save_prob,
+                                                       "background": background, "max_pixels": max_pixels,
+                                                       "since": job_started, "kill_after": options.kill_after,
+                                                       "kill_marker": options.kill_marker},
+                                **pool_arguments(options))
+            bar = _progress_bar(progress, len(todo), f"{spec.name} on ray")
+            last_save = time.monotonic()
+            with bar:
+                task = bar.add_task("predict", total=len(todo)) if bar.enabled else None
+                for row in ds.iter_rows():
+                    index = int(row["index"])
+                    results[index] = (str(row["status"]), str(row["reason"]))
+                    if not meta:
+                        meta = json.loads(row["meta"])
+                        plan.set_runtime(meta.get("runtime"))
+                    if task is not None:
+                        bar.advance(task)
+                    if time.monotonic() - last_save > 5.0:  # a killed driver loses at most ~5 s of entries
+                        record_new()
+                        plan.save()
+                        last_save = time.monotonic()
+            summary.seconds = round(time.perf_counter() - start, 3)
+    finally:
+        record_new()
+        plan.save()
+    # Rows arrive in block-completion order; the local engine reports failures in input order.
+    order = {str(source): index for index, (source, _, _) in enumerate(plan.todo)}
+    summary.failed.sort(key=lambda failure: order.get(failure["path"], len(order)))
     missing = [item for item in todo if item["index"] not in results]
     if missing:  # Ray Data returns every row or raises; this guards the exactly-once promise
         raise RuntimeError(f"Ray returned no result for {len(missing)} inputs (first: {missing[0]['source']})")
-    for item in todo:
-        status, reason = results[item["index"]]
-        if status == "written":
-            summary.written += 1
-        else:
-            summary.failed.append({"path": item["source"], "reason": reason})
-    removed = remove_stray_temporaries([Path(item["target"]) for item in todo], cutout=cutout, save_prob=save_prob)
+    removed = remove_stray_temporaries([Path(item["target"]) for item in todo], cutout=plan.cutout,
+                                       save_prob=save_prob)
     summary.runtime = meta.get("runtime")
     summary.selection = meta.get("selection")
     summary.weights = meta.get("weights")

@@ -18,8 +18,9 @@ import numpy as np
 
 from segdeploy.core.errors import ImageReadError
 from segdeploy.core.registry import get_spec
-from segdeploy.engine.images import read_image
-from segdeploy.engine.transforms import decode, preprocess_with_valid
+from segdeploy.engine.images import DEFAULT_MAX_PIXELS, load_image, read_image
+from segdeploy.engine.transforms import InputPolicy, decode, preprocess_with_valid
+from segdeploy.jobs.plan import failure_reason
 
 
 def is_uri(source: str) -> bool:
@@ -27,14 +28,22 @@ def is_uri(source: str) -> bool:
     return "://" in source
 
 
-def read_source(source: str) -> np.ndarray:
+def read_source(source: str, policy=None, *, max_pixels: int | None = DEFAULT_MAX_PIXELS):
     """Read an image from a local path, or from a URI through pyarrow's filesystems.
 
-    A URI's bytes go through the same :func:`read_image` as a local file (via a temporary copy,
-    since the reader takes paths), so decoding, EXIF handling and error reasons are the same.
+    Without ``policy``: the full-size HxWx3 uint8 array (:func:`read_image`). With an
+    :class:`~segdeploy.engine.transforms.InputPolicy`: the local engine's :func:`load_image` result
+    (a :class:`LoadedImage`, reduced as the policy says). A URI's bytes go through the same reader
+    as a local file (via a temporary copy, since the reader takes paths), so decoding, EXIF
+    handling and error reasons are the same.
     """
+    def reader(path: str):
+        if policy is None:
+            return read_image(path, max_pixels=max_pixels)
+        return load_image(path, policy, max_pixels=max_pixels)
+
     if not is_uri(source):
-        return read_image(source)
+        return reader(source)
     from pyarrow import fs as pafs
 
     filesystem, path = pafs.FileSystem.from_uri(source)
@@ -49,28 +58,29 @@ def read_source(source: str) -> np.ndarray:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         try:
-            return read_image(tmp)
+            return reader(tmp)
         except ImageReadError as exc:
             raise ImageReadError(source, exc.reason) from None
     finally:
         os.unlink(tmp)
 
 
-def failure_reason(error: BaseException) -> str:
-    """The reason recorded for a failed item: the local engine's wording."""
-    return error.reason if isinstance(error, ImageReadError) else f"{type(error).__name__}: {error}"
-
-
-def read_predict_rows(batch: dict[str, np.ndarray], *, model: str, keep_image: bool) -> dict[str, list]:
-    """Ray task: read and preprocess each ``source``; failures travel on as rows with a reason."""
+def read_predict_rows(batch: dict[str, np.ndarray], *, model: str, keep_image: bool,
+                      max_size: int | None | str = "spec",
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict[str, list]:
+    """Ray task: read and preprocess each ``source`` as the local engine's pipeline does (same input
+    policy, same reader); failures travel on as rows with a reason."""
     spec = get_spec(model)
+    policy = InputPolicy.for_model(spec, max_size)
     payloads = []
     for index, source, target in zip(batch["index"], batch["source"], batch["target"]):
         item: dict[str, Any] = {"index": int(index), "source": str(source), "target": str(target)}
         try:
-            image = read_source(str(source))
+            loaded = read_source(str(source), policy, max_pixels=max_pixels)
+            image, _ = policy.reduce_array(loaded.pixels)
             item["array"], item["valid"] = preprocess_with_valid(image, spec)
-            item["hw"] = image.shape[:2]
+            item["hw"] = tuple(loaded.original_hw)
+            # the working copy, for a cut-out (write_prediction re-reads the source when it was reduced)
             item["image"] = image if keep_image else None
         except Exception as exc:  # recorded per item, never fatal for the job
             item["error"] = failure_reason(exc)
@@ -171,11 +181,14 @@ class PredictActor(_RuntimeActor):
     """Ray actor: infer, decode and write one block of preprocessed rows; returns one status row each."""
 
     def __init__(self, model: str, open_kwargs: dict[str, Any], batch_size: int, *, cutout: bool, save_prob: bool,
-                 overwrite: bool, kill_after: int | None = None, kill_marker: str | None = None) -> None:
+                 background: tuple[int, ...] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 since: float | None = None, kill_after: int | None = None, kill_marker: str | None = None) -> None:
         super().__init__(model, open_kwargs, batch_size, kill_after, kill_marker)
         self.cutout = cutout
         self.save_prob = save_prob
-        self.overwrite = overwrite
+        self.background = None if background is None else tuple(background)
+        self.max_pixels = max_pixels
+        self.since = since
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         from segdeploy.jobs.predict import planned_outputs, write_prediction
@@ -194,9 +207,8 @@ class PredictActor(_RuntimeActor):
             target = Path(item["target"])
             if "error" in item:
                 emit(item, "failed", item["error"])
-            elif not self.overwrite and all(p.exists() for p in planned_outputs(
-                    target, cutout=self.cutout, save_prob=self.save_prob)):
-                # The driver planned only missing outputs, so these were written by an attempt of this
+            elif self._written_by_this_job(planned_outputs(target, cutout=self.cutout, save_prob=self.save_prob)):
+                # The driver planned only inputs not done, so these were written by an attempt of this
                 # job that died before reporting (the batch is being retried): written once, not again.
                 emit(item, "written")
             else:
@@ -208,13 +220,27 @@ class PredictActor(_RuntimeActor):
             target = Path(item["target"])
             try:
                 pred = decode(result, self.spec, item["hw"], item["valid"])
-                write_prediction(target, item["image"], pred, self.spec, cutout=self.cutout, save_prob=self.save_prob)
+                image, source = item["image"], item["source"]
+                if self.cutout and is_uri(source) and image.shape[:2] != pred.mask.shape[:2]:
+                    image, source = read_source(source, max_pixels=self.max_pixels), None  # full size, via pyarrow
+                write_prediction(target, image, pred, self.spec, cutout=self.cutout, save_prob=self.save_prob,
+                                 background=self.background, source=source, max_pixels=self.max_pixels)
             except Exception as exc:
                 emit(item, "failed", failure_reason(exc))
             else:
                 emit(item, "written")
             self._count_and_maybe_die(target)
         return rows
+
+    def _written_by_this_job(self, paths: list[Path]) -> bool:
+        """Every file exists and was renamed into place since the job started (``since``, seconds
+        since the epoch on the driver; a shared filesystem's clock is assumed close to it)."""
+        if self.since is None:
+            return False
+        try:
+            return all(p.stat().st_mtime >= self.since - 1.0 for p in paths)
+        except FileNotFoundError:
+            return False
 
 
 class EvalActor(_RuntimeActor):

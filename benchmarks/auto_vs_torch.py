@@ -86,7 +86,8 @@ def markdown(payload: dict) -> str:
         "includes interpreter start and model load",
         f"- auto printed: {'; '.join(payload['probe_run']['printed_choice']) or '—'}",
         f"- probe (first auto run, untimed): {payload['probe_run']['command_wall_s']} s command wall; "
-        f"source {sel.get('source')}",
+        f"source {sel.get('source')} (static = probing off: the conservative fp32 choice); environment "
+        f"{payload.get('auto_settings')}",
         f"- rounds: {payload['rounds']}, interleaved; load average (1/5/15 min) before → after each run below; "
         f"runs under contention (1-min load > CPUs): {payload['contended_runs']} of {len(payload['runs'])}",
         "",
@@ -144,6 +145,7 @@ def main(argv=None) -> int:
         "auto_median": statistics.median(auto), "torch_median": statistics.median(torch), "ratio": ratio,
         "target": TARGET, "met": ratio >= TARGET, "contended_runs": sum(r["contended"] for r in runs),
         "quick": args.quick,
+        "auto_settings": {k: os.environ.get(k) for k in ("SEGDEPLOY_AUTO_PROBE", "SEGDEPLOY_AUTO_INT8")},
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     json_path = atomic_write_text(args.out_dir / f"{args.name}.json", json.dumps(payload, indent=2, default=str) + "\n")

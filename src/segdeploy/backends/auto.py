@@ -11,11 +11,12 @@ For a model, its weights and this machine, :func:`choose_auto` runs a short prob
    candidate failed or could not run) is kept on the choice, printed by ``segdeploy bench
    --backend auto`` and recorded on ``runtime.selection``.
 
-int8 candidates are calibrated on generated images disjoint from the gate's (other seeds).
+int8 candidates are calibrated on generated images disjoint from the gate's (other seeds);
+``SEGDEPLOY_AUTO_INT8=0`` leaves them out (quantizing takes minutes on 2 shared cores).
 
 The result is cached as JSON in ``<cache>/auto/`` (``$SEGDEPLOY_CACHE`` or ``~/.cache/segdeploy``)
 under a key of (model, weights identity (sha256, or random seed), machine (CPU name, physical
-cores, or GPU name), library versions, device, requested precision); a later run with the same key
+cores, or GPU name), library versions, device, requested precision, candidate list); a later run with the same key
 reads the choice back without probing. ``SEGDEPLOY_AUTO_PROBE=0`` disables probing (tests do):
 then :func:`static_choice` picks conservatively — fp32 on the fastest engine available (OpenVINO,
 then ONNX Runtime, then PyTorch) on CPU, PyTorch fp16 on CUDA — because a low precision is only
@@ -251,7 +252,8 @@ def machine_identity(device: str) -> dict[str, Any]:
 
 def probe_key(spec, weights_id: str, device: str, precision: str | None) -> dict[str, Any]:
     return {"version": CACHE_VERSION, "model": spec.name, "weights": weights_id, "device": str(device),
-            "precision": precision, "machine": machine_identity(device), "libraries": _versions()}
+            "precision": precision, "machine": machine_identity(device), "libraries": _versions(),
+            "candidates": [c.label for c in candidates_for(device, precision)]}
 
 
 def cache_path_for(key: dict[str, Any]) -> Path:

@@ -57,7 +57,11 @@ def test_parse_cli_tolerances():
 def test_every_model_converts_faithfully_on_cpu_runtimes(name):
     size = small_size(name)
     combos = [("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16")]
-    report = compare(name, "random", combos=combos, images=_images(4, size, size), input_size=(size, size),
+    # Trained weights where they ship (u2netp): random U²-Net weights saturate the maps, and the
+    # per-image min-max normalisation then blows float32 rounding up past the fp32 thresholds,
+    # which are judged on trained weights (docs/verification.md).
+    weights = None if get_spec(name).default_weights else "random"
+    report = compare(name, weights, combos=combos, images=_images(4, size, size), input_size=(size, size),
                      allow_few_images=True)
     by = {(r.backend, r.precision): r for r in report.rows}
     for key in combos[:2]:

@@ -217,10 +217,11 @@ def test_weights_tags_name_the_weights():
 def test_missing_weights_explain_how_to_get_them(tmp_path):
     from segdeploy.zoo.checkpoints import WeightsError
 
+    # u2net's weights do not ship with the package (u2netp's do: None means them)
     with pytest.raises(WeightsError, match="random"):
-        cached_export("u2netp", None)
+        cached_export("u2net", None)
     with pytest.raises(WeightsError, match="no such weights file"):
-        cached_export("u2netp", tmp_path / "nope.pth")
+        cached_export("u2net", tmp_path / "nope.pth")
 
 
 @pytest.mark.parametrize("name", model_params())

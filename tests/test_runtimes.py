@@ -128,7 +128,7 @@ def test_bad_arguments_are_value_errors(onnx_path):
         open_runtime("u2netp", "torch", precision="fp8", weights="random")
     with pytest.raises(ValueError, match="unknown device"):
         open_runtime("u2netp", "torch", device="tpu", weights="random")
-    with pytest.raises(ValueError, match="onnx_path is for"):
+    with pytest.raises(ValueError, match="torch backend runs the PyTorch module"):
         open_runtime("u2netp", "torch", weights="random", onnx_path=onnx_path)
     _needs("onnxruntime")
     with pytest.raises(ValueError, match="needs a quantized ONNX"):

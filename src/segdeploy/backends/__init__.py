@@ -93,7 +93,9 @@ def open_runtime(
     """
     selection = None
     file_info = None
-    if onnx_path is not None:
+    if onnx_path is not None and str(onnx_path).lower().endswith(".xml") and backend == "torch":
+        raise UsageError("an OpenVINO IR (.xml) runs on --backend openvino, not torch")
+    if onnx_path is not None and not str(onnx_path).lower().endswith(".xml"):  # OpenVINO IR: its own reader
         from segdeploy.backends.onnx_file import check_onnx_file, inspect_onnx
 
         file_info = inspect_onnx(onnx_path)

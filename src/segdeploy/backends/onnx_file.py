@@ -57,7 +57,9 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxFileInfo:
     if path.is_dir():
         raise UsageError(f"{path}: is a folder; --onnx takes an .onnx file")
     if not path.is_file():
-        raise UsageError(f"{path}: no such ONNX file")
+        from segdeploy.engine.finder import InputNotFound
+
+        raise InputNotFound(f"{path}: no such ONNX file")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and friends

@@ -39,8 +39,9 @@ def register(sub) -> None:
     parser.add_argument("--images", help="with --dataset pairs: folder of images")
     parser.add_argument("--masks", help="with --dataset pairs: folder of masks (matched by file stem)")
     parser.add_argument("--split-file", help="text file of ids to score (overrides the default split)")
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="dataset reader option (repeatable), e.g. split=val")
+    # --dataset-opt is the spelling of compare and run; --option is kept as an alias
+    parser.add_argument("--dataset-opt", "--option", dest="option", action="append", default=[], metavar="KEY=VALUE",
+                        help="dataset reader option (repeatable), e.g. split=val, encoding=binary")
     weights_argument(parser)
     runtime_arguments(parser)
     parser.add_argument("--limit", type=int, metavar="N", help="score only the first N images")
@@ -70,7 +71,7 @@ def run(args) -> int:
     for item in args.option:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
+            raise ValueError(f"--dataset-opt expects KEY=VALUE, got {item!r}")
         options[key] = value
     if args.split_file:
         options["split_file"] = args.split_file

@@ -211,6 +211,8 @@ def run(args) -> int:
     for failure in summary.failed:
         console.print(f"[red]failed[/] {failure['path']}: {failure['reason']}", highlight=False)
     speed = f", {summary.images_per_s:.1f} images/s" if summary.images_per_s else ""
+    if getattr(summary, "load_seconds", 0):
+        speed += f" (after {summary.load_seconds:.1f} s opening the model)"
     console.print(f"found {summary.found}, written {summary.written}, skipped {summary.skipped} (already done), "
                   f"failed {len(summary.failed)} in {summary.seconds:.1f} s{speed}", highlight=False)
     _random_note(console, summary.weights)

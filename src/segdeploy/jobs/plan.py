@@ -29,6 +29,9 @@ class PredictSummary:
     skipped: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    #: seconds spent opening the runtime (model build, export / compile, auto probe), inside ``seconds``
+    load_seconds: float = 0.0
+    #: images written / seconds of the streaming loop (the model already loaded)
     images_per_s: float | None = None
     weights: dict[str, Any] | None = None
     runtime: dict[str, Any] | None = None

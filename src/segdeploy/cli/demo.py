@@ -32,6 +32,9 @@ should use (the fastest that passes). The cut-outs of that configuration are in 
 
 Other models have no packaged weights: `segdeploy run RECIPE --weights random` runs them with
 random weights, and says so.
+
+Exit code: 0 when a configuration passes the gate (the one --backend auto uses); the failing ones
+are the demo's findings, listed in the report (`segdeploy run` and `compare` exit 3 on them).
 """
 
 
@@ -132,4 +135,10 @@ def run(args) -> int:
         console.print(f"cut-outs: {run_dir}/cutouts/ ({len(photos)} files, {config.label}); report: "
                       f"{run_dir}/report.html (and report.md); data: {run_dir}/results.json", highlight=False)
         console.print(f"demo finished in {time.perf_counter() - started:.1f} s", highlight=False)
-    return runner.exit_code()
+    code = runner.exit_code()
+    if code == 3 and choice is not None:
+        # The demo shows which configurations keep the masks: failing ones are its findings, in the
+        # report. It succeeds when a configuration passes (the one auto uses); `segdeploy run` and
+        # `compare` exit 3 on any failed gate.
+        return 0
+    return code

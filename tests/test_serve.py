@@ -202,14 +202,12 @@ def test_limits_answer_and_server_keeps_serving(app, controlled):
     assert out["after"].status_code == 200
 
 
-@pytest.mark.xfail(strict=False, reason="known bug (issue 11 stays open): since the engine/verify merge, three of "
-                   "six requests sent while the worker is held never reach the batcher's queue, so no 503 is "
-                   "returned and they time out with 504")
 def test_full_queue_answers_503_with_retry_after(app, controlled):
     async def scenario(client):
-        # hold the worker, then send more than max_queue (3)
+        # Hold the worker, then send more than it can take: the held forward pass holds up to
+        # max_batch_size (4) requests and the queue max_queue (3), so of 10 at least 3 get 503.
         controlled.hold()
-        tasks = [asyncio.create_task(client.post(predict_url(), content=photo(20 + i))) for i in range(6)]
+        tasks = [asyncio.create_task(client.post(predict_url(), content=photo(20 + i))) for i in range(10)]
         await wait_until(lambda: sum(t.done() for t in tasks) >= 2)
         controlled.release()
         return await asyncio.gather(*tasks)

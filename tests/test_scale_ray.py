@@ -178,9 +178,10 @@ def test_eval_on_ray_equals_local_engine(local_ray, tmp_path):
     root = make_ecssd_tree(tmp_path / "ECSSD", n=6)
     (root / "images" / "0003.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")  # skipped with its reason
     args = ["eval", SOD_MODEL, "--dataset", "ecssd", "--data-root", str(root), *COMMON]
-    assert main([*args, "--json", str(tmp_path / "local.json")]) == 0
+    # exit 1 on both engines: one image could not be read (named under "skipped"), the rest scored
+    assert main([*args, "--json", str(tmp_path / "local.json")]) == 1
     assert main([*args, "--json", str(tmp_path / "ray.json"), "--engine", "ray", "--ray-workers", "2",
-                 "--batch-size", "2"]) == 0
+                 "--batch-size", "2"]) == 1
     local = json.loads((tmp_path / "local.json").read_text())
     ray_record = json.loads((tmp_path / "ray.json").read_text())
     assert ray_record["images_scored"] == local["images_scored"] == 5

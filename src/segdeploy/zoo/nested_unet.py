@@ -194,6 +194,14 @@ register_model(ModelSpec(
     ),),
 ))
 
+# Shared by both networks of the bigmb repository (also zoo/unet_bigmb.py). pytorch_run.py:
+# ToTensor then Normalize(0.5, 0.5) -> [-1, 1]; upstream runs the native size (a multiple of 16);
+# segdeploy squashes to the 512² the seed guide uses.
+BIGMB_PREPROCESS = Preprocess(size=(512, 512), interpolation="bilinear", resize_library="pil", scaling="div255",
+                              mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), multiple_of=16)
+BIGMB_DECODE = Decode(output_index=0, activation="sigmoid", threshold=0.5, resize_library="torch")
+BIGMB_SOURCE = "bigmb/Unet-Segmentation-Pytorch-Nest-of-Unets @ f63262d, Models.py"
+
 register_model(ModelSpec(
     name="unetpp_bigmb",
     title="UNet++ (bigmb NestedUNet, widths 64..1024) — 512²",
@@ -201,13 +209,10 @@ register_model(ModelSpec(
     num_classes=1,
     builder=NestedUNet,
     builder_kwargs={"widths": (64, 128, 256, 512, 1024), "num_classes": 1, "upsample": "bilinear"},
-    # pytorch_run.py: ToTensor then Normalize(0.5, 0.5) -> [-1, 1]; upstream runs the native size
-    # (a multiple of 16); segdeploy squashes to the 512² the seed guide uses.
-    preprocess=Preprocess(size=(512, 512), interpolation="bilinear", resize_library="pil", scaling="div255",
-                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), multiple_of=16),
-    decode=Decode(output_index=0, activation="sigmoid", threshold=0.5, resize_library="torch"),
+    preprocess=BIGMB_PREPROCESS,
+    decode=BIGMB_DECODE,
     input_size=(512, 512),
-    source="bigmb/Unet-Segmentation-Pytorch-Nest-of-Unets @ f63262d, Models.py",
+    source=BIGMB_SOURCE,
     license="MIT",
     manifest="nested_unet_bigmb.state_dict.json",
     output_names=("logits",),

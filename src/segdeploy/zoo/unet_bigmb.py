@@ -15,12 +15,12 @@ H and W must be multiples of 16.
 from __future__ import annotations
 
 from segdeploy.core.registry import register_model
-from segdeploy.core.specs import Decode, ModelSpec, Preprocess, WeightsVariant
+from segdeploy.core.specs import ModelSpec, WeightsVariant
 
 import torch
 from torch import nn
 
-from segdeploy.zoo.nested_unet import check_multiple
+from segdeploy.zoo.nested_unet import BIGMB_DECODE, BIGMB_PREPROCESS, BIGMB_SOURCE, check_multiple
 
 WIDTHS = (64, 128, 256, 512, 1024)
 
@@ -109,12 +109,11 @@ register_model(ModelSpec(
     num_classes=1,
     builder=BigmbUNet,
     builder_kwargs={"in_channels": 3, "num_classes": 1},
-    # pytorch_run.py: ToTensor then Normalize(0.5, 0.5); squashed to the seed guide's 512².
-    preprocess=Preprocess(size=(512, 512), interpolation="bilinear", resize_library="pil", scaling="div255",
-                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), multiple_of=16),
-    decode=Decode(output_index=0, activation="sigmoid", threshold=0.5, resize_library="torch"),
+    # pytorch_run.py: the same input handling as the repository's NestedUNet
+    preprocess=BIGMB_PREPROCESS,
+    decode=BIGMB_DECODE,
     input_size=(512, 512),
-    source="bigmb/Unet-Segmentation-Pytorch-Nest-of-Unets @ f63262d, Models.py",
+    source=BIGMB_SOURCE,
     license="MIT",
     manifest="unet_bigmb.state_dict.json",
     output_names=("logits",),

@@ -173,3 +173,43 @@ def test_auto_drops_options_of_other_backends_and_says_so(monkeypatch):
     if rt.name == "torch":
         pytest.skip("no ONNX backend installed: auto picked torch, whose options these are")
     assert rt.selection["ignored_options"] == ["channels_last", "mode"]
+
+
+def test_auto_runs_openvino_with_one_stream_per_core_and_times_it_so(monkeypatch):
+    """auto opens OpenVINO with streams = physical cores (so the pipeline keeps that many calls in
+    flight), records it on the selection, and lets an explicit option win."""
+    from segdeploy.backends import available_backends, open_runtime
+    from segdeploy.backends.auto import auto_options
+    from segdeploy.backends.base import physical_cores
+
+    assert auto_options("onnxruntime") == {} and auto_options("openvino", "cuda") == {}
+    if physical_cores() < 2 or available_backends()["openvino"] is not None:
+        pytest.skip("needs OpenVINO and at least 2 physical cores")
+    assert auto_options("openvino") == {"streams": physical_cores()}
+    assert auto_options("openvino", threads=1) == {}  # a 1-CPU Ray worker: one stream
+    monkeypatch.setenv("SEGDEPLOY_AUTO_PROBE", "0")
+    rt = open_runtime("unetpp_dsb2018", "auto", weights="random")
+    assert rt.name == "openvino" and rt.concurrent_calls == physical_cores()
+    assert rt.selection["options"] == {"streams": physical_cores()}
+    assert open_runtime("unetpp_dsb2018", "auto", weights="random", streams=1).concurrent_calls == 1
+    # The probe times such a runtime with that many calls at once.
+    import threading
+    import time
+
+    active, peak, lock = [0], [0], threading.Lock()
+
+    class Fake:
+        spec = rt.spec
+        concurrent_calls = 2
+
+        def run(self, x, outputs=None):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.01)
+            with lock:
+                active[0] -= 1
+            return [x]
+
+    ips = auto_probe.time_runtime(Fake(), (1, 3, 96, 96), seconds=0.1, min_calls=3)
+    assert peak[0] == 2 and 100 < ips < 250  # two 10 ms calls at a time: ~200 images/s, not ~100

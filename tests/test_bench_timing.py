@@ -136,3 +136,27 @@ def test_flops_registry_models_match_models_md(name, size, gflop):
     get_spec(name)  # the model is registered (its module imported by the registry)
     count = flops_for_model(name, size)
     assert count.gflops == pytest.approx(gflop, rel=0.005)
+
+
+def test_pure_timing_keeps_a_concurrent_runtimes_calls_in_flight():
+    """A runtime with concurrent_calls=2 (OpenVINO streams) is timed with two calls at once: with
+    20 ms calls the measured rate is about twice one caller's, and every call is counted once."""
+    import threading
+    import time
+
+    from segdeploy.bench.pure import _timed_loop_concurrent
+
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def call(i):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.02)
+        with lock:
+            active[0] -= 1
+        return 1
+
+    host, events, images, wall = _timed_loop_concurrent(call, 2, iters=10, duration=None)
+    assert images == 10 and len(host) == 10 and events == [] and peak[0] == 2
+    assert 0.09 < wall < 0.19  # 5 rounds of 20 ms, not 10

@@ -144,3 +144,43 @@ def test_reading_ahead_stops_at_the_budget():
                             prefetch=32, memory_budget=3 * per_item))
     # at most the budget (3 items) plus the reads in flight when it was reached (≤ workers)
     assert peak[0] <= 3 + 4 + 1
+
+
+def test_concurrent_runtime_keeps_calls_in_flight_and_order():
+    """A runtime taking N calls at once gets N batches in flight; outcomes stay in input order and a
+    failing read or batch loses only its own item."""
+    import threading
+    import time
+
+    class Concurrent(FakeSaliencyRuntime):
+        concurrent_calls = 3
+
+        def __init__(self):
+            super().__init__()
+            self.active = self.peak = 0
+            self.lock = threading.Lock()
+
+        def run(self, batch):
+            with self.lock:
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+            try:
+                time.sleep(0.05)  # long enough for the pipeline to hand over the next batches
+                return super().run(batch)
+            finally:
+                with self.lock:
+                    self.active -= 1
+
+    runtime, times = Concurrent(), StageTimes()
+    outs = list(stream_predictions(range(12), read, runtime, get_spec("u2netp"), batch_size=2, times=times,
+                                   workers=2))
+    assert [o.item for o in outs] == list(range(12))
+    assert [o.ok for o in outs] == [i != 3 for i in range(12)]
+    assert runtime.peak >= 2 and runtime.peak <= 3
+    assert times.items == 12 and times.failed == 1 and sum(times.batch_sizes) == 11
+    # the same predictions as one call at a time
+    serial = list(stream_predictions(range(12), read, FakeSaliencyRuntime(), get_spec("u2netp"), batch_size=2))
+    for a, b in zip(outs, serial):
+        assert (a.prediction is None) == (b.prediction is None)
+        if a.prediction is not None:
+            assert np.array_equal(a.prediction.mask, b.prediction.mask)

@@ -279,3 +279,28 @@ def test_openvino_reads_its_own_ir_too(tmp_path, batch, reference, onnx_path):
     assert _rel(reference[0], rt.run(batch)[0]) < 1e-4
     with pytest.raises(ValueError, match="needs a quantized model"):
         open_runtime("u2netp", "openvino", precision="int8", onnx_path=xml)
+
+
+def test_openvino_streams_take_concurrent_calls(batch, reference, onnx_path):
+    """streams=N: N infer requests, N calls at once from threads, each with its own correct result."""
+    _needs("openvino")
+    import threading
+
+    rt = open_runtime("u2netp", "openvino", onnx_path=onnx_path, streams=2)
+    assert rt.concurrent_calls == 2
+    inputs = [batch[i % len(batch)][None] * (1 + 0.1 * i) for i in range(8)]
+    expected = [rt.run(x)[0] for x in inputs]
+    got: dict[int, np.ndarray] = {}
+
+    def call(i):
+        got[i] = rt.run(inputs[i])[0]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(got[i], expected[i]) for i in range(8))
+    info = rt.describe()
+    assert info["streams"] == 2 and info["concurrent_calls"] == 2 and info["performance_hint"] == "THROUGHPUT"
+    assert open_runtime("u2netp", "openvino", onnx_path=onnx_path).concurrent_calls == 1

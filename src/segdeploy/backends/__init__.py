@@ -113,6 +113,9 @@ def open_runtime(
                      "why": f"a given ONNX file runs on {chosen} (the fastest ONNX runtime installed), in its own "
                             f"precision ({precision})"}
         backend = chosen
+        from segdeploy.backends.auto import auto_options
+
+        options = {**auto_options(backend, device, options.get("threads")), **options}
     elif backend == "auto":
         choice = _auto_choice(model, device, precision, weights, onnx_path, seed)
         from segdeploy.backends.auto_probe import describe_choice
@@ -127,6 +130,13 @@ def open_runtime(
         if dropped:
             selection["ignored_options"] = dropped
             options = {k: v for k, v in options.items() if k in accepted}
+        # How auto runs its choice (e.g. OpenVINO streams); options the caller gave win.
+        from segdeploy.backends.auto import auto_options
+
+        chosen_options = auto_options(backend, device, options.get("threads"))
+        if chosen_options:
+            selection["options"] = chosen_options
+        options = {**chosen_options, **options}
     precision = precision or "fp32"
     runtime = _open(model, backend, device, precision, weights, onnx_path, seed=seed, spec=spec,
                     export_options=export_options, calib=calib, num_calib=num_calib, **options)

@@ -55,12 +55,19 @@ def _timing_shape(spec) -> tuple[int, int, int, int]:
 
 def time_runtime(runtime, shape: tuple[int, ...], seconds: float = PROBE_SECONDS, min_calls: int = 3) -> float:
     """images/s of ``runtime.run`` at ``shape``: batch / median latency of ≥ ``min_calls`` calls
-    over ≥ ``seconds`` (one untimed warm-up call first; outputs limited to what decoding reads)."""
+    over ≥ ``seconds`` (one untimed warm-up call first; outputs limited to what decoding reads).
+
+    A runtime that takes N calls at once (``concurrent_calls``, OpenVINO streams) is timed as the
+    pipeline runs it: N threads calling together, images/s = calls x batch / wall time.
+    """
     from segdeploy.backends.base import decode_outputs
 
     outputs = decode_outputs(runtime.spec)
     x = np.random.default_rng(7).standard_normal(shape, dtype=np.float32)
     runtime.run(x, outputs=outputs)
+    calls = max(1, int(getattr(runtime, "concurrent_calls", 1) or 1))
+    if calls > 1:
+        return _time_concurrent(runtime, x, outputs, calls, seconds, min_calls)
     samples: list[float] = []
     start = time.perf_counter()
     while len(samples) < min_calls or time.perf_counter() - start < seconds:
@@ -70,6 +77,27 @@ def time_runtime(runtime, shape: tuple[int, ...], seconds: float = PROBE_SECONDS
         if len(samples) >= 50:
             break
     return shape[0] / float(np.median(samples))
+
+
+def _time_concurrent(runtime, x: np.ndarray, outputs, calls: int, seconds: float, min_calls: int) -> float:
+    import threading
+
+    for _ in range(calls):  # each infer request warmed once
+        runtime.run(x, outputs=outputs)
+    done = [0] * calls
+    start = time.perf_counter()
+
+    def loop(i: int) -> None:
+        while done[i] < min_calls or (time.perf_counter() - start < seconds and done[i] < 50):
+            runtime.run(x, outputs=outputs)
+            done[i] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) * x.shape[0] / (time.perf_counter() - start)
 
 
 #: NNCF mixed-precision ladder: how many of the last convolutions (execution order) stay float
@@ -87,8 +115,10 @@ def gated_nncf(module, spec, calib: list[np.ndarray], batches: list[np.ndarray],
     from segdeploy.backends import _open
     from segdeploy.convert.nncf_quantize import cached_nncf_quantize
 
+    from segdeploy.backends.auto import auto_options
+
     result = (None, None, False, {}, "no rung tried")
-    options = {"int8_rest": int8_rest} if int8_rest else {}
+    options = {**auto_options("openvino"), **({"int8_rest": int8_rest} if int8_rest else {})}
     for rung in ladder:
         xml = cached_nncf_quantize(module, None, calib, seed=seed, spec=spec, ignore_last=rung)
         runtime = _open(module, "openvino", "cpu", "int8", None, xml, seed=seed, spec=None, export_options=None,
@@ -103,10 +133,12 @@ def gated_nncf(module, spec, calib: list[np.ndarray], batches: list[np.ndarray],
 
 def _open_candidate(candidate: Candidate, module, spec, calib: list[np.ndarray], seed: int):
     from segdeploy.backends import _open
+    from segdeploy.backends.auto import auto_options
 
     return _open(module, candidate.backend, "cpu", candidate.precision, None, None, seed=seed, spec=None, export_options=None,
                  calib=calib if candidate.precision == "int8" else None,
-                 num_calib=len(calib) if candidate.precision == "int8" else None)
+                 num_calib=len(calib) if candidate.precision == "int8" else None,
+                 **auto_options(candidate.backend))
 
 
 def _run_images(runtime, batches: list[np.ndarray]) -> list[list[np.ndarray]]:

@@ -48,6 +48,11 @@ class Runtime(ABC):
     #: how "--backend auto" chose this runtime (None when the backend was named)
     selection: dict[str, Any] | None = None
 
+    #: how many ``run`` calls this runtime takes at once from different threads, and needs in
+    #: flight to be busy (OpenVINO with N streams: N; everything else 1 = call it from one thread).
+    #: The pipeline, the pure-inference timer and the server keep this many calls in flight.
+    concurrent_calls: int = 1
+
     def __init__(self, spec: ModelSpec, device: str = "cpu", precision: str = "fp32", **options: Any):
         unknown = sorted(set(options) - set(self.option_names))
         if unknown:

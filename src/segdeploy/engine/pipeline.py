@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
@@ -140,18 +140,20 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2)))
 
 
-class _InferenceThread:
-    """Runs the runtime in one daemon thread, so that the caller waits interruptibly.
+class _InferenceThreads:
+    """Runs the runtime in ``count`` daemon threads, so that the caller waits interruptibly.
 
     A forward pass inside a C++ kernel does not return to Python for seconds; a Ctrl-C then reaches
-    the waiting main thread at once (lock waits are interruptible), and, the thread being a daemon,
-    the process can exit without waiting for the kernel. The runtime is only ever called from this
-    one thread, one call at a time.
+    the waiting main thread at once (lock waits are interruptible), and, the threads being daemons,
+    the process can exit without waiting for the kernel. With one thread the runtime is called one
+    call at a time; with ``count`` > 1 (a runtime whose ``concurrent_calls`` says it takes that
+    many at once, e.g. OpenVINO streams) up to ``count`` calls run together.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, count: int = 1) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._count = max(1, count)
 
     def _loop(self) -> None:
         while True:
@@ -165,17 +167,31 @@ class _InferenceThread:
                 except BaseException as exc:  # handed to the waiting thread
                     future.set_exception(exc)
 
-    def call(self, fn, *args):
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="segdeploy-infer", daemon=True)
-            self._thread.start()
+    def submit(self, fn, *args) -> Future:
+        if not self._threads:
+            for i in range(self._count):
+                thread = threading.Thread(target=self._loop, name=f"segdeploy-infer{i}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
         future: Future = Future()
         self._queue.put((future, fn, args))
-        return future.result()
+        return future
+
+    def call(self, fn, *args):
+        return self.submit(fn, *args).result()
 
     def close(self) -> None:
-        if self._thread is not None:
+        for _ in self._threads:
             self._queue.put(None)
+
+
+def _copy_future(source: Future, target: Future) -> None:
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())
+    else:
+        target.set_result(source.result())
 
 
 def stream_predictions(
@@ -280,17 +296,22 @@ def stream_predictions(
             account(-prep.nbytes)
             times.add(stage, time.perf_counter() - t0)
 
-    inferrer = _InferenceThread()
+    # Calls the runtime takes at once (OpenVINO streams): that many batches are kept in flight,
+    # each decoded as soon as it returns; 1 = the classic one-batch-at-a-time loop.
+    concurrency = max(1, int(getattr(runtime, "concurrent_calls", 1) or 1))
+    inferrer = _InferenceThreads(concurrency)
 
-    def infer(batch: list[_Prepared]) -> list[tuple[_Prepared, list[np.ndarray] | BaseException]]:
+    def run_direct(x: np.ndarray) -> list[np.ndarray]:
+        return runtime.run(x) if wanted is None else runtime.run(x, outputs=wanted)
+
+    def run_in_thread(x: np.ndarray) -> list[np.ndarray]:
+        return inferrer.call(run_direct, x)
+
+    def infer(batch: list[_Prepared], run=run_in_thread) -> list[tuple[_Prepared, list[np.ndarray] | BaseException]]:
         t0 = time.perf_counter()
         try:
-            stacked = np.stack([p.array for p in batch])
-            if wanted is None:
-                outputs = inferrer.call(runtime.run, stacked)
-            else:
-                outputs = inferrer.call(lambda x: runtime.run(x, outputs=wanted), stacked)
-            times.batches += 1
+            outputs = run(np.stack([p.array for p in batch]))
+            times.add("batches", 1)
             times.batch_sizes.append(len(batch))
             return [(p, [np.asarray(o[i]) for o in outputs]) for i, p in enumerate(batch)]
         except Exception as exc:
@@ -302,12 +323,33 @@ def stream_predictions(
             if len(batch) == 1:
                 return [(batch[0], exc)]
         finally:
-            times.infer += time.perf_counter() - t0
+            times.add("infer", time.perf_counter() - t0)
         # The batch failed as a whole: isolate the item(s) at fault by running them one by one.
         results = []
         for p in batch:
-            results.extend(infer([p]))
+            results.extend(infer([p], run))
         return results
+
+    def settle(prep: _Prepared, result) -> Future | Outcome:
+        """The output slot of one inferred item: its failure, or its decode running."""
+        if isinstance(result, BaseException):
+            account(-prep.nbytes)
+            return Outcome(prep.item, None, result, prep.image if keep_images else None, stage="infer")
+        return decoders.submit(finish, prep, result)
+
+    def infer_in_flight(batch: list[_Prepared], slots: list[Future]) -> None:
+        """Runs in an inference thread: infer ``batch``, then fill each item's slot from its decode."""
+        try:
+            for (prep, result), slot in zip(infer(batch, run_direct), slots):
+                done = settle(prep, result)
+                if isinstance(done, Outcome):
+                    slot.set_result(done)
+                else:
+                    done.add_done_callback(lambda f, slot=slot: _copy_future(f, slot))
+        except BaseException as exc:  # a sticky device error, or the run was abandoned
+            for slot in slots:
+                if not slot.done():
+                    slot.set_exception(exc)
 
     item_iter = iter(items)
     readers = ThreadPoolExecutor(workers, thread_name_prefix="segdeploy-read")
@@ -338,16 +380,22 @@ def stream_predictions(
                     return
                 reading.append(readers.submit(prepare, item))
 
+        in_flight: list[Future] = []
+
         def flush() -> None:
             if not batch:
                 return
-            for prep, result in infer(batch):
-                if isinstance(result, BaseException):
-                    account(-prep.nbytes)
-                    pending.append(Outcome(prep.item, None, result, prep.image if keep_images else None,
-                                           stage="infer"))
-                else:
-                    pending.append(decoders.submit(finish, prep, result))
+            if concurrency == 1:
+                for prep, result in infer(batch):
+                    pending.append(settle(prep, result))
+            else:
+                # Wait for a free call slot, then hand the batch over without waiting for it.
+                while len(in_flight) >= concurrency:
+                    wait(in_flight, return_when=FIRST_COMPLETED)
+                    in_flight[:] = [f for f in in_flight if not f.done()]
+                slots = [Future() for _ in batch]
+                pending.extend(slots)
+                in_flight.append(inferrer.submit(infer_in_flight, list(batch), slots))
             batch.clear()
 
         def drain(block_until: int) -> Iterator[Outcome]:

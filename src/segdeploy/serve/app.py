@@ -78,7 +78,9 @@ class ServerState:
 
 def _default_batcher(service: ModelService, metrics: ServeMetrics) -> DynamicBatcher:
     cfg = service.config
-    return DynamicBatcher(service.runtimes, max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms,
+    # A runtime that takes N calls at once (OpenVINO streams) gets N batch workers: N batches in flight.
+    workers = [rt for rt in service.runtimes for _ in range(max(1, int(getattr(rt, "concurrent_calls", 1) or 1)))]
+    return DynamicBatcher(workers, max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms,
                           max_queue=cfg.max_queue,
                           on_batch=lambda size, seconds: metrics.observe_batch(service.name, size, seconds))
 

@@ -16,7 +16,7 @@ Fidelity (``--gate``, default on): every segdeploy variant is judged against fp3
 of the same ONNX, equal to PyTorch fp32 within 1e-5, used because PyTorch is several times slower
 on these shared cores) on 16 real photos (scikit-image's samples and their mirror images) that are
 disjoint from the calibration photos, with ``segdeploy.backends.auto.fidelity_gate``.
-u2netp uses the TRAINED weights (rebuilt from /work/shared/weights/u2netp_rembg.onnx) for every
+u2netp uses the TRAINED weights (the package's official U²-Netp, ``--weights official``) for every
 variant, peers included; the other models random weights (no trained checkpoint is reachable here).
 
 Variants are timed in interleaved rounds (``--repeats``), median and min–max images/s over rounds
@@ -36,12 +36,10 @@ import sys
 from pathlib import Path
 
 from _common import (
-    REMBG_U2NETP,
     RESULTS,
     calibration_photos,
     judge_photos,
     load_average,
-    trained_u2netp_weights,
     OpenVinoDefault,
     PlainOnnxRuntime,
     TorchEager,
@@ -114,8 +112,8 @@ def calibration_images(n: int = 16) -> list:
 
 
 def weights_for(model: str, args) -> str:
-    if model == "u2netp" and not args.random_u2netp and REMBG_U2NETP.is_file():
-        return str(trained_u2netp_weights())
+    if model == "u2netp" and not args.random_u2netp:
+        return "official"  # the packaged trained weights (src/segdeploy/assets/weights)
     return "random"
 
 

@@ -241,8 +241,6 @@ def test_trained_u2netp_on_real_photos_passes_fp32_and_fails_int8(one_thread, tm
     calibrated on 16 other crops (docs/verification.md has the numbers)."""
     from tests import trained_u2netp as tu
 
-    if not tu.available():
-        pytest.skip(f"{tu.ONNX} is not here")
     from segdeploy.backends import available_backends
     from segdeploy.verify.compare import compare
 

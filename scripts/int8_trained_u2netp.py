@@ -7,7 +7,7 @@ fp32 peers at batch 1, 320x320, with the same thread count.
 
     PYTHONPATH=src:tests python scripts/int8_trained_u2netp.py --out int8.json [--only NAME,...] [--calib SRC,...]
 
-Candidates "pkg-*" use the package's own quantizers (FLOAT_CONVS applied); the other "nncf-*" ones
+Candidates "pkg-*" and "ort-qdq-*" use the package's own quantizers (FLOAT_CONVS applied); the other "nncf-*" ones
 build the IR here with the settings under test and no FLOAT_CONVS.
 """
 

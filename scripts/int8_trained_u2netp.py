@@ -73,6 +73,7 @@ CANDIDATES = {
     "ort-qdq-minmax@ov-f32": ("qdq", {"calibrate_method": "minmax"}, "openvino", {"int8_rest": "f32"}),
     "ort-qdq-percentile": ("qdq", {"calibrate_method": "percentile"}, "onnxruntime", {}),
     "ort-qdq-percentile@ov": ("qdq", {"calibrate_method": "percentile"}, "openvino", {}),
+    "ort-qdq-entropy": ("qdq", {"calibrate_method": "entropy"}, "onnxruntime", {}),
     "nncf-mixed": ("nncf", {}, "openvino", {}),
     "nncf-mixed-f32rest": ("nncf", {}, "openvino", {"int8_rest": "f32"}),
     "nncf-bias": ("nncf", {"fast_bias": False}, "openvino", {}),

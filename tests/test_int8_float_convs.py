@@ -81,3 +81,19 @@ def test_trained_u2netp_nncf_int8_passes_the_gate_on_real_photos(tmp_path, monke
     row = report.rows[0]
     assert row.status == "pass", row.failures
     assert row.summary["measures"]["mask_iou"]["quantile"] >= 0.9
+
+
+@pytest.mark.skipif(not HAVE_OV, reason="needs openvino")
+def test_openvino_int8_from_calibration_images_is_an_nncf_ir(tmp_path, monkeypatch):
+    pytest.importorskip("nncf")
+    from segdeploy.backends import open_runtime
+    from segdeploy.convert.export import spec_with_input_size
+
+    monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
+    spec = spec_with_input_size(get_spec("unetpp_dsb2018"), (32, 32))
+    rng = np.random.default_rng(1)
+    calib = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(2)]
+    rt = open_runtime("unetpp_dsb2018", "openvino", precision="int8", weights="random", spec=spec, calib=calib,
+                      num_calib=2, export_options={"input_size": (32, 32)})
+    assert rt.describe()["onnx"].endswith(".xml")
+    assert rt.run(np.zeros((1, 3, 32, 32), np.float32))[0].shape == (1, 1, 32, 32)

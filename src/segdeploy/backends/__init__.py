@@ -83,7 +83,8 @@ def open_runtime(
         spec: a ModelSpec to use instead of the model's own (e.g. a smaller preprocessing size).
         export_options: keyword arguments for the cached export (input_size, opset, exporter, ...).
         calib: for int8 without ``onnx_path``: calibration images (folder, paths or uint8 arrays);
-            the quantized model is cached like the export.
+            the quantized model (ONNX Runtime QDQ; for openvino an NNCF IR when nncf is installed) is
+            cached like the export.
         num_calib: calibration images used (default: :data:`segdeploy.convert.quantize.DEFAULT_NUM_CALIB`).
         **options: backend options (see the backend's module docstring).
 
@@ -211,8 +212,18 @@ def _open(model, backend, device, precision, weights, onnx_path, *, seed, spec, 
                     "images (calib=FOLDER) to quantize one")
             from segdeploy.convert.quantize import cached_quantize
 
-            artifact = cached_quantize(source, weights, calib, num_calib=num_calib, seed=seed, spec=spec,
-                                       export_options=export_options)
+            import importlib.util
+
+            if cls.name == "openvino" and importlib.util.find_spec("nncf") is not None:
+                # OpenVINO's own quantizer: on the trained U²-Netp its IR passes the int8 gate where
+                # the ORT QDQ model run by OpenVINO does not (benchmarks/results/int8_trained_u2netp_cpu.md).
+                from segdeploy.convert.nncf_quantize import cached_nncf_quantize
+
+                artifact = cached_nncf_quantize(source, weights, calib, num_calib=num_calib, seed=seed, spec=spec,
+                                                export_options=export_options)
+            else:
+                artifact = cached_quantize(source, weights, calib, num_calib=num_calib, seed=seed, spec=spec,
+                                           export_options=export_options)
         else:
             from segdeploy.convert.export import cached_export
 

@@ -11,7 +11,8 @@ that stay in float — :func:`sensitive_convolutions` chooses them by per-layer 
 convolution quantized alone (all others float), the ones whose error on the calibration outputs
 is largest are kept float. ``ignore_last`` keeps the last N convolutions in execution order
 float (cheap, and for networks whose last convolutions produce the logits — U²-Net's side and
-fuse convolutions — the most sensitive ones).
+fuse convolutions — the most sensitive ones). The convolutions a registry model is known to need
+float (:data:`segdeploy.convert.quantize.FLOAT_CONVS`) always are.
 
 Settings used: preset MIXED (symmetric weights, asymmetric activations: post-ReLU/sigmoid tensors
 are not centred), fast bias correction, subset size = the number of calibration images.
@@ -28,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from segdeploy.convert.quantize import has_vnni
+from segdeploy.convert.quantize import FLOAT_CONVS, float_convs, has_vnni
 from segdeploy.core.specs import ModelSpec
 
 
@@ -61,7 +62,7 @@ def nncf_quantize(onnx_path: str | Path, spec: ModelSpec, calib_inputs: Sequence
     _quiet()
     core = ov.Core()
     model = core.read_model(str(onnx_path))
-    names = list(ignored)
+    names = list(ignored) + float_convs(spec, conv_names(model))  # the model's known int8-breaking convs
     if ignore_last:
         names += conv_names(model)[-int(ignore_last):]
     scope = nncf.IgnoredScope(names=sorted(set(names)), validate=False) if names else None
@@ -132,6 +133,7 @@ def cached_nncf_quantize(model, weights, calib, *, num_calib: int | None = None,
                          **(export_options or {}))
     key = json.dumps({"fp32": fp32.name, "calib": _calib_identity(entries), "num": len(entries),
                       "ignored": sorted(ignored), "ignore_last": ignore_last, "method": "nncf-mixed",
+                      "float": FLOAT_CONVS.get(spec.name),
                       "overflow_fix": overflow_fix or ("first_layer_only" if has_vnni() else "enable"),
                       "pre": [spec.preprocess.size, spec.preprocess.scale]}, sort_keys=True, default=str)
     path = cache_dir() / "openvino" / f"{fp32.stem}-nncf-{hashlib.sha256(key.encode()).hexdigest()[:8]}.xml"

@@ -7,8 +7,8 @@ fp32 peers at batch 1, 320x320, with the same thread count.
 
     PYTHONPATH=src:tests python scripts/int8_trained_u2netp.py --out int8.json [--only NAME,...] [--calib SRC,...]
 
-Candidates "pkg-*" and "ort-qdq-*" use the package's own quantizers (FLOAT_CONVS applied); the other "nncf-*" ones
-build the IR here with the settings under test and no FLOAT_CONVS.
+Candidates "pkg-*" and "ort-qdq-*" use the package's own quantizers (spec.int8_float_layers applied); the other "nncf-*" ones
+build the IR here with the settings under test and no spec.int8_float_layers.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ CANDIDATES = {
                                                          "side6", "side5", "stage1/rebnconv2", "stage1/rebnconvin",
                                                          "stage1/rebnconv1d", "stage1d/rebnconv1d", "outconv"]},
                                 "openvino", {"int8_rest": "f32"}),
-    # The package's defaults (FLOAT_CONVS applied by quantize_onnx / nncf_quantize themselves).
+    # The package's defaults (spec.int8_float_layers applied by quantize_onnx / nncf_quantize themselves).
     "pkg-qdq": ("qdq", {}, "onnxruntime", {}),
     "pkg-qdq@ov": ("qdq", {}, "openvino", {}),
     "pkg-qdq@ov-f32rest": ("qdq", {}, "openvino", {"int8_rest": "f32"}),

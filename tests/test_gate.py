@@ -256,7 +256,7 @@ def test_trained_u2netp_on_real_photos_passes_fp32_and_fails_int8(one_thread, tm
     assert fp32.status == "pass", fp32.failures
     assert fp32.summary["measures"]["mask_iou"]["worst"] > 0.999
     assert int8.status == "fail" and report.exit_code() == 3
-    # Below the gate (0.85) even with FLOAT_CONVS (measured 0.68); OpenVINO through NNCF passes
+    # Below the gate (0.85) even with spec.int8_float_layers (measured 0.68); OpenVINO through NNCF passes
     # (test_int8_float_convs.py).
     assert int8.summary["measures"]["mask_iou"]["worst"] < 0.85
     assert any(f.startswith("image array") and "mask_iou" in f and "(worst image)" in f for f in int8.failures)

@@ -1,4 +1,4 @@
-"""int8 keeps float the convolutions a model is known to need float (FLOAT_CONVS), and OpenVINO runs
+"""int8 keeps float the convolutions a model is known to need float (ModelSpec.int8_float_layers), and OpenVINO runs
 an int8 model's float layers in f32: together they bring the trained U²-Netp's int8 inside the gate
 (benchmarks/results/int8_trained_u2netp_cpu.md)."""
 
@@ -14,7 +14,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from segdeploy.backends import available_backends  # noqa: E402
-from segdeploy.convert.quantize import FLOAT_CONVS, float_convs, quantize_onnx  # noqa: E402
+from segdeploy.convert.quantize import float_convs, quantize_onnx  # noqa: E402
 from segdeploy.core.registry import get_spec  # noqa: E402
 
 HAVE_OV = available_backends()["openvino"] is None
@@ -25,7 +25,7 @@ def test_float_convs_match_onnx_and_openvino_names_of_the_model_only():
              "/stage2d/rebnconv2d/conv_s1/Conv", "/stage1d/rebnconv1d/conv_s1/Conv"]
     assert float_convs(get_spec("u2netp"), names) == names[:2]
     assert float_convs(get_spec("unetpp_dsb2018"), names) == []
-    assert "unetpp_dsb2018" not in FLOAT_CONVS
+    assert get_spec("unetpp_dsb2018").int8_float_layers == ()
 
 
 def test_qdq_model_leaves_u2netp_stage2d_rebnconv1d_float(tmp_path):
@@ -63,8 +63,6 @@ def test_trained_u2netp_nncf_int8_passes_the_gate_on_real_photos(tmp_path, monke
     pytest.importorskip("nncf")
     from tests import trained_u2netp as tu
 
-    if not tu.available():
-        pytest.skip(f"{tu.ONNX} is not here")
     from segdeploy.backends import open_runtime
     from segdeploy.convert.nncf_quantize import cached_nncf_quantize
     from segdeploy.verify.compare import compare

@@ -12,7 +12,7 @@ convolution quantized alone (all others float), the ones whose error on the cali
 is largest are kept float. ``ignore_last`` keeps the last N convolutions in execution order
 float (cheap, and for networks whose last convolutions produce the logits — U²-Net's side and
 fuse convolutions — the most sensitive ones). The convolutions a registry model is known to need
-float (:data:`segdeploy.convert.quantize.FLOAT_CONVS`) always are.
+float (``spec.int8_float_layers``) always are.
 
 Settings used: preset MIXED (symmetric weights, asymmetric activations: post-ReLU/sigmoid tensors
 are not centred), fast bias correction, subset size = the number of calibration images.
@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from segdeploy.convert.quantize import FLOAT_CONVS, float_convs, has_vnni
+from segdeploy.convert.quantize import float_convs, has_vnni
 from segdeploy.core.specs import ModelSpec
 
 
@@ -133,7 +133,7 @@ def cached_nncf_quantize(model, weights, calib, *, num_calib: int | None = None,
                          **(export_options or {}))
     key = json.dumps({"fp32": fp32.name, "calib": _calib_identity(entries), "num": len(entries),
                       "ignored": sorted(ignored), "ignore_last": ignore_last, "method": "nncf-mixed",
-                      "float": FLOAT_CONVS.get(spec.name),
+                      "float": list(spec.int8_float_layers),
                       "overflow_fix": overflow_fix or ("first_layer_only" if has_vnni() else "enable"),
                       "pre": [spec.preprocess.size, spec.preprocess.scale]}, sort_keys=True, default=str)
     path = cache_dir() / "openvino" / f"{fp32.stem}-nncf-{hashlib.sha256(key.encode()).hexdigest()[:8]}.xml"

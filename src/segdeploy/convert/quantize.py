@@ -40,18 +40,11 @@ DEFAULT_NUM_CALIB = 32
 METHODS = ("ort-qdq",)
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-#: Convolutions kept float in int8 models, per registry model (parts of ONNX node names, which OpenVINO
-#: keeps in its operation names). Measured on the trained U²-Netp (scripts/int8_trained_u2netp.py,
-#: benchmarks/results/int8_trained_u2netp_cpu.md): per-channel int8 weights of stage2d.rebnconv1d
-#: alone move the saliency map by 0.17 mean |error| on real photos, every other convolution's by
-#: < 0.01 — the decoder amplifies its rounding; kept float, int8 passes the fidelity gate. Its
-#: local weight error is unremarkable (4 %), so no cheap per-layer statistic finds it.
-FLOAT_CONVS = {"u2netp": ("/stage2d/rebnconv1d/",)}
-
-
 def float_convs(spec: ModelSpec, names: Iterable[str]) -> list[str]:
-    """Those of ``names`` (convolution node names) that :data:`FLOAT_CONVS` keeps float for ``spec``."""
-    parts = FLOAT_CONVS.get(spec.name, ())
+    """Those of ``names`` (convolution node names) that the model keeps float in int8
+    (``spec.int8_float_layers``, matched as parts of the names; OpenVINO keeps ONNX node names in
+    its operation names, so one list serves both quantizers)."""
+    parts = tuple(spec.int8_float_layers)
     return [name for name in names if any(part in name for part in parts)]
 
 
@@ -350,7 +343,7 @@ def cached_quantize(model, weights, calib, *, num_calib: int | None = None, seed
                          **(export_options or {}))
     key = json.dumps({"fp32": fp32.name, "calib": _calib_identity(entries), "num": len(entries),
                       "method": calibrate_method, "pre": [spec.preprocess.size, spec.preprocess.scale],
-                      "reduce_range": not has_vnni(), "float": FLOAT_CONVS.get(spec.name), "libraries": library_versions()},
+                      "reduce_range": not has_vnni(), "float": list(spec.int8_float_layers), "libraries": library_versions()},
                      sort_keys=True, default=str)
     path = cache_dir() / "onnx" / f"{fp32.stem}-int8-{hashlib.sha256(key.encode()).hexdigest()[:8]}.onnx"
     if artifact_intact(path, _recorded_sha256(path)):

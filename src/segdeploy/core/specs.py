@@ -166,6 +166,10 @@ class ModelSpec:
             checked against the layout (strip ``module.``, drop ``mask_values``, ...).
         protocol: "module:callable" of a test-time protocol the model's evaluation uses
             (wseg: multi-scale + flip + CRF); None = single view through the pipeline.
+        int8_float_layers: parts of ONNX node names (module paths as the exporter writes them,
+            e.g. "/stage2d/rebnconv1d/") of convolutions every int8 path keeps float, because
+            quantizing them breaks the fidelity gate on the trained weights (measured, with the
+            numbers, where the model registers it).
         max_input_side: the longest side an input is reduced to before a native-resolution model
             sees it (None = no limit); keeps memory bounded on large photos.
     """
@@ -190,6 +194,7 @@ class ModelSpec:
     checkpoint_filter: Callable[[dict[str, Any]], dict[str, Any]] = strip_module_prefix
     protocol: str | None = None
     max_input_side: int | None = None
+    int8_float_layers: tuple[str, ...] = ()
 
     def build(self):
         """Construct the torch.nn.Module (random init, eval mode not set)."""

@@ -59,8 +59,10 @@ def fidelity_gate(spec, *, weights, backend: str, precision: str, device: str = 
     # Fewer than the gate's minimum of judged images happens only with --check-images N (tests);
     # the verdict then says so.
     few = images is not None and len(images) < 16
+    # The file served is the file judged: an int8 model is never re-quantized here.
+    files = {"int8_onnx": onnx_path} if precision == "int8" else {"onnx_path": onnx_path}
     report = compare(spec, weights=weights, combos=[(backend, precision)], images=images, device=device, seed=seed,
-                     onnx_path=onnx_path, batch_size=4, allow_few_images=few)
+                     batch_size=4, allow_few_images=few, **files)
     row = report.rows[0]
     summary: dict[str, Any] = {
         "source": "start-up gate (segdeploy.verify.compare)",

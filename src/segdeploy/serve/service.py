@@ -88,8 +88,10 @@ class ModelService:
         say(f"fidelity gate: {chosen_backend} {chosen_precision} vs torch fp32 on "
             f"{config.check_images} check images")
         images = gate.check_images(config.check_images, tuple(config.check_size))
+        # Judge the file the runtime runs (auto's int8 choice is a probed artifact, not a new quantization).
+        served_file = onnx_path or getattr(first, "onnx_path", None)
         passed, summary = gate.fidelity_gate(spec, weights=weights, backend=chosen_backend, precision=chosen_precision,
-                                             device=device, seed=seed, onnx_path=onnx_path, images=images,
+                                             device=device, seed=seed, onnx_path=served_file, images=images,
                                              reference=reference)
         if not passed:
             detail = "; ".join(summary.get("failures") or []) or summary.get("reason") or summary.get("status")

@@ -154,7 +154,8 @@ def open_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
     return _decode(path, max_pixels=max_pixels, fit=fit)[0]
 
 
-def _pil_to_rgb(img, name) -> np.ndarray:
+def pil_to_rgb(img, name) -> np.ndarray:
+    """An opened PIL image (any mode) as a writable HxWx3 uint8 RGB array; ``name`` for errors."""
     if img.mode == "RGB":
         array = np.asarray(img)
     elif img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
@@ -189,7 +190,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
             than ``max_pixels`` pixels (message names the file and the reason).
     """
     name = "<stdin>" if isinstance(path, (bytes, bytearray)) else path
-    return _pil_to_rgb(open_image(path, max_pixels=max_pixels), name)
+    return pil_to_rgb(open_image(path, max_pixels=max_pixels), name)
 
 
 @dataclass
@@ -224,4 +225,4 @@ def load_image(path, policy=None, *, max_pixels: int | None = DEFAULT_MAX_PIXELS
     img, (width, height) = _decode(path, max_pixels=max_pixels, fit=fit)
     if policy is not None:
         img = policy.reduce_pil(img, (width, height))
-    return LoadedImage(_pil_to_rgb(img, name), (height, width))
+    return LoadedImage(pil_to_rgb(img, name), (height, width))

@@ -47,6 +47,34 @@ class WsegOptions:
     pad_size: tuple[int, int] = (1024, 1024)
 
 
+
+def evaluation_record(spec, layout, metric, skipped: list[dict], wall: float, *, weights, protocol: str, runtime,
+                      stages, scored: bool = True) -> dict[str, Any]:
+    """The evaluation record every engine returns (local threads or Ray): scores, what was skipped
+    and why, the scoring policy, the runtime and the timings."""
+    return {
+        "kind": "evaluation",
+        "model": spec.name,
+        "task": spec.task,
+        "weights": weights,
+        "dataset": layout.describe(),
+        "images_scored": metric.count if scored else 0,
+        "images_skipped": len(skipped),
+        "skipped": skipped,
+        "metrics": metric.compute() if metric.count else {},
+        "metric_definitions": metric.definition,
+        "policy": {
+            "resolution": "predictions produced at the image's original size (= ground-truth size); "
+                          "the ground truth is never resized",
+            "decode": get_task(spec).decode_policy(spec),
+            "protocol": protocol,
+        },
+        "runtime": runtime,
+        "wall_s": round(wall, 3),
+        "images_per_s": round(metric.count / wall, 3) if wall > 0 and metric.count else None,
+        "stages": stages,
+    }
+
 def evaluate(model: str, dataset: str, data_root: str | os.PathLike, *, weights=None, backend: str = "auto",
              device: str = "cpu", precision: str | None = None, batch_size: int = 1, limit: int | None = None,
              save_masks: str | os.PathLike | None = None, layout_options: dict[str, Any] | None = None,
@@ -97,28 +125,9 @@ def evaluate(model: str, dataset: str, data_root: str | os.PathLike, *, weights=
                                   bar, task, on_item)
     wall = time.perf_counter() - start
 
-    record: dict[str, Any] = {
-        "kind": "evaluation",
-        "model": spec.name,
-        "task": spec.task,
-        "weights": weights_of(runtime),
-        "dataset": layout.describe(),
-        "images_scored": metric.count if scored else 0,
-        "images_skipped": len(skipped),
-        "skipped": skipped,
-        "metrics": metric.compute() if metric.count else {},
-        "metric_definitions": metric.definition,
-        "policy": {
-            "resolution": "predictions produced at the image's original size (= ground-truth size); "
-                          "the ground truth is never resized",
-            "decode": task_obj.decode_policy(spec),
-            "protocol": protocol,
-        },
-        "runtime": runtime.describe() if hasattr(runtime, "describe") else None,
-        "wall_s": round(wall, 3),
-        "images_per_s": round(metric.count / wall, 3) if wall > 0 and metric.count else None,
-        "stages": times.to_dict() if protocol == "single" else None,
-    }
+    record = evaluation_record(spec, layout, metric, skipped, wall, weights=weights_of(runtime), protocol=protocol,
+                               runtime=runtime.describe() if hasattr(runtime, "describe") else None,
+                               stages=times.to_dict() if protocol == "single" else None, scored=bool(scored))
     if protocol != "single":
         record["policy"]["wseg"] = {"scales": list((wseg or WsegOptions()).scales),
                                     "flip": (wseg or WsegOptions()).flip,

@@ -16,7 +16,7 @@ from typing import Any
 
 from segdeploy.core.errors import UsageError
 from segdeploy.core.registry import get_spec
-from segdeploy.jobs.evaluate import WsegOptions
+from segdeploy.jobs.evaluate import WsegOptions, evaluation_record
 from segdeploy.jobs.predict import _progress_bar
 from segdeploy.scale.cluster import RayOptions, pool_arguments, ray_session
 from segdeploy.scale.workers import EvalActor, map_rows, read_eval_rows
@@ -80,28 +80,8 @@ def evaluate_ray(model: str, dataset: str, data_root: str | os.PathLike, *, opti
     skipped = [{k: v for k, v in item.items() if k != "index"} for item in skipped]
     if metric.count + len(skipped) != n:
         raise RuntimeError(f"Ray scored {metric.count} and skipped {len(skipped)} of {n} samples; some were lost")
-    return {
-        "kind": "evaluation",
-        "model": spec.name,
-        "task": spec.task,
-        "weights": meta.get("weights"),
-        "dataset": layout.describe(),
-        "images_scored": metric.count,
-        "images_skipped": len(skipped),
-        "skipped": skipped,
-        "metrics": metric.compute() if metric.count else {},
-        "metric_definitions": metric.definition,
-        "policy": {
-            "resolution": "predictions produced at the image's original size (= ground-truth size); "
-                          "the ground truth is never resized",
-            "decode": task_obj.decode_policy(spec),
-            "protocol": "single",
-        },
-        "runtime": meta.get("runtime"),
-        "wall_s": round(wall, 3),
-        "images_per_s": round(metric.count / wall, 3) if wall > 0 and metric.count else None,
-        "stages": {"engine": "ray", "ray": {**info, "workers": options.workers,
-                                            "cpus_per_worker": options.cpus_per_worker,
-                                            "gpus_per_worker": options.gpus_per_worker,
-                                            "merge": "per-block metric states merged exactly (metric.merge)"}},
-    }
+    stages = {"engine": "ray", "ray": {**info, "workers": options.workers, "cpus_per_worker": options.cpus_per_worker,
+                                       "gpus_per_worker": options.gpus_per_worker,
+                                       "merge": "per-block metric states merged exactly (metric.merge)"}}
+    return evaluation_record(spec, layout, metric, skipped, wall, weights=meta.get("weights"), protocol="single",
+                             runtime=meta.get("runtime"), stages=stages)

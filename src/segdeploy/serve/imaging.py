@@ -19,7 +19,7 @@ import io
 import numpy as np
 
 from segdeploy.core.errors import ImageReadError, SegdeployError
-from segdeploy.engine.images import _to_uint8
+from segdeploy.engine.images import pil_to_rgb
 
 
 class ImageTooLarge(SegdeployError):
@@ -73,24 +73,5 @@ def image_from_bytes(data: bytes, name: str = "upload", max_pixels: int = 40_000
         ImageTooLarge: over ``max_pixels`` (HTTP 413).
     """
     img = _open(data, name, max_pixels)
-    # The mode handling mirrors engine.images.read_image line for line (kept in step by
-    # tests/test_serve.py::test_bytes_reader_matches_read_image).
-    if img.mode == "RGB":
-        array = np.asarray(img)
-    elif img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        gray = _to_uint8(np.asarray(img))
-        array = np.repeat(gray[:, :, None], 3, axis=2)
-    elif img.mode in ("RGBA", "RGBa", "LA", "La", "PA", "P", "L", "1", "CMYK", "YCbCr", "LAB", "HSV"):
-        array = np.asarray(img.convert("RGB"))
-    else:
-        try:
-            array = _to_uint8(np.asarray(img))
-        except Exception as exc:
-            raise ImageReadError(name, f"unsupported image mode {img.mode!r}") from exc
-        if array.ndim == 2:
-            array = np.repeat(array[:, :, None], 3, axis=2)
-        array = array[:, :, :3]
-    if array.ndim != 3 or array.shape[2] != 3 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise ImageReadError(name, f"unexpected decoded shape {array.shape}")
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    return array if array.flags.writeable else array.copy()
+    # The same mode handling as files get (engine.images), so uploads and files decode alike.
+    return pil_to_rgb(img, name)

@@ -128,7 +128,7 @@ def main() -> int:
 
     import trained_u2netp as tu
     from segdeploy.backends import open_runtime
-    from segdeploy.convert.export import cached_export
+    from segdeploy.convert.export_cache import cached_export
     from segdeploy.convert.nncf_quantize import nncf_quantize
     from segdeploy.convert.quantize import _calib_input, quantize_onnx
     from segdeploy.core.registry import get_spec

@@ -87,7 +87,7 @@ def _task(name):
 def test_wrong_resize_mode_in_the_graph_fails_naming_image_and_output(tmp_path):
     import onnx
 
-    from segdeploy.convert.export import cached_export
+    from segdeploy.convert.export_cache import cached_export
 
     good = cached_export("u2netp", "random", input_size=(64, 64))
     model = onnx.load(str(good))

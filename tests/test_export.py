@@ -12,14 +12,9 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from segdeploy.convert.export import (  # noqa: E402
-    ExportParityError,
-    cached_export,
-    export_onnx,
-    is_quantized,
-    read_metadata,
-    sidecar_path,
-)
+from segdeploy.convert.export import ExportParityError, export_onnx, sidecar_path  # noqa: E402
+from segdeploy.convert.export_cache import cached_export  # noqa: E402
+from segdeploy.convert.onnx_info import is_quantized, read_metadata  # noqa: E402
 from segdeploy.zoo import create_model  # noqa: E402
 from segdeploy.core.specs import Decode, ModelSpec, Preprocess  # noqa: E402
 from segdeploy.core.registry import get_spec, list_models
@@ -208,7 +203,7 @@ def test_cached_export_is_reused_and_rebuilt_when_invalid(tmp_path, monkeypatch)
 
 
 def test_weights_tags_name_the_weights():
-    from segdeploy.convert.export import weights_tag
+    from segdeploy.convert.fingerprints import weights_tag
 
     assert weights_tag({"kind": "random", "seed": 3}) == "random3"
     assert weights_tag({"kind": "file", "sha256": "ab" * 32}) == "ab" * 6

@@ -29,7 +29,7 @@ def test_float_convs_match_onnx_and_openvino_names_of_the_model_only():
 
 
 def test_qdq_model_leaves_u2netp_stage2d_rebnconv1d_float(tmp_path):
-    from segdeploy.convert.export import cached_export
+    from segdeploy.convert.export_cache import cached_export
 
     rng = np.random.default_rng(0)
     calib = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)]

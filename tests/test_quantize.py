@@ -11,7 +11,8 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from segdeploy.convert.export import cached_export, is_quantized, read_metadata  # noqa: E402
+from segdeploy.convert.export_cache import cached_export  # noqa: E402
+from segdeploy.convert.onnx_info import is_quantized, read_metadata  # noqa: E402
 from segdeploy.convert.quantize import cached_quantize, quantize_onnx  # noqa: E402
 from segdeploy.backends import available_backends, open_runtime  # noqa: E402
 

@@ -271,13 +271,13 @@ def test_an_onnx_artifact_corrupted_in_place_is_exported_again(tmp_path, cache):
 
 
 def test_unit_fingerprints_include_library_versions(tmp_path, monkeypatch):
-    import segdeploy.convert.export as export
+    import segdeploy.convert.fingerprints as fingerprints
     from segdeploy.recipes.runner import Runner, resolve_options
 
     runner = Runner(resolve_options("unetpp-dsb2018", weights="random", device="cpu"), tmp_path)
     before = runner._fp({"step": "x"})
-    real = export.library_versions()
-    monkeypatch.setattr(export, "library_versions", lambda: {**real, "onnxruntime": "0.0-upgraded"})
+    real = fingerprints.library_versions()
+    monkeypatch.setattr(fingerprints, "library_versions", lambda: {**real, "onnxruntime": "0.0-upgraded"})
     assert runner._fp({"step": "x"}) != before
 
 

@@ -44,7 +44,7 @@ def reference(batch):
 
 @pytest.fixture(scope="module")
 def onnx_path():
-    from segdeploy.convert.export import cached_export
+    from segdeploy.convert.export_cache import cached_export
 
     return cached_export("u2netp", "random", input_size=(64, 64))
 

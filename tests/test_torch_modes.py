@@ -77,7 +77,7 @@ def test_output_selection_returns_only_the_asked_outputs():
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_onnx_backends_select_outputs_too(backend):
     from segdeploy.backends import available_backends
-    from segdeploy.convert.export import cached_export
+    from segdeploy.convert.export_cache import cached_export
 
     if available_backends()[backend]:
         pytest.skip(available_backends()[backend])

@@ -78,7 +78,7 @@ def open_runtime(
         precision: "fp32", "fp16", "bf16" or "int8"; None = fp32 (or the auto choice).
         weights: checkpoint path or "random" (not needed with a module or with ``onnx_path``).
         onnx_path: ONNX file for onnxruntime / openvino (int8: a quantized one). Without it the model
-            is exported to the cache (:func:`segdeploy.convert.export.cached_export`), reusing a valid export.
+            is exported to the cache (:func:`segdeploy.convert.export_cache.cached_export`), reusing a valid export.
         seed: seed of random weights.
         spec: a ModelSpec to use instead of the model's own (e.g. a smaller preprocessing size).
         export_options: keyword arguments for the cached export (input_size, opset, exporter, ...).
@@ -106,7 +106,7 @@ def open_runtime(
                              "PyTorch module (drop --onnx or choose --backend onnxruntime|openvino)")
     if backend == "auto" and file_info is not None:
         # A given file: its own precision (a quantized file is int8), on the fastest ONNX runtime here.
-        from segdeploy.convert.export import is_quantized
+        from segdeploy.convert.onnx_info import is_quantized
 
         precision = precision or ("int8" if is_quantized(file_info.path) else "fp32")
         chosen = next((b for b in ("openvino", "onnxruntime") if get_runtime_class(b).is_available()), "onnxruntime")
@@ -225,7 +225,7 @@ def _open(model, backend, device, precision, weights, onnx_path, *, seed, spec, 
                 artifact = cached_quantize(source, weights, calib, num_calib=num_calib, seed=seed, spec=spec,
                                            export_options=export_options)
         else:
-            from segdeploy.convert.export import cached_export
+            from segdeploy.convert.export_cache import cached_export
 
             artifact = cached_export(source, weights, seed=seed, spec=base_spec, **(export_options or {}))
     runtime = cls(spec, device, precision, **options)

@@ -257,7 +257,7 @@ def probe_key(spec, weights_id: str, device: str, precision: str | None) -> dict
 
 
 def cache_path_for(key: dict[str, Any]) -> Path:
-    from segdeploy.convert.export import cache_dir
+    from segdeploy.convert.export_cache import cache_dir
 
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return cache_dir() / "auto" / f"{key['model']}-{digest}.json"

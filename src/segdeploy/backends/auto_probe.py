@@ -32,7 +32,7 @@ GATE_SEED, CALIB_SEED = 1009, 2003
 
 
 def _weights_id(module) -> str:
-    from segdeploy.convert.export import state_dict_digest
+    from segdeploy.convert.fingerprints import state_dict_digest
 
     record = getattr(module, "segdeploy_weights", None)
     info = record.to_dict() if record is not None else {}

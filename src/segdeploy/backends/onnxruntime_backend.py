@@ -105,7 +105,7 @@ class OnnxRuntimeRuntime(Runtime):
         import onnx
         import onnxruntime as ort
 
-        from segdeploy.convert.export import is_quantized
+        from segdeploy.convert.onnx_info import is_quantized
 
         path = Path(artifact)
         if not path.is_file():

@@ -113,7 +113,7 @@ class OpenVINORuntime(Runtime):
     def load(self, artifact) -> "OpenVINORuntime":
         import onnx
 
-        from segdeploy.convert.export import is_quantized
+        from segdeploy.convert.onnx_info import is_quantized
 
         path = Path(artifact)
         if not path.is_file():

@@ -25,14 +25,7 @@ What the file holds:
       ``segdeploy_preprocess``, ``segdeploy_decode``, ``segdeploy_weights`` (kind, sha256, seed),
       ``segdeploy_version``, ``segdeploy_opset``, ``segdeploy_exporter``, ``segdeploy_input_size``.
 
-Parity check: a seeded N(0, 1) batch of 2 at the export size runs through PyTorch (fp32, eval)
-and through ONNX Runtime (CPU, all graph optimisations); per output max / mean absolute error,
-relative error (max abs error / max |reference|) and cosine similarity. It fails when an output's
-relative error exceeds ``parity_rtol`` (default 1e-3) and its absolute error exceeds
-``PARITY_ATOL`` (1e-6). 1e-3 because the fp32 rounding error of the deep random-weight networks
-reaches 1e-4 (wseg masks: 7e-5 between PyTorch fp32 and float64; ONNX Runtime 1.2e-4), while a
-wrong conversion such as nearest instead of bilinear resizing gives 1e-2 and more. The finer,
-noise-aware gate is ``segdeploy compare``. The numbers go into :class:`ExportResult` and into ``<out>.json``.
+Parity check: see :mod:`segdeploy.convert.parity` (ONNX Runtime against PyTorch on a seeded batch).
 
 Files are written atomically (temporary file in the destination folder, then rename), so a crash
 never leaves a half-written ``.onnx`` behind; a failed parity check leaves no ``.onnx`` at all.
@@ -42,108 +35,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from segdeploy.convert.export_result import ExportError, ExportParityError, ExportResult, OutputParity, Parity
+from segdeploy.convert.fingerprints import library_versions
+from segdeploy.convert.onnx_info import build_metadata, set_metadata
+from segdeploy.convert.parity import DEFAULT_PARITY_RTOL, PARITY_BATCH, check_onnx_parity, output_list, parity_input
 from segdeploy.engine.writers import NEW_FILE_MODE
 from segdeploy.core.specs import ModelSpec
 from segdeploy.core.registry import get_spec
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "input"
-PARITY_BATCH = 2
-DEFAULT_PARITY_RTOL = 1e-3
-#: an output whose max absolute error is at most this passes whatever its relative error (ONNX
-#: Runtime's sigmoid approximation is off by ~1e-7; on a side output whose values stay below 1e-4
-#: that reads as a large relative error)
-PARITY_ATOL = 1e-6
 EXPORTERS = ("torchscript", "dynamo")
-_QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-              "MatMulInteger", "DynamicQuantizeLinear"}
-
-
-class ExportError(RuntimeError):
-    """Export failed; the message says at which step and why."""
-
-
-class ExportParityError(ExportError):
-    """The exported graph does not reproduce PyTorch within the tolerance (``result`` has the numbers)."""
-
-    def __init__(self, message: str, result: "ExportResult"):
-        super().__init__(message)
-        self.result = result
-
-
-@dataclass(frozen=True)
-class OutputParity:
-    """Agreement of one output between ONNX Runtime and PyTorch on the parity batch."""
-
-    name: str
-    shape: tuple[int, ...]
-    max_abs: float
-    mean_abs: float
-    max_ref: float
-    rel: float
-    cosine: float
-
-
-@dataclass(frozen=True)
-class Parity:
-    input_shape: tuple[int, ...]
-    seed: int
-    rtol: float
-    passed: bool
-    outputs: tuple[OutputParity, ...]
-    runtime: str
-
-    @property
-    def max_rel(self) -> float:
-        return max((o.rel for o in self.outputs), default=0.0)
-
-    @property
-    def min_cosine(self) -> float:
-        return min((o.cosine for o in self.outputs), default=1.0)
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """What :func:`export_onnx` wrote."""
-
-    path: str
-    model: str
-    opset: int
-    exporter: str
-    input_name: str
-    output_names: tuple[str, ...]
-    input_shape: tuple[int, ...]
-    dynamic_axes: dict[str, dict[int, str]]
-    simplified: bool
-    nodes_before: int
-    nodes_after: int
-    metadata: dict[str, str]
-    parity: Parity | None
-    seconds: float
-    file_bytes: int
-    notes: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        if self.parity is not None:
-            data["parity"]["max_rel"] = self.parity.max_rel
-            data["parity"]["min_cosine"] = self.parity.min_cosine
-        return data
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=str)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,65 +84,13 @@ def resolve_module(model_or_name, weights=None, *, seed: int = 0, spec: ModelSpe
     return module, spec, info
 
 
-def state_dict_digest(module) -> str:
-    """sha256 over the module's state_dict (names, shapes, dtypes, bytes): identifies unnamed weights."""
-    import torch
-
-    digest = hashlib.sha256()
-    for key, tensor in module.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{key}:{tuple(t.shape)}:{t.dtype};".encode())
-        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
-
-
-def library_versions() -> dict[str, str | None]:
-    """Versions of the libraries an artifact depends on (None = not installed). Cache keys include
-    them: an upgraded exporter, quantizer or runtime must not reuse what an older one made."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from segdeploy import __version__
-
-    out: dict[str, str | None] = {"segdeploy": __version__}
-    for name in ("torch", "onnx", "onnxruntime", "openvino"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def artifact_intact(path: str | os.PathLike, recorded_sha256: str | None) -> bool:
-    """True when ``path`` is a file whose sha256 is ``recorded_sha256``: a cached artifact is reused
-    only when it is byte for byte what was written (a file corrupted in place keeps its size)."""
-    from segdeploy.zoo.checkpoints import file_sha256
-
-    path = Path(path)
-    if not recorded_sha256 or not path.is_file():
-        return False
-    try:
-        return file_sha256(path) == recorded_sha256
-    except OSError:
-        return False
-
-
-def weights_tag(info: dict[str, Any], module=None) -> str:
-    """Short file-name tag for a weights record: sha256 prefix, ``random<seed>``, or a content hash."""
-    if info.get("sha256"):
-        return str(info["sha256"])[:12]
-    if info.get("kind") == "random":
-        return f"random{info.get('seed')}"
-    if module is not None:
-        return "sd" + state_dict_digest(module)[:12]
-    return "unknown"
-
-
 # ----------------------------------------------------------------------------------------------
 # Export
 # ----------------------------------------------------------------------------------------------
 
 
-def _parse_hw(input_size, spec: ModelSpec) -> tuple[int, int]:
+def parse_input_size(input_size, spec: ModelSpec) -> tuple[int, int]:
+    """(H, W) from None (the spec's size), N, "HxW" or a pair, checked against ``preprocess.multiple_of``."""
     if input_size is None:
         hw = tuple(spec.input_size)
     elif isinstance(input_size, int):
@@ -249,14 +107,6 @@ def _parse_hw(input_size, spec: ModelSpec) -> tuple[int, int]:
         raise ValueError(f"{spec.name} needs height and width divisible by {multiple}; got {hw[0]}x{hw[1]}")
     return hw[0], hw[1]
 
-
-def parity_input(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    """The seeded, non-zero N(0, 1) float32 batch used for parity checks."""
-    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
-
-
-def _as_list(out) -> list:
-    return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
 def _output_axes(name: str, shape: tuple[int, ...], hw: tuple[int, int], dynamic_batch: bool,
@@ -317,84 +167,6 @@ def _torch_export(module, example, path: Path, *, exporter: str, opset: int, out
         program.save(str(path))
         return opset
 
-
-def build_metadata(spec: ModelSpec, weights_info: dict[str, Any], *, opset: int, exporter: str,
-                   hw: tuple[int, int], extra: dict[str, Any] | None = None) -> dict[str, str]:
-    """The ``metadata_props`` segdeploy writes into every ONNX file (string values, JSON where structured)."""
-    from segdeploy import __version__
-
-    meta = {
-        "segdeploy_model": spec.name,
-        "segdeploy_task": spec.task,
-        "segdeploy_num_classes": str(spec.num_classes),
-        "segdeploy_output_names": json.dumps(list(spec.output_names)),
-        "segdeploy_preprocess": json.dumps(asdict(spec.preprocess)),
-        "segdeploy_decode": json.dumps(asdict(spec.decode)),
-        "segdeploy_weights": json.dumps({k: weights_info.get(k) for k in ("kind", "sha256", "seed", "path")}),
-        "segdeploy_version": __version__,
-        "segdeploy_opset": str(opset),
-        "segdeploy_exporter": exporter,
-        "segdeploy_input_size": json.dumps(list(hw)),
-    }
-    for key, value in (extra or {}).items():
-        meta[key] = value if isinstance(value, str) else json.dumps(value)
-    return meta
-
-
-def set_metadata(model_proto, metadata: dict[str, str]) -> None:
-    existing = {p.key: p for p in model_proto.metadata_props}
-    for key, value in metadata.items():
-        if key in existing:
-            existing[key].value = value
-        else:
-            model_proto.metadata_props.add(key=key, value=value)
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX file (raw strings)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}
-
-
-def is_quantized(model_or_path) -> bool:
-    """True when the graph holds int8 quantization operators (QDQ or QOperator format)."""
-    import onnx
-
-    model = model_or_path if isinstance(model_or_path, onnx.ModelProto) else onnx.load(
-        str(model_or_path), load_external_data=False)
-    return any(node.op_type in _QUANT_OPS for node in model.graph.node)
-
-
-def _parity(session_path: Path, module, spec: ModelSpec, shape: tuple[int, ...], seed: int,
-            rtol: float) -> Parity:
-    import onnxruntime as ort
-    import torch
-
-    from segdeploy.convert.parity import tensor_errors
-
-    x = parity_input(shape, seed)
-    with torch.no_grad():
-        reference = [t.detach().float().numpy() for t in _as_list(module(torch.from_numpy(x)))]
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(session_path), options, providers=["CPUExecutionProvider"])
-    got = session.run(list(spec.output_names), {INPUT_NAME: x})
-    outputs = []
-    for name, ref, out in zip(spec.output_names, reference, got):
-        if ref.shape != out.shape:
-            raise ExportError(f"{spec.name}: output {name!r} has shape {out.shape} in ONNX Runtime, "
-                              f"{ref.shape} in PyTorch")
-        err = tensor_errors(ref, out)
-        outputs.append(OutputParity(name=name, shape=tuple(ref.shape), max_abs=err["max_abs"],
-                                    mean_abs=err["mean_abs"], max_ref=err["max_ref"], rel=err["rel"],
-                                    cosine=err["cosine"]))
-    passed = all(np.isfinite(o.max_abs) and (o.rel <= rtol or o.max_abs <= PARITY_ATOL) for o in outputs)
-    return Parity(input_shape=tuple(shape), seed=seed, rtol=rtol, passed=passed, outputs=tuple(outputs),
-                  runtime=f"onnxruntime {ort.__version__} CPUExecutionProvider")
-
-
 def export_onnx(
     model_or_name,
     weights=None,
@@ -447,7 +219,7 @@ def export_onnx(
     out_path = Path(out_path)
     module, spec, weights_info = resolve_module(model_or_name, weights, seed=seed, spec=spec)
     module.eval()
-    hw = _parse_hw(input_size, spec)
+    hw = parse_input_size(input_size, spec)
     dynamic_spatial = spec.dynamic_spatial if dynamic_spatial is None else bool(dynamic_spatial)
     output_names = list(spec.output_names)
     notes: list[str] = []
@@ -456,7 +228,7 @@ def export_onnx(
 
     example = torch.from_numpy(parity_input((PARITY_BATCH, 3, *hw), seed))
     with torch.no_grad():
-        probe = _as_list(module(example))
+        probe = output_list(module(example))
     if len(probe) != len(output_names):
         raise ExportError(f"{spec.name}: forward returns {len(probe)} outputs but the spec names "
                           f"{len(output_names)} ({', '.join(output_names)})")
@@ -527,7 +299,8 @@ def export_onnx(
             raise ExportError(f"{spec.name}: onnx.checker rejected the exported graph: {exc}") from exc
         parity = None
         if check_parity:
-            parity = _parity(tmp_path, module, spec, (PARITY_BATCH, 3, *hw), seed + 1, parity_rtol)
+            parity = check_onnx_parity(tmp_path, module, spec, (PARITY_BATCH, 3, *hw), seed + 1, parity_rtol,
+                                       input_name=INPUT_NAME)
         result = ExportResult(
             path=str(out_path), model=spec.name, opset=opset, exporter=exporter, input_name=INPUT_NAME,
             output_names=tuple(output_names), input_shape=(PARITY_BATCH, 3, *hw), dynamic_axes=dynamic_axes,
@@ -574,94 +347,14 @@ def _write_sidecar(out_path: Path, result: ExportResult, passed: bool) -> None:
     atomic_write_text(sidecar_path(out_path), json.dumps(data, indent=2, default=str))
 
 
-# ----------------------------------------------------------------------------------------------
-# Cache
-# ----------------------------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """``$SEGDEPLOY_CACHE`` or ``~/.cache/segdeploy``."""
-    root = os.environ.get("SEGDEPLOY_CACHE")
-    return Path(root).expanduser() if root else Path.home() / ".cache" / "segdeploy"
-
-
-def cached_export(model_or_name, weights=None, *, opset: int = DEFAULT_OPSET, input_size=None,
-                  dynamic_batch: bool = True, dynamic_spatial: bool | None = None, exporter: str = "torchscript",
-                  seed: int = 0, spec: ModelSpec | None = None) -> Path:
-    """Path of an ONNX export of this model + weights, exporting into the cache only when needed.
-
-    File: ``<cache>/onnx/<model>-<weights tag>-opset<N>-<config hash>.onnx``; the weights tag is the
-    checkpoint's sha256 prefix, ``random<seed>``, or a hash of a module's state_dict. An existing
-    file is reused when its sidecar says it was written by this segdeploy version with the same
-    settings, its parity check passed and the file's sha256 is the one recorded when it was written.
-    The key covers the options, the library versions (:func:`library_versions`) and, for a module,
-    the sha256 of its state_dict (its weights record alone could be stale).
-    """
-    import torch
-
-    from segdeploy import __version__
-
-    module = None
-    if isinstance(model_or_name, torch.nn.Module):
-        module, spec, info = resolve_module(model_or_name, None, seed=seed, spec=spec)
-    else:
-        spec = get_spec(spec or model_or_name)
-        info = _weights_info(spec, weights, seed)
-    dynamic_spatial = spec.dynamic_spatial if dynamic_spatial is None else bool(dynamic_spatial)
-    hw = _parse_hw(input_size, spec)
-    config = {"opset": opset, "batch": dynamic_batch, "spatial": dynamic_spatial, "exporter": exporter,
-              "version": __version__, "hw": list(hw) if not dynamic_spatial else None,
-              "libraries": library_versions(),
-              "state_dict": state_dict_digest(module) if module is not None else None}
-    tag = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
-    path = cache_dir() / "onnx" / f"{spec.name}-{weights_tag(info, module)}-opset{opset}-{tag}.onnx"
-    if _cache_valid(path, spec, info):
-        return path
-    export_onnx(module if module is not None else spec, weights, path, opset=opset, input_size=hw,
-                dynamic_batch=dynamic_batch, dynamic_spatial=dynamic_spatial, exporter=exporter, seed=seed,
-                spec=spec)
-    return path
-
-
-def _weights_info(spec: ModelSpec, weights, seed: int) -> dict[str, Any]:
-    """The weights record create_model would make, without building the model."""
-    from segdeploy.zoo.checkpoints import RANDOM, WeightsError, file_sha256, resolve_weights
-
-    # None = the model's packaged default, a variant name = its packaged file; else the error that
-    # says how to get the weights.
-    weights = resolve_weights(spec, weights)
-    if str(weights) == RANDOM:
-        return {"kind": RANDOM, "path": None, "sha256": None, "seed": seed}
-    path = Path(weights)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file")
-    return {"kind": "file", "path": str(path.resolve()), "sha256": file_sha256(path), "seed": None}
-
-
-def _cache_valid(path: Path, spec: ModelSpec, info: dict[str, Any]) -> bool:
-    from segdeploy import __version__
-
-    side = sidecar_path(path)
-    if not (path.is_file() and side.is_file()):
-        return False
-    try:
-        data = json.loads(side.read_text())
-        meta = data["metadata"]
-        weights = json.loads(meta["segdeploy_weights"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    parity = data.get("parity") or {}
-    return (data.get("written") is True and artifact_intact(path, data.get("file_sha256"))
-            and meta.get("segdeploy_version") == __version__ and meta.get("segdeploy_model") == spec.name
-            and weights.get("sha256") == info.get("sha256") and weights.get("kind") == info.get("kind")
-            and parity.get("passed", True) is True)
-
-
 def spec_with_input_size(spec: ModelSpec, hw: tuple[int, int]) -> ModelSpec:
     """A copy of ``spec`` whose preprocessing squashes images to ``hw`` (small test / compare runs)."""
     return dataclasses.replace(spec, preprocess=dataclasses.replace(spec.preprocess, size=tuple(hw), scale=None),
                                input_size=tuple(hw))
 
 
-__all__ = ["export_onnx", "library_versions", "artifact_intact", "spec_with_input_size", "ExportResult", "ExportError", "ExportParityError",
-           "cached_export", "read_metadata", "is_quantized", "cache_dir", "parity_input", "Parity", "OutputParity"]
+# The result types, errors and parity numbers are part of export_onnx's API and stay importable
+# from here; the cache, fingerprints and ONNX inspection are imported from their own modules.
+__all__ = ["export_onnx", "resolve_module", "parse_input_size", "spec_with_input_size", "sidecar_path",
+           "ExportResult", "ExportError", "ExportParityError", "DEFAULT_PARITY_RTOL", "parity_input", "Parity",
+           "OutputParity"]

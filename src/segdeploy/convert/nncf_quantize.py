@@ -123,7 +123,7 @@ def cached_nncf_quantize(model, weights, calib, *, num_calib: int | None = None,
                          spec: ModelSpec | None = None, ignored: Sequence[str] = (), ignore_last: int = 0,
                          overflow_fix: str | None = None, export_options: dict[str, Any] | None = None) -> Path:
     """Path of an NNCF int8 IR of ``model`` calibrated on ``calib``, quantizing into the cache when needed."""
-    from segdeploy.convert.export import cache_dir, cached_export
+    from segdeploy.convert.export_cache import cache_dir, cached_export
     from segdeploy.convert.quantize import DEFAULT_NUM_CALIB, _calib_entries, _calib_identity, _calib_input, _own_spec
 
     base_spec = _own_spec(model, None)

@@ -198,7 +198,9 @@ def quantize_onnx(
     if reduce_range is None:
         reduce_range = not has_vnni()
 
-    from segdeploy.convert.export import cached_export, read_metadata, set_metadata, spec_with_input_size
+    from segdeploy.convert.export import spec_with_input_size
+    from segdeploy.convert.export_cache import cached_export
+    from segdeploy.convert.onnx_info import read_metadata, set_metadata
     from segdeploy.engine.writers import NEW_FILE_MODE, atomic_write_text
     from segdeploy.zoo.checkpoints import file_sha256
 
@@ -333,7 +335,8 @@ def cached_quantize(model, weights, calib, *, num_calib: int | None = None, seed
     modification times, or array bytes), their number, the calibration method and the library
     versions; an entry is reused only when its sha256 is the one recorded when it was written.
     """
-    from segdeploy.convert.export import artifact_intact, cache_dir, cached_export, library_versions
+    from segdeploy.convert.export_cache import cache_dir, cached_export
+    from segdeploy.convert.fingerprints import artifact_intact, library_versions
 
     base_spec = _own_spec(model, None)
     spec = spec or base_spec

@@ -10,9 +10,10 @@ dut-omron, pairs), carvana, dsb2018 (raw or prepared 96x96) and voc2012. A root 
 raises :class:`DatasetError` naming what was expected and what was found.
 """
 
-from segdeploy.data.base import DatasetError, Layout, Sample, read_id_list
+from segdeploy.data.base import DatasetError, Layout, Sample
 from segdeploy.data.carvana import Carvana
 from segdeploy.data.dsb2018 import DSB2018, PrepareReport, prepare_dsb2018
+from segdeploy.data.id_lists import read_id_list
 from segdeploy.data.registry import (
     LAYOUTS,
     add_dataset_arguments,

@@ -24,18 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from segdeploy.data.base import (
-    IMAGE_SUFFIXES,
-    MASK_SUFFIXES,
-    DatasetError,
-    Layout,
-    Sample,
-    describe_folder,
-    find_dir,
-    index_files,
-    load_binary_mask,
-    pair_by_stem,
-)
+from segdeploy.data.base import DatasetError, Layout, Sample
+from segdeploy.data.decoding import load_binary_mask
+from segdeploy.data.scanning import IMAGE_SUFFIXES, MASK_SUFFIXES, describe_folder, find_dir, index_files, pair_by_stem
 from segdeploy.data.splits import SPLIT_ORDERS, ordered_ids, torch_val_indices
 
 #: (images, masks) folders as distributed / as the seed tooling arranges them, in search order.

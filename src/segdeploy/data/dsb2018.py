@@ -29,20 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from segdeploy.data.base import (
-    DatasetError,
-    Layout,
-    Sample,
-    as_bool,
-    describe_folder,
-    find_dir,
-    format_names,
-    index_files,
-    load_gray_mask,
-    pair_by_stem,
-    read_id_list,
-    select_ids,
-)
+from segdeploy.data.base import DatasetError, Layout, Sample, as_bool
+from segdeploy.data.decoding import load_gray_mask
+from segdeploy.data.id_lists import read_id_list, select_ids
+from segdeploy.data.scanning import describe_folder, find_dir, format_names, index_files, pair_by_stem
 from segdeploy.data.splits import SPLIT_ORDERS, ordered_ids, sklearn_val_indices
 
 VAL_IDS_FILE = "val_ids.txt"

@@ -31,20 +31,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from segdeploy.data.base import (
-    IMAGE_SUFFIXES,
-    MASK_SUFFIXES,
-    DatasetError,
-    Layout,
-    Sample,
-    describe_folder,
-    find_dir,
-    index_files,
-    load_binary_mask,
-    load_class_mask,
-    load_gray_mask,
-    pair_by_stem,
-)
+from segdeploy.data.base import DatasetError, Layout, Sample
+from segdeploy.data.decoding import load_binary_mask, load_class_mask, load_gray_mask
+from segdeploy.data.scanning import IMAGE_SUFFIXES, MASK_SUFFIXES, describe_folder, find_dir, index_files, pair_by_stem
 
 #: Re-packagings many SOD code bases use; tried after a dataset's own folder names.
 GENERIC_IMAGE_DIRS = ("images", "imgs", "image", "img", "im")

@@ -17,16 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from segdeploy.data.base import (
-    DatasetError,
-    Layout,
-    Sample,
-    describe_folder,
-    find_dir,
-    format_names,
-    load_class_mask,
-    read_id_list,
-)
+from segdeploy.data.base import DatasetError, Layout, Sample
+from segdeploy.data.decoding import load_class_mask
+from segdeploy.data.id_lists import read_id_list
+from segdeploy.data.scanning import describe_folder, find_dir, format_names
 
 #: Where VOC2012 may sit relative to the given root, in search order.
 VOC_CANDIDATES = ("", "VOC2012", "VOCdevkit/VOC2012", "voc/VOCdevkit/VOC2012", "VOCtrainval_11-May-2012/VOCdevkit/VOC2012")

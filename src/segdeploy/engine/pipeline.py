@@ -11,7 +11,6 @@ fails in the runtime is retried one item at a time, so one bad input never loses
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from collections import deque
@@ -23,6 +22,7 @@ import numpy as np
 
 from segdeploy.core.specs import ModelSpec
 from segdeploy.engine.images import LoadedImage
+from segdeploy.engine.inference_threads import InferenceThreads
 from segdeploy.engine.transforms import InputPolicy, Prediction, decode, preprocess_with_valid
 
 T = TypeVar("T")
@@ -140,51 +140,6 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2)))
 
 
-class _InferenceThreads:
-    """Runs the runtime in ``count`` daemon threads, so that the caller waits interruptibly.
-
-    A forward pass inside a C++ kernel does not return to Python for seconds; a Ctrl-C then reaches
-    the waiting main thread at once (lock waits are interruptible), and, the threads being daemons,
-    the process can exit without waiting for the kernel. With one thread the runtime is called one
-    call at a time; with ``count`` > 1 (a runtime whose ``concurrent_calls`` says it takes that
-    many at once, e.g. OpenVINO streams) up to ``count`` calls run together.
-    """
-
-    def __init__(self, count: int = 1) -> None:
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._count = max(1, count)
-
-    def _loop(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            future, fn, args = job
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args))
-                except BaseException as exc:  # handed to the waiting thread
-                    future.set_exception(exc)
-
-    def submit(self, fn, *args) -> Future:
-        if not self._threads:
-            for i in range(self._count):
-                thread = threading.Thread(target=self._loop, name=f"segdeploy-infer{i}", daemon=True)
-                thread.start()
-                self._threads.append(thread)
-        future: Future = Future()
-        self._queue.put((future, fn, args))
-        return future
-
-    def call(self, fn, *args):
-        return self.submit(fn, *args).result()
-
-    def close(self) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
-
-
 def _copy_future(source: Future, target: Future) -> None:
     if source.cancelled():
         target.cancel()
@@ -299,7 +254,7 @@ def stream_predictions(
     # Calls the runtime takes at once (OpenVINO streams): that many batches are kept in flight,
     # each decoded as soon as it returns; 1 = the classic one-batch-at-a-time loop.
     concurrency = max(1, int(getattr(runtime, "concurrent_calls", 1) or 1))
-    inferrer = _InferenceThreads(concurrency)
+    inferrer = InferenceThreads(concurrency)
 
     def run_direct(x: np.ndarray) -> list[np.ndarray]:
         return runtime.run(x) if wanted is None else runtime.run(x, outputs=wanted)

@@ -41,7 +41,7 @@ SYNTHETIC_SEED = 0
 def _artifact_intact(stored: dict[str, Any]) -> bool:
     """A stored export unit is reusable only while its ONNX file is byte for byte the one written:
     its sha256 is checked (a file corrupted in place keeps its size), else it is exported again."""
-    from segdeploy.convert.export import artifact_intact
+    from segdeploy.convert.fingerprints import artifact_intact
 
     return artifact_intact(stored.get("onnx") or "", stored.get("onnx_sha256"))
 
@@ -275,7 +275,7 @@ class Runner:
         return {"kind": "file", "path": str(path), "sha256": file_sha256(path), "seed": None, "how_to_get": how}
 
     def _base(self) -> dict[str, Any]:
-        from segdeploy.convert.export import library_versions
+        from segdeploy.convert.fingerprints import library_versions
 
         # Library versions are part of every unit's identity: an upgraded exporter or runtime must
         # recompute, never resume results an older one produced.

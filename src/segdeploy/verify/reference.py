@@ -44,7 +44,7 @@ def preprocessing_fingerprint(spec) -> str:
 
 def weights_fingerprint(module) -> str:
     """sha256 over the module's state_dict (names, shapes, dtypes, bytes)."""
-    from segdeploy.convert.export import state_dict_digest
+    from segdeploy.convert.fingerprints import state_dict_digest
 
     return state_dict_digest(module)
 

@@ -1,0 +1,59 @@
+"""Daemon threads that call the runtime, so the streaming pipeline waits for it interruptibly.
+
+Kept apart from :mod:`segdeploy.engine.pipeline`: how a runtime call is made to survive Ctrl-C is
+one job, the read → batch → run → decode loop is another.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+
+
+class InferenceThreads:
+    """Runs the runtime in ``count`` daemon threads, so that the caller waits interruptibly.
+
+    A forward pass inside a C++ kernel does not return to Python for seconds; a Ctrl-C then reaches
+    the waiting main thread at once (lock waits are interruptible), and, the threads being daemons,
+    the process can exit without waiting for the kernel. With one thread the runtime is called one
+    call at a time; with ``count`` > 1 (a runtime whose ``concurrent_calls`` says it takes that
+    many at once, e.g. OpenVINO streams) up to ``count`` calls run together.
+    """
+
+    def __init__(self, count: int = 1) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._count = max(1, count)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            future, fn, args = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # handed to the waiting thread
+                    future.set_exception(exc)
+
+    def submit(self, fn, *args) -> Future:
+        if not self._threads:
+            for i in range(self._count):
+                thread = threading.Thread(target=self._loop, name=f"segdeploy-infer{i}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        future: Future = Future()
+        self._queue.put((future, fn, args))
+        return future
+
+    def call(self, fn, *args):
+        return self.submit(fn, *args).result()
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+
+
+__all__ = ["InferenceThreads"]

@@ -40,7 +40,7 @@ from segdeploy.backends.base import RuntimeUnavailable, get_runtime_class, physi
 GATE_IMAGES = 16
 CALIB_IMAGES = 16
 PROBE_SECONDS = 1.5
-CACHE_VERSION = 2  # 2: OpenVINO candidates run with one stream per core (timed with that many calls)
+CACHE_VERSION = 3  # 2: OpenVINO candidates run with one stream per core; 3: the OpenVINO QDQ candidate is QDQ
 
 # Thresholds of segdeploy.verify.compare.DEFAULT_TOLERANCES at the time of writing (backends sit
 # below verify in the layer contract and cannot import it). verify may install its own gate with

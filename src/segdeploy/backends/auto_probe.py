@@ -135,10 +135,17 @@ def _open_candidate(candidate: Candidate, module, spec, calib: list[np.ndarray],
     from segdeploy.backends import _open
     from segdeploy.backends.auto import auto_options
 
-    return _open(module, candidate.backend, "cpu", candidate.precision, None, None, seed=seed, spec=None, export_options=None,
-                 calib=calib if candidate.precision == "int8" else None,
-                 num_calib=len(calib) if candidate.precision == "int8" else None,
-                 **auto_options(candidate.backend))
+    onnx_path = None
+    if candidate.quantizer == "ort-qdq" and candidate.backend == "openvino":
+        # OpenVINO int8 from calibration images would be NNCF's (its own candidate): this one runs
+        # ONNX Runtime's QDQ file, as its label says.
+        from segdeploy.convert.quantize import cached_quantize
+
+        onnx_path = cached_quantize(module, None, calib, num_calib=len(calib), seed=seed, spec=spec)
+    int8_from_images = candidate.precision == "int8" and onnx_path is None
+    return _open(module, candidate.backend, "cpu", candidate.precision, None, onnx_path, seed=seed, spec=None,
+                 export_options=None, calib=calib if int8_from_images else None,
+                 num_calib=len(calib) if int8_from_images else None, **auto_options(candidate.backend))
 
 
 def _run_images(runtime, batches: list[np.ndarray]) -> list[list[np.ndarray]]:

@@ -145,6 +145,8 @@ def test_nncf_int8_ir_runs_in_int8_and_keeps_ignored_convolutions_float(tmp_path
     x = np.random.default_rng(0).standard_normal((1, 3, 96, 96), dtype=np.float32)
     assert rt.run(x)[0].shape == (1, 1, 96, 96)
     assert "u8" in rt.describe()["execution_precisions"] or "i8" in rt.describe()["execution_precisions"]
+    # The IR still says which weights it carries (runs, manifests and /v1/models record them).
+    assert rt.describe()["weights"]["kind"] == "random" and rt.describe()["weights"]["seed"] == 0
     # The mixed-precision fallback: the last convolution (the 1x1 classifier) stays float.
     mixed = cached_nncf_quantize("unetpp_dsb2018", "random", calib, num_calib=3, ignore_last=1)
     assert mixed != xml

@@ -122,7 +122,7 @@ class OpenVINORuntime(Runtime):
         if path.suffix.lower() == ".xml":  # OpenVINO IR, e.g. an NNCF-quantized model
             self.model = self.core.read_model(str(path))
             quantized = any(op.get_type_name() == "FakeQuantize" for op in self.model.get_ops())
-            self.metadata = {}
+            self.metadata = _ir_sidecar(path)
         else:
             proto = onnx.load(str(path), load_external_data=False)
             quantized = is_quantized(proto)
@@ -223,6 +223,17 @@ def execution_precisions(compiled) -> dict[str, int]:
         if layer in ("Convolution", "Deconvolution", "FullyConnected", "MatMul"):
             counts[rt["runtimePrecision"].astype(str) if "runtimePrecision" in rt else "?"] += 1
     return dict(counts)
+
+
+def _ir_sidecar(xml: Path) -> dict[str, str]:
+    """String metadata of an IR segdeploy wrote (``<file>.xml.json``, e.g. the weights record)."""
+    import json
+
+    try:
+        info = json.loads(Path(str(xml) + ".json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in info.items() if isinstance(v, str)}
 
 
 _CORE = None

@@ -141,4 +141,16 @@ def cached_nncf_quantize(model, weights, calib, *, num_calib: int | None = None,
         return path
     inputs = [_calib_input(entry, spec) for entry in entries]
     return nncf_quantize(fp32, spec, inputs, path, ignored=ignored, ignore_last=ignore_last,
-                         overflow_fix=overflow_fix, metadata={"source_onnx": fp32.name})
+                         overflow_fix=overflow_fix, metadata={"source_onnx": fp32.name, **_weights_meta(fp32)})
+
+
+def _weights_meta(onnx_path: Path) -> dict[str, Any]:
+    """The source export's weights record (its ``segdeploy_weights`` metadata), carried into the IR's
+    sidecar so that runs on the IR still say which weights they ran (manifests, /v1/models)."""
+    from segdeploy.convert.onnx_info import read_metadata
+
+    try:
+        weights = read_metadata(onnx_path).get("segdeploy_weights")
+    except Exception:  # noqa: BLE001 - an export without metadata: nothing to carry
+        return {}
+    return {"segdeploy_weights": weights} if weights else {}

@@ -213,3 +213,31 @@ def test_auto_runs_openvino_with_one_stream_per_core_and_times_it_so(monkeypatch
 
     ips = auto_probe.time_runtime(Fake(), (1, 3, 96, 96), seconds=0.1, min_calls=3)
     assert peak[0] == 2 and 100 < ips < 250  # two 10 ms calls at a time: ~200 images/s, not ~100
+
+
+def test_trained_weights_are_also_judged_on_the_packaged_real_photos(monkeypatch):
+    """The probe judges trained weights on the package's photos too (synthetic-calibrated int8 can
+    pass on generated images and fail on a real one); random weights on generated images only."""
+    from segdeploy.backends.auto import bundled_photos, judged_description
+    from segdeploy.zoo import create_model
+
+    photos = bundled_photos(48, 64)
+    assert len(photos) >= 5 and all(p.shape == (48, 64, 3) and p.dtype == np.uint8 for p in photos)
+    assert judged_description(16) == "16 generated images"
+    assert judged_description(21) == "16 generated images and 5 real photos"
+    seen = {}
+
+    def fake_gate(spec, precision, reference, outputs, sizes):
+        seen["images"] = len(outputs)
+        return True, {}, ""
+
+    monkeypatch.setattr(auto_probe, "fidelity_gate", fake_gate)
+    monkeypatch.setattr(auto_probe, "candidates_for", lambda device, precision: [
+        auto_probe.Candidate("torch", "fp32"), auto_probe.Candidate("onnxruntime", "fp32")])
+    monkeypatch.setattr(auto_probe, "PROBE_SECONDS", 0.01)
+    module = create_model("unetpp_dsb2018", "random")
+    rows = auto_probe.probe(module, BIN)
+    assert seen["images"] == 16 and rows[-1].judged == 16
+    monkeypatch.setattr(auto_probe, "_weights_id", lambda m: "sha256:abc")
+    rows = auto_probe.probe(module, BIN)
+    assert seen["images"] == 16 + len(photos) and rows[-1].judged == 16 + len(photos)

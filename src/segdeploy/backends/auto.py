@@ -2,7 +2,10 @@
 
 For a model, its weights and this machine, :func:`choose_auto` runs a short probe:
 
-1. the reference: PyTorch fp32 on ``GATE_IMAGES`` (16) generated photo-like images;
+1. the reference: PyTorch fp32 on ``GATE_IMAGES`` (16) generated photo-like images, and, for
+   trained weights, the package's real photos too (``assets/photos``, resized to the gate size):
+   measured on the trained U²-Netp, synthetic-calibrated int8 passes on generated images but
+   fails on one of those photos, so judging generated images alone would pick it;
 2. every candidate that can run here (CPU: ONNX Runtime fp32 / int8, OpenVINO fp32 / bf16 / int8
    (ONNX Runtime QDQ and NNCF), PyTorch fp32 itself; CUDA: PyTorch fp32 / fp16 / bf16) runs the
    same images and is judged by :func:`fidelity_gate` against the reference, then is timed
@@ -40,7 +43,7 @@ from segdeploy.backends.base import RuntimeUnavailable, get_runtime_class, physi
 GATE_IMAGES = 16
 CALIB_IMAGES = 16
 PROBE_SECONDS = 1.5
-CACHE_VERSION = 3  # 2: OpenVINO candidates run with one stream per core; 3: the OpenVINO QDQ candidate is QDQ
+CACHE_VERSION = 4  # 2: OpenVINO streams; 3: the OpenVINO QDQ candidate is QDQ; 4: real photos judged for trained weights
 
 # Thresholds of segdeploy.verify.compare.DEFAULT_TOLERANCES at the time of writing (backends sit
 # below verify in the layer contract and cannot import it). verify may install its own gate with
@@ -83,6 +86,7 @@ class ProbeRow:
     reason: str = ""
     seconds: float = 0.0
     artifact: str | None = None
+    judged: int = GATE_IMAGES  # images the gate judged (generated, plus real photos for trained weights)
 
     @property
     def label(self) -> str:
@@ -212,6 +216,32 @@ def generated_images(count: int, height: int, width: int, seed: int) -> list[np.
         img += rng.normal(0, 6, img.shape)
         images.append(np.clip(img, 0, 255).astype(np.uint8))
     return images
+
+
+def judged_description(count: int) -> str:
+    extra = count - GATE_IMAGES
+    return f"{GATE_IMAGES} generated images" + (f" and {extra} real photos" if extra > 0 else "")
+
+
+def bundled_photos(height: int, width: int) -> list[np.ndarray]:
+    """The package's real photographs (``assets/photos``, CC0 / public domain) as RGB uint8 at
+    (height, width); empty when they are not installed."""
+    from importlib import resources
+
+    from PIL import Image
+
+    folder = resources.files("segdeploy") / "assets" / "photos"
+    photos = []
+    try:
+        entries = sorted(folder.iterdir(), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for entry in entries:
+        if entry.name.lower().endswith((".jpg", ".jpeg", ".png")):
+            with entry.open("rb") as fh, Image.open(fh) as img:
+                rgb = img.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+                photos.append(np.asarray(rgb, dtype=np.uint8).copy())
+    return photos
 
 
 def _gate_size(spec) -> tuple[int, int]:

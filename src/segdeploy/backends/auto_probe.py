@@ -12,6 +12,8 @@ import numpy as np
 from segdeploy.backends.auto import (
     CALIB_IMAGES,
     GATE_IMAGES,
+    bundled_photos,
+    judged_description,
     PROBE_SECONDS,
     AutoChoice,
     Candidate,
@@ -165,6 +167,9 @@ def probe(module, spec, device: str = "cpu", precision: str | None = None, *, se
     say = progress or (lambda message: None)
     h, w = _gate_size(spec)
     images = generated_images(GATE_IMAGES, h, w, GATE_SEED)
+    if not _weights_id(module).startswith("random:"):
+        # Trained weights: real photos too (random weights' maps mean nothing on them).
+        images += bundled_photos(h, w)
     calib = generated_images(CALIB_IMAGES, h, w, CALIB_SEED)
     batches, sizes = [], []
     for image in images:
@@ -174,12 +179,12 @@ def probe(module, spec, device: str = "cpu", precision: str | None = None, *, se
     shape = _timing_shape(spec)
     reference_rt = _open(module, "torch", device, "fp32", None, None, seed=seed, spec=None, export_options=None,
                          calib=None, num_calib=None)
-    say(f"auto: reference PyTorch fp32 on {len(images)} generated images")
+    say(f"auto: reference PyTorch fp32 on {judged_description(len(images))}")
     reference = _run_images(reference_rt, batches)
     rows: list[ProbeRow] = []
     for candidate in candidates_for(device, precision):
         t0 = time.perf_counter()
-        row = ProbeRow(candidate.backend, candidate.precision, candidate.quantizer, "error")
+        row = ProbeRow(candidate.backend, candidate.precision, candidate.quantizer, "error", judged=len(images))
         try:
             if candidate.backend == "torch" and candidate.precision == "fp32":
                 runtime = reference_rt
@@ -222,7 +227,7 @@ def decide(rows: list[ProbeRow]) -> ProbeRow:
 def explain(best: ProbeRow, rows: list[ProbeRow]) -> str:
     failed = [f"{r.label} ({r.reason})" for r in rows if r.status == "fail"]
     text = (f"{best.label}: {best.images_per_s:.2f} images/s, the fastest of {sum(r.status == 'pass' for r in rows)} "
-            f"configuration(s) whose fidelity gate passed against PyTorch fp32 on {GATE_IMAGES} generated images")
+            f"configuration(s) whose fidelity gate passed against PyTorch fp32 on {judged_description(best.judged)}")
     if failed:
         text += "; gate failed: " + ", ".join(failed)
     return text

@@ -93,6 +93,7 @@ class OpenVINORuntime(Runtime):
         self.concurrent_calls = max(1, self.streams or 1) if self.performance_hint == "THROUGHPUT" else 1
         self.threads = options.get("threads")
         self._compile_lock = threading.Lock()
+        self._dispatch_lock = threading.Lock()
         self.shape_mode = options.get("shape_mode", "auto")
         if self.shape_mode == "auto":
             self.shape_mode = "static" if spec.preprocess.size is not None else "dynamic"
@@ -174,11 +175,17 @@ class OpenVINORuntime(Runtime):
         _, requests, order = self._compile(key)
         request = requests.get()
         try:
-            request.infer({0: batch})
-            # Output tensors are the request's buffers, overwritten by the next infer: copy out the
-            # ones asked for only.
-            return [np.array(request.get_output_tensor(order[i]).data, dtype=np.float32, copy=True)
-                    for i in self._output_indices(outputs)]
+            # Inputs are copied in and outputs out under one lock, the inference itself runs outside
+            # it: two threads filling tensors of one compiled model at once deadlocked in OpenVINO's
+            # Python data dispatcher (seen twice in the test suite, both threads stuck in update_tensor).
+            with self._dispatch_lock:
+                request.start_async({0: batch})
+            request.wait()
+            with self._dispatch_lock:
+                # Output tensors are the request's buffers, overwritten by the next inference: copy
+                # out the ones asked for only.
+                return [np.array(request.get_output_tensor(order[i]).data, dtype=np.float32, copy=True)
+                        for i in self._output_indices(outputs)]
         finally:
             requests.put(request)
 

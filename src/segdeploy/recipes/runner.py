@@ -36,6 +36,23 @@ from segdeploy.report.render import SCHEMA_ID, STEP_NAMES, check_results, write_
 #: Seed of the synthetic images the compare step uses when the recipe has no dataset.
 SYNTHETIC_SEED = 0
 
+#: The quantizers whose int8 models the run uses, as results.json and the report name them.
+QDQ_QUANTIZER = "ONNX Runtime QDQ (segdeploy.convert.quantize)"
+NNCF_QUANTIZER = "NNCF OpenVINO IR (segdeploy.convert.nncf_quantize)"
+
+
+def _has_nncf() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("nncf") is not None
+
+
+def _ir_intact(stored: dict[str, Any]) -> bool:
+    """A stored NNCF unit is reusable only while both halves of its IR are the files written."""
+    from segdeploy.convert.export import artifact_intact
+
+    return (artifact_intact(stored.get("xml") or "", stored.get("xml_sha256"))
+            and artifact_intact(stored.get("bin") or "", stored.get("bin_sha256")))
 
 
 def _artifact_intact(stored: dict[str, Any]) -> bool:
@@ -248,8 +265,9 @@ class Runner:
         self._module = None
         self._onnx: str | None = None
         self._export_fp: str | None = None
-        self._int8_onnx: str | None = None
-        self._int8_fp: str | None = None
+        # backend -> (int8 artifact, its unit's fingerprint): OpenVINO gets its own NNCF IR when
+        # nncf is installed, every other ONNX backend the ONNX Runtime QDQ model.
+        self._int8: dict[str, tuple[str, str]] = {}
         self._calib: list[Any] | None = None
         self.results: dict[str, Any] = {}
 
@@ -384,9 +402,9 @@ class Runner:
                 raise StepSkipped("no ONNX export (the export step did not produce one)")
             kwargs["onnx_path"] = self._onnx
         if config.precision == "int8" and config.backend != "torch":
-            if self._int8_onnx is None:
+            if config.backend not in self._int8:
                 raise StepSkipped("no int8 model (the export step's quantization did not produce one)")
-            kwargs["onnx_path"] = self._int8_onnx
+            kwargs["onnx_path"] = self._int8[config.backend][0]
         try:
             return open_runtime(self.module(), **kwargs)
         except RuntimeUnavailable as exc:
@@ -482,8 +500,8 @@ class Runner:
                               result={"traceback": traceback.format_exc().strip().splitlines()[-8:]})
             else:
                 record["result"] = result
-                units = result.get("configs") if "configs" in result else [result] + (
-                    [result["int8"]] if result.get("int8") else [])
+                units = result.get("configs") if "configs" in result else [result] + [
+                    result[k] for k in ("int8", "int8_nncf") if result.get(k)]
                 # Resumed = nothing was computed: every unit came from storage or was a (cheap,
                 # never stored) skip.
                 record["resumed"] = any(u.get("resumed") for u in units) and all(
@@ -544,9 +562,16 @@ class Runner:
             raise RuntimeError(unit["reason"])
         if "int8" in self.options.precisions:
             usable, reasons = self._onnx_users(["int8"])
-            unit["int8"] = self._quantize() if usable else {
-                "label": "int8", "status": "skipped", "reason": "no ONNX backend runs int8 here: " + "; ".join(reasons),
-                "resumed": False}
+            if not usable:
+                unit["int8"] = {"label": "int8", "status": "skipped", "resumed": False,
+                                "reason": "no ONNX backend runs int8 here: " + "; ".join(reasons)}
+                return unit
+            by_nncf = [c.backend for c in usable if c.backend == "openvino" and _has_nncf()]
+            by_qdq = [c.backend for c in usable if c.backend not in by_nncf]
+            if by_qdq:
+                unit["int8"] = self._quantize(by_qdq)
+            if by_nncf:
+                unit["int8_nncf"] = self._quantize_nncf(by_nncf)
         return unit
 
     def _onnx_users(self, precisions: list[str]) -> tuple[list[Config], list[str]]:
@@ -570,8 +595,8 @@ class Runner:
                     usable.append(Config(backend, precision))
         return usable, list(dict.fromkeys(reasons))
 
-    def _quantize(self) -> dict[str, Any]:
-        """int8 QDQ model of the export, calibrated on --calib images or the compare inputs."""
+    def _quantize(self, backends: list[str]) -> dict[str, Any]:
+        """int8 QDQ model of the export for ``backends``, calibrated on --calib images or the compare inputs."""
         out = self.run_dir / "artifacts" / f"{self.spec.name}-int8.onnx"
         calib_dir = dict(self.options.extra).get("calib")
         key = {"step": "quantize", "onnx": self._export_fp, "calib": calib_dir or self._calib_described(),
@@ -590,12 +615,48 @@ class Runner:
                     "onnx_bytes": out.stat().st_size, "quantize": data}
 
         unit = self._unit("export", "int8", key, compute, _artifact_intact)
-        unit.setdefault("label", "int8")
+        unit.update(label="int8", quantizer=QDQ_QUANTIZER, backends=backends)
         self.reporter.unit_finished("export", unit)
         if unit["status"] == "done":
-            self._int8_onnx = unit["onnx"]
-            self._int8_fp = unit["fingerprint"]
+            self._int8.update({b: (unit["onnx"], unit["fingerprint"]) for b in backends})
         return unit
+
+    def _quantize_nncf(self, backends: list[str]) -> dict[str, Any]:
+        """OpenVINO int8 IR of the export made by NNCF, calibrated on the same images as the QDQ model.
+
+        NNCF keeps ``spec.int8_float_layers`` float; on the trained U²-Netp its IR passes the gate
+        where the QDQ model run by OpenVINO does not (benchmarks/results/int8_trained_u2netp_cpu.md)."""
+        out = self.run_dir / "artifacts" / f"{self.spec.name}-int8-nncf.xml"
+        calib_dir = dict(self.options.extra).get("calib")
+        key = {"step": "quantize-nncf", "onnx": self._export_fp, "calib": calib_dir or self._calib_described(),
+               "num_calib": self._num_calib(), "out": str(out), "float": list(self.spec.int8_float_layers)}
+
+        def compute() -> dict[str, Any]:
+            from segdeploy.convert.nncf_quantize import nncf_quantize
+            from segdeploy.convert.quantize import _calib_entries, _calib_input
+            from segdeploy.zoo.checkpoints import file_sha256
+
+            entries, source = _calib_entries(calib_dir or self._calibration(), self.spec, self._num_calib())
+            inputs = [_calib_input(entry, self.spec) for entry in entries]
+            nncf_quantize(self._onnx, self.spec, inputs, out, metadata={"source_onnx": str(self._onnx)})
+            bin_path = out.with_suffix(".bin")
+            info = json.loads(Path(str(out) + ".json").read_text())
+            return {"label": "int8 nncf", "xml": str(out), "xml_sha256": file_sha256(out),
+                    "bin": str(bin_path), "bin_sha256": file_sha256(bin_path),
+                    "bin_bytes": bin_path.stat().st_size, "calib_source": source, "quantize": info}
+
+        unit = self._unit("export", "int8-nncf", key, compute, _ir_intact)
+        unit.update(label="int8 nncf", quantizer=NNCF_QUANTIZER, backends=backends)
+        self.reporter.unit_finished("export", unit)
+        if unit["status"] == "done":
+            self._int8.update({b: (unit["xml"], unit["fingerprint"]) for b in backends})
+        return unit
+
+    def quantizer(self, config: Config) -> str | None:
+        """Which quantizer made the int8 model ``config`` runs (None when it runs no quantized model)."""
+        if config.precision != "int8" or config.backend not in self._int8:
+            return None
+        return NNCF_QUANTIZER if self._int8[config.backend][0].endswith(".xml") else QDQ_QUANTIZER
 
     def _num_calib(self) -> int:
         from segdeploy.convert.quantize import DEFAULT_NUM_CALIB
@@ -615,7 +676,7 @@ class Runner:
         """What a unit of ``config`` depends on besides its own settings: the ONNX it runs."""
         onnx = None
         if config.backend != "torch":
-            onnx = self._int8_fp if config.precision == "int8" else self._export_fp
+            onnx = self._int8.get(config.backend, (None, None))[1] if config.precision == "int8" else self._export_fp
         return {"config": [config.backend, config.precision], "onnx": onnx}
 
     # -- runtimes -------------------------------------------------------------------------------
@@ -629,6 +690,8 @@ class Runner:
 
             unit = self._unit("runtimes", config.slug, {"step": "runtimes", **self._deps(config)}, compute)
             unit.update(label=config.label, backend=config.backend, precision=config.precision)
+            if self.quantizer(config):
+                unit["quantizer"] = self.quantizer(config)
             self.reporter.unit_finished("runtimes", unit)
             units.append(unit)
         return {"configs": units}
@@ -729,7 +792,8 @@ class Runner:
 
         inputs = self._compare_inputs()
         report = compare(self.module(), combos=[(c.backend, c.precision) for c in configs],
-                         device=self.options.device, onnx_path=self._onnx, int8_onnx=self._int8_onnx,
+                         device=self.options.device, onnx_path=self._onnx,
+                         int8_onnx={b: path for b, (path, _) in self._int8.items()} or None,
                          seed=self.options.seed,
                          batch_size=max(1, min(4, max(self.options.batch_sizes))),
                          allow_few_images=bool(dict(self.options.extra).get("allow_few_images")),
@@ -896,10 +960,12 @@ class Runner:
                        f"for {self.recipe.model} are not compared.")
         if self.options.limit:
             out.append(f"Accuracy is over the first {self.options.limit} samples only (--limit), not the whole split.")
-        int8 = (self.results["steps"]["export"].get("result") or {}).get("int8")
-        if int8 and int8.get("status") != "done":
-            out.append(f"int8 quantization {int8.get('status')}: {int8.get('reason')}")
-        elif int8 and not dict(self.options.extra).get("calib"):
+        export = self.results["steps"]["export"].get("result") or {}
+        int8 = [export[k] for k in ("int8", "int8_nncf") if export.get(k)]
+        for unit in int8:
+            if unit.get("status") != "done":
+                out.append(f"{unit.get('label')} quantization {unit.get('status')}: {unit.get('reason')}")
+        if any(u.get("status") == "done" for u in int8) and not dict(self.options.extra).get("calib"):
             out.append(f"int8 was calibrated on {self._calib_described()}, not on the images the compare step "
                        "judges. --calib DIR uses your own images.")
         for name in STEP_NAMES[:-1]:

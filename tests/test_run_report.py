@@ -514,3 +514,46 @@ def test_report_plots_render_in_headless_chromium(dsb_run, tmp_path):
     done = subprocess.run([sys.executable, str(script), str(broken), "-o", str(tmp_path / "b.png"),
                            "--height", "800"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "did not render" in done.stderr
+
+
+def test_openvino_int8_runs_its_own_nncf_ir_and_onnxruntime_int8_the_qdq_model(tmp_path, cache):
+    """NNCF's IR (float where the model needs it) passes the gate on the trained U²-Netp where the QDQ
+    model run by OpenVINO does not: each int8 row runs its own quantizer's model, both calibrated on
+    the same images and both recorded in the export step."""
+    pytest.importorskip("nncf")
+    from segdeploy.recipes.runner import run_recipe
+
+    results = run_recipe("unetpp-dsb2018", tmp_path / "run", weights="random", device="cpu",
+                         backends=["onnxruntime", "openvino"], precisions=["fp32", "int8"], compare_images=2,
+                         allow_few_images=True, num_calib=2, skip=("eval", "bench"))
+    _assert_valid(results)
+    export = results["steps"]["export"]["result"]
+    qdq, ir = export["int8"], export["int8_nncf"]
+    assert qdq["status"] == ir["status"] == "done"
+    assert qdq["onnx"].endswith("-int8.onnx") and qdq["backends"] == ["onnxruntime"] and "QDQ" in qdq["quantizer"]
+    assert ir["xml"].endswith(".xml") and ir["backends"] == ["openvino"] and "NNCF" in ir["quantizer"]
+    assert ir["quantize"]["method"] == "nncf" and ir["quantize"]["calibration_images"] == 2
+    assert qdq["quantize"]["num_calib"] == 2 and len(ir["xml_sha256"]) == len(ir["bin_sha256"]) == 64
+    runtimes = {u["label"]: u for u in results["steps"]["runtimes"]["result"]["configs"]}
+    assert "NNCF" in runtimes["openvino int8"]["quantizer"] and "QDQ" in runtimes["onnxruntime int8"]["quantizer"]
+    assert "quantizer" not in runtimes["openvino fp32"]
+    # The two int8 rows depend on different units: a changed IR must not resume the QDQ row's results.
+    steps = tmp_path / "run" / "steps"
+    assert (json.loads((steps / "runtimes" / "openvino-int8.json").read_text())["fingerprint"]
+            != json.loads((steps / "runtimes" / "onnxruntime-int8.json").read_text())["fingerprint"])
+    compared = {u["label"]: u for u in results["steps"]["compare"]["result"]["configs"]}
+    assert compared["openvino int8"]["status"] in ("done", "failed")  # judged, whatever random weights give
+    assert "int8 nncf (openvino)" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_without_nncf_openvino_int8_falls_back_to_the_qdq_model(tmp_path, cache, monkeypatch):
+    from segdeploy.recipes import runner, step_export
+
+    monkeypatch.setattr(step_export, "_has_nncf", lambda: False)
+    results = runner.run_recipe("unetpp-dsb2018", tmp_path / "run", weights="random", device="cpu",
+                                backends=["onnxruntime", "openvino"], precisions=["fp32", "int8"], num_calib=2,
+                                skip=("compare", "eval", "bench"))
+    export = results["steps"]["export"]["result"]
+    assert "int8_nncf" not in export and export["int8"]["backends"] == ["onnxruntime", "openvino"]
+    runtimes = {u["label"]: u for u in results["steps"]["runtimes"]["result"]["configs"]}
+    assert runtimes["openvino int8"]["status"] == "done" and "QDQ" in runtimes["openvino int8"]["quantizer"]

@@ -135,10 +135,15 @@ def _step_brief(name: str, step: dict[str, Any]) -> str:
     result = step.get("result") or {}
     if name == "export" and result.get("onnx"):
         text = str(result["onnx"])
-        int8 = result.get("int8")
-        if int8:
-            text += f"; int8: {int8.get('onnx')}" if int8.get("status") == "done" else \
-                f"; int8 {int8.get('status')}: {int8.get('reason')}"
+        # One int8 model per quantizer (QDQ for ONNX Runtime, NNCF IR for OpenVINO), each named
+        # with the backends that run it so the reader knows which model a row measured.
+        for int8 in (result.get(k) for k in ("int8", "int8_nncf")):
+            if not int8:
+                continue
+            users = f" ({', '.join(int8['backends'])})" if int8.get("backends") else ""
+            text += (f"; {int8.get('label')}{users}: {int8.get('onnx') or int8.get('xml')}"
+                     if int8.get("status") == "done" else f"; {int8.get('label')} {int8.get('status')}: "
+                                                          f"{int8.get('reason')}")
         return text
     if "configs" in result:
         counts: dict[str, int] = {}
@@ -186,6 +191,7 @@ def _runtime_lines(doc: dict[str, Any]) -> tuple[str, ...]:
         desc = unit.get("describe") or {}
         brief = ", ".join(f"{k}={v}" for k, v in desc.items() if not isinstance(v, (dict, list)))
         lines.append(f"{unit['label']}: {unit['status']}" + (f" — {unit['reason']}" if unit.get("reason") else "")
+                     + (f" — int8 by {unit['quantizer']}" if unit.get("quantizer") else "")
                      + (f" — {brief}" if brief else ""))
     return tuple(lines)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -140,7 +140,7 @@ def compare(
     max_images: int | None = None,
     seed: int = 0,
     onnx_path: str | os.PathLike | None = None,
-    int8_onnx: str | os.PathLike | None = None,
+    int8_onnx: str | os.PathLike | Mapping[str, str | os.PathLike] | None = None,
     calib=None,
     num_calib: int | None = None,
     require_all: bool = False,
@@ -167,8 +167,9 @@ def compare(
         device: device of the candidates; the reference always runs on the CPU.
         input_size: (H, W) to squash images to instead of the spec's preprocessing size.
         onnx_path: fp32 ONNX for onnxruntime / openvino (default: the cached export).
-        int8_onnx: quantized ONNX for int8 rows; else ``calib`` images; else a disjoint quarter of
-            the inputs calibrates and the rest is judged.
+        int8_onnx: quantized model for int8 rows, or {backend: model} (e.g. an NNCF IR for openvino,
+            a QDQ ONNX for onnxruntime); else ``calib`` images; else a disjoint quarter of the inputs
+            calibrates and the rest is judged.
         runtimes: already opened candidates (rows labelled ``given<i>:<name>`` and their precision;
             each preprocesses with its own ``spec``): fault injection and custom runtimes.
         reference: a reference file (``save_reference`` of another run) to judge against instead of
@@ -271,7 +272,10 @@ def compare(
             path = None
             calib_src = None
             if backend != "torch":
-                path = int8_onnx if precision == "int8" else onnx_path
+                path = onnx_path
+                if precision == "int8":
+                    # one quantized model per backend: OpenVINO may run an NNCF IR, ORT a QDQ ONNX
+                    path = int8_onnx.get(backend) if isinstance(int8_onnx, Mapping) else int8_onnx
                 if precision == "int8" and path is None:
                     calib_src = calib
                     if int8_split:

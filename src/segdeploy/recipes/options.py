@@ -1,0 +1,135 @@
+"""The options of a run: a recipe's defaults for this machine, checked overrides (``segdeploy run`` flags)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from segdeploy.recipes.catalog import Recipe, RunOptions, get_recipe
+
+#: Seed of the synthetic images the compare step uses when the recipe has no dataset.
+SYNTHETIC_SEED = 0
+
+def resolve_options(
+    recipe: str | Recipe, *, weights: str | None = None, data_root: str | None = None, model: str | None = None,
+    dataset: str | None = None, device: str = "auto", backends=None, precisions=None, batch_sizes=None,
+    input_size=None, limit: int | None = None, dataset_options: dict[str, Any] | None = None,
+    eval_on: str = "auto", compare_images: int | None = None, bench_warmup: int | None = None,
+    bench_iters: int | None = None, seed: int = 0, wseg_protocol: str | None = None,
+    model_input_size=None, calib: str | None = None, num_calib: int | None = None,
+    allow_few_images: bool = False,
+    images: str | None = None, exclude: tuple[tuple[str, str, str], ...] = (),
+) -> RunOptions:
+    """Fill in a recipe's defaults for this machine and check the overrides.
+
+    On a CPU the matrix is the recipe's modest ``cpu_precisions`` x ``cpu_batch_sizes`` and the
+    benchmark does 1 warm-up + 5 timed calls per batch size; on CUDA the guide's batch sizes and
+    precisions with 10 + 50 calls. Every choice is recorded in results.json.
+
+    Args:
+        weights: checkpoint path, "random", or None (the recipe's default, else an error saying
+            how to get the official file).
+        model_input_size: (H, W) the model's preprocessing squashes images to, replacing the
+            spec's (quick trials and tests only: accuracy is then not the guide's).
+        calib: folder of int8 calibration images (default: the compare step's images).
+        num_calib: calibration images used (default segdeploy.convert.quantize.DEFAULT_NUM_CALIB).
+        allow_few_images: let the compare step judge fewer than 16 images (the report says so).
+        images: folder of images (no ground truth) the compare step and int8 calibration use when
+            there is no dataset, instead of synthetic ones (the demo's photographs).
+        exclude: (backend, precision, reason) configurations not to run; recorded as skipped with
+            the reason.
+    """
+    recipe = get_recipe(recipe)
+    model = model or recipe.model
+    if model not in recipe.allowed_models():
+        raise ValueError(f"recipe {recipe.name} runs {', '.join(recipe.allowed_models())}; got --model {model}")
+    if dataset is not None and recipe.dataset is None:
+        raise ValueError(f"recipe {recipe.name} has no dataset step (the guide measures cosine similarity only)")
+    dataset = dataset or recipe.dataset
+    if dataset is not None and dataset not in recipe.allowed_datasets():
+        raise ValueError(f"recipe {recipe.name} scores {', '.join(recipe.allowed_datasets())}; got --dataset "
+                         f"{dataset}")
+    if weights is None:
+        weights = recipe.default_weights
+    if weights is None:
+        from segdeploy.core.registry import get_spec
+
+        how = get_spec(model).how_to_get
+        raise ValueError(f"recipe {recipe.name} needs the official weights of {model}: {how} "
+                         "Or pass --weights random to try the whole pipeline with deterministic random weights "
+                         "(accuracy then means nothing).")
+    if str(weights) != "random" and not Path(weights).is_file():
+        raise FileNotFoundError(f"{weights}: no such weights file")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cpu = not str(device).startswith("cuda")
+    backends = tuple(backends or recipe.backends)
+    precisions = tuple(precisions or (recipe.cpu_precisions if cpu else recipe.precisions))
+    batch_sizes = tuple(int(b) for b in (batch_sizes or (recipe.cpu_batch_sizes if cpu else recipe.batch_sizes)))
+    from segdeploy.backends import PRECISIONS, backend_names
+
+    unknown = [b for b in backends if b not in backend_names()]
+    if unknown:
+        raise ValueError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(backend_names())}")
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        raise ValueError(f"unknown precision(s) {', '.join(unknown)}; choose from {', '.join(PRECISIONS)}")
+    if any(b < 1 for b in batch_sizes):
+        raise ValueError(f"batch sizes must be positive, got {list(batch_sizes)}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    extra: dict[str, Any] = {}
+    if model_input_size is not None:
+        extra["model_input_size"] = list(_hw(model_input_size))
+    if calib is not None:
+        if not Path(calib).is_dir():
+            raise FileNotFoundError(f"{calib}: --calib must be a folder of images")
+        extra["calib"] = str(Path(calib).resolve())
+    if num_calib is not None:
+        if num_calib < 1:
+            raise ValueError(f"--num-calib must be >= 1, got {num_calib}")
+        extra["num_calib"] = int(num_calib)
+    if allow_few_images:
+        extra["allow_few_images"] = True
+    from segdeploy.verify.gate import MIN_IMAGES
+
+    judged = compare_images or recipe.compare_images
+    if judged < 1:
+        raise ValueError(f"--compare-images must be >= 1, got {judged}")
+    if judged < MIN_IMAGES and not allow_few_images:
+        from segdeploy.core.errors import UsageError
+
+        raise UsageError(f"--compare-images {judged}: the fidelity gate judges at least {MIN_IMAGES} images; pass "
+                         "--allow-few-images to judge fewer (the report says so)")
+    if images is not None:
+        if not Path(images).is_dir():
+            raise FileNotFoundError(f"{images}: images must be a folder of images")
+        extra["images"] = str(Path(images).resolve())
+    if exclude:
+        extra["exclude"] = tuple(tuple(item) for item in exclude)
+    size = _hw(input_size) if input_size is not None else (
+        _hw(model_input_size) if model_input_size is not None else recipe.input_size)
+    if eval_on not in ("auto", "all", "first") and not all(":" in item for item in eval_on.split(",")):
+        raise ValueError(f"--eval-on takes auto, all, first or backend:precision[,...]; got {eval_on!r}")
+    return RunOptions(
+        recipe=recipe.name, model=model, weights=str(weights), dataset=dataset,
+        data_root=str(Path(data_root).resolve()) if data_root else None, device=str(device),
+        backends=backends, precisions=precisions, batch_sizes=batch_sizes, input_size=size, limit=limit,
+        dataset_options=tuple(sorted({**dict(recipe.dataset_options), **(dataset_options or {})}.items())),
+        eval_on=eval_on, compare_images=compare_images or recipe.compare_images,
+        bench_warmup=bench_warmup if bench_warmup is not None else (1 if cpu else 10),
+        bench_iters=bench_iters if bench_iters is not None else (5 if cpu else 50),
+        seed=seed, wseg_protocol=wseg_protocol, extra=tuple(sorted(extra.items())),
+    )
+
+
+def _hw(value) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, str):
+        parts = [int(p) for p in value.lower().split("x")]
+        return (parts[0], parts[-1])
+    h, w = value
+    return (int(h), int(w))

@@ -5,7 +5,7 @@ What runs (:func:`demo_options`): the U²-Net recipe with ``u2netp``, its packag
 (``segdeploy/assets/weights/u2netp_official.safetensors``), on the CPU, backends torch /
 onnxruntime / openvino x precisions fp32 / bf16 / int8. The compare step feeds the bundled
 photographs (``segdeploy/assets/photos``, credits in ``photos.json`` and ``CREDITS.md``); int8 is
-calibrated on the same photographs (the report warns that this flatters int8). There is no
+calibrated on synthetic photo-like images, never on the photographs it is judged on. There is no
 accuracy step: the photographs have no ground-truth masks. The benchmark uses the documented CPU
 defaults of ``segdeploy run``: 1 warm-up and 5 timed calls per batch size, after the runtime's
 own warm-up.

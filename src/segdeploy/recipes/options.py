@@ -31,11 +31,12 @@ def resolve_options(
             how to get the official file).
         model_input_size: (H, W) the model's preprocessing squashes images to, replacing the
             spec's (quick trials and tests only: accuracy is then not the guide's).
-        calib: folder of int8 calibration images (default: the compare step's images).
+        calib: folder of int8 calibration images (default: the dataset's images after the compared
+            ones, else synthetic images other than the compared ones; never the judged images).
         num_calib: calibration images used (default segdeploy.convert.quantize.DEFAULT_NUM_CALIB).
         allow_few_images: let the compare step judge fewer than 16 images (the report says so).
-        images: folder of images (no ground truth) the compare step and int8 calibration use when
-            there is no dataset, instead of synthetic ones (the demo's photographs).
+        images: folder of images (no ground truth) the compare step judges when there is no
+            dataset, instead of synthetic ones (the demo's photographs).
         exclude: (backend, precision, reason) configurations not to run; recorded as skipped with
             the reason.
     """

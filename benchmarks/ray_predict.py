@@ -182,8 +182,9 @@ def write(args, runs: list[dict], *, same: bool | None, complete: bool) -> None:
         "outputs_identical_across_variants": same,
         "runs": runs,
         "backend": args.backend,
-        "note": ("CONTENDED: the machine's load average exceeded its core count during these runs (other users' "
-                 "jobs); absolute numbers and the ratios between variants are unreliable. " if contended else "")
+        "note": ("Load average above the core count at some point: that counts this benchmark's own threads "
+                 "(a saturated 2-core run keeps 2+ runnable) and the tail of whatever ran just before; check that "
+                 "nothing else ran before trusting absolute numbers. " if contended else "")
                 + _comparison(runs),
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -196,7 +196,12 @@ def pure_inference(args, backend: str, precision: str, images: list[bytes], max_
     from segdeploy.engine.transforms import preprocess_with_valid
     from segdeploy.serve.imaging import image_from_bytes
 
-    runtime = open_runtime(args.model, backend=backend, precision=precision, weights=args.weights)
+    from segdeploy.serve.service import serving_options
+
+    # the runtime configuration the server runs (OpenVINO: one stream over all cores, batches fill it)
+    runtime = open_runtime(args.model, backend=backend, precision=precision, weights=args.weights,
+                           **serving_options(backend, None))
+    print(f"  pure inference runs {runtime.name} {runtime.precision}", flush=True)
     chws = [preprocess_with_valid(image_from_bytes(b), runtime.spec)[0] for b in images]
     results = {}
     size = 1
@@ -312,7 +317,10 @@ def main(argv=None) -> int:
     save("soak")
 
     print("one request per forward pass (max batch 1) ...", flush=True)
-    single = Server(args, 1, backend, precision, args.single_check_images or args.check_images)
+    # The same configuration as the batching server: "auto" again (its cached choice: the same
+    # backend, precision and int8 file), or the backend/precision it resolved to.
+    same_backend, same_precision = (args.backend, None) if args.backend == "auto" else (backend, precision)
+    single = Server(args, 1, same_backend, same_precision, args.single_check_images or args.check_images)
     record["single_ready_s"] = round(single.wait_ready(3600), 1)
     record["single"] = sweep(args, single, images, single_levels)
     single.stop()
@@ -320,7 +328,7 @@ def main(argv=None) -> int:
 
     print(f"pure inference ({backend} {precision}) ...", flush=True)
     load0 = loadavg()
-    record["pure"] = pure_inference(args, backend, precision, images, args.max_batch_size)
+    record["pure"] = pure_inference(args, same_backend, same_precision, images, args.max_batch_size)
     record["pure"].update(loadavg_before=load0, loadavg_after=loadavg())
     record["loadavg_end"] = loadavg()
     record["acceptance"] = acceptance(record)

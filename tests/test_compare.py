@@ -262,3 +262,11 @@ def test_cli_help_lists_exit_codes(capsys):
         main(["compare", "--help"])
     out = capsys.readouterr().out
     assert "exit codes:" in out and "a fidelity gate failed" in out and "--save-reference" in out
+
+
+def test_named_in_memory_images_keep_their_names_in_the_report():
+    """(name, array) pairs: a failing photo is named by its name, not by its position."""
+    named = [(f"photo{k}", image) for k, image in enumerate(_images(2, 32, 32))]
+    report = compare("unetpp_dsb2018", "random", backends=["torch"], precisions=["fp32"], images=named,
+                     input_size=(32, 32), allow_few_images=True)
+    assert [im["id"] for im in report.to_dict()["rows"][0]["images"]] == ["photo0", "photo1"]

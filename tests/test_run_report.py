@@ -557,3 +557,15 @@ def test_without_nncf_openvino_int8_falls_back_to_the_qdq_model(tmp_path, cache,
     assert "int8_nncf" not in export and export["int8"]["backends"] == ["onnxruntime", "openvino"]
     runtimes = {u["label"]: u for u in results["steps"]["runtimes"]["result"]["configs"]}
     assert runtimes["openvino int8"]["status"] == "done" and "QDQ" in runtimes["openvino int8"]["quantizer"]
+
+
+def test_a_gate_failure_reads_fail_not_error_in_the_verdict():
+    """A compare unit that failed its gate is a FAIL with the gate's reasons; a unit that raised is an error."""
+    from segdeploy.report.document import gate_of
+
+    done = {"status": "done"}
+    gate_failed = {"status": "failed", "error": "gate", "passed": False, "reason": "fidelity gate failed: map_mae",
+                   "record": {"failures": ["image chelsea: map_mae 0.05 > 0.04"]}}
+    assert gate_of(done, gate_failed, False, {}) == ("fail", ("image chelsea: map_mae 0.05 > 0.04",), None)
+    crashed = {"status": "failed", "reason": "RuntimeError: boom"}
+    assert gate_of(done, crashed, False, {})[0] == "error"

@@ -6,6 +6,8 @@ so the reference is computed once; a failed gate is a *failed* unit naming the i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import time
 from typing import Any
 
@@ -126,7 +128,8 @@ class CompareSteps:
         if photos:
             from segdeploy.engine.images import find_images, read_image
 
-            return {"images": [read_image(path) for path, _ in find_images([photos])[:n]]}
+            # (name, pixels): the verdict names a failing photo by its file name
+            return {"images": [(Path(path).stem, read_image(path)) for path, _ in find_images([photos])[:n]]}
         from segdeploy.recipes.demo import render_sample
 
         return {"images": [render_sample(i, SYNTHETIC_SEED).image for i in range(n)]}

@@ -47,7 +47,7 @@ def gate_of(runtime: dict[str, Any] | None, compare: dict[str, Any] | None, refe
         return "not checked", (), compare_step.get("reason") or "not compared"
     record = compare.get("record") or {}
     reasons = tuple(record.get("reasons") or record.get("failures") or ())
-    if compare.get("status") == "failed":
+    if compare.get("status") == "failed" and compare.get("error") != "gate":
         return "error", reasons or (str(compare.get("reason")),), None
     if compare.get("status") == "skipped":
         return "not checked", (), compare.get("reason")
@@ -56,7 +56,7 @@ def gate_of(runtime: dict[str, Any] | None, compare: dict[str, Any] | None, refe
         passed = compare.get("passed")
     if passed is None:
         passed = record.get("status") == "pass"
-    return ("pass" if passed else "fail"), (() if passed else reasons or ("gate failed",)), None
+    return ("pass" if passed else "fail"), (() if passed else reasons or (str(compare.get("reason") or "gate failed"),)), None
 
 
 def _number(value: Any) -> float | None:

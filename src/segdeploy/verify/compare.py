@@ -53,7 +53,7 @@ def _inputs_from_images(images, limit: int | None) -> list[_Input]:
         images = [images]
     entries: list = []
     for entry in images:
-        if isinstance(entry, np.ndarray):
+        if isinstance(entry, np.ndarray) or _is_named_array(entry):
             entries.append(entry)
         else:
             found = [path for path, _ in find_images([entry])]
@@ -62,9 +62,19 @@ def _inputs_from_images(images, limit: int | None) -> list[_Input]:
             entries.extend(found)
     out = []
     for index, entry in enumerate(entries[:limit] if limit else entries):
-        image = entry if isinstance(entry, np.ndarray) else read_image(entry)
-        out.append(_Input(f"array{index}" if isinstance(entry, np.ndarray) else str(entry), image, image_id(image)))
+        if _is_named_array(entry):
+            name, image = str(entry[0]), entry[1]
+        elif isinstance(entry, np.ndarray):
+            name, image = f"array{index}", entry
+        else:
+            name, image = str(entry), read_image(entry)
+        out.append(_Input(name, image, image_id(image)))
     return out
+
+
+def _is_named_array(entry) -> bool:
+    """A (name, HxWx3 array) pair: an in-memory image that reports name its own way."""
+    return isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], np.ndarray)
 
 
 def _inputs_from_samples(samples, limit: int | None) -> list[_Input]:
@@ -160,7 +170,7 @@ def compare(
         model: registry name, ModelSpec, or a module from :func:`segdeploy.create_model`.
         weights: checkpoint path or "random" (ignored for a module).
         backends, precisions: the grid (``combos`` gives explicit (backend, precision) pairs instead).
-        images: folder, image paths, or HxWx3 uint8 arrays.
+        images: folder, image paths, HxWx3 uint8 arrays (named "array<i>" in reports), or (name, array) pairs.
         samples: dataset samples with ``id``, ``image`` and ``mask`` (ground truth) attributes.
         tolerances: gate overrides, flat ({"mask_iou": 0.99}) or per precision ({"bf16": {...}}),
             see :func:`segdeploy.verify.gate.with_overrides`.

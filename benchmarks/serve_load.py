@@ -196,6 +196,7 @@ def pure_inference(args, backend: str, precision: str, images: list[bytes], max_
     from segdeploy.engine.transforms import preprocess_with_valid
     from segdeploy.serve.imaging import image_from_bytes
 
+    from segdeploy.engine.inference_threads import calls_in_flight
     from segdeploy.serve.service import serving_options
 
     # the runtime configuration the server runs (OpenVINO: one stream over all cores, batches fill it)
@@ -207,7 +208,7 @@ def pure_inference(args, backend: str, precision: str, images: list[bytes], max_
     size = 1
     # A runtime that takes several calls at once (OpenVINO streams under auto) is timed with that
     # many in flight, as the server's batch workers run it.
-    in_flight = max(1, int(getattr(runtime, "concurrent_calls", 1) or 1))
+    in_flight = calls_in_flight(runtime)
     pool = ThreadPoolExecutor(in_flight)
     while size <= max_batch:
         batch = np.stack([chws[i % len(chws)] for i in range(size)])

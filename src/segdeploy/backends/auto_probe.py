@@ -28,6 +28,7 @@ from segdeploy.backends.auto import (
     static_choice,
 )
 from segdeploy.backends.base import RuntimeUnavailable
+from segdeploy.engine.inference_threads import calls_in_flight
 
 #: seeds of the generated gate and calibration images (different: the sets are disjoint)
 GATE_SEED, CALIB_SEED = 1009, 2003
@@ -67,7 +68,7 @@ def time_runtime(runtime, shape: tuple[int, ...], seconds: float = PROBE_SECONDS
     outputs = decode_outputs(runtime.spec)
     x = np.random.default_rng(7).standard_normal(shape, dtype=np.float32)
     runtime.run(x, outputs=outputs)
-    calls = max(1, int(getattr(runtime, "concurrent_calls", 1) or 1))
+    calls = calls_in_flight(runtime)
     if calls > 1:
         return _time_concurrent(runtime, x, outputs, calls, seconds, min_calls)
     samples: list[float] = []

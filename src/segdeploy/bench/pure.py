@@ -14,6 +14,7 @@ import numpy as np
 from segdeploy.bench.memory import _Cuda, host_peak_rss_bytes, reset_host_peak
 from segdeploy.bench.records import BatchResult, DeviceOnly, DeviceSplit
 from segdeploy.bench.timing import LatencyStats, achieved_tflops, now, percentile, share_of_limit, throughput
+from segdeploy.engine.inference_threads import calls_in_flight
 
 MIN_BUFFERS = 3
 
@@ -192,7 +193,7 @@ def _measure_batch(
     def call(i: int) -> int:
         return _count_rows(run(buffers[i % num_buffers]), batch_size)
 
-    calls = max(1, int(getattr(runtime, "concurrent_calls", 1) or 1))
+    calls = calls_in_flight(runtime)
     if calls > 1 and cuda is None:
         host, events, images, wall = _timed_loop_concurrent(call, calls, iters=iters, duration=duration)
     else:

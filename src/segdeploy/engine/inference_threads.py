@@ -11,6 +11,12 @@ import threading
 from concurrent.futures import Future
 
 
+def calls_in_flight(runtime) -> int:
+    """How many ``run`` calls ``runtime`` takes at once (its ``concurrent_calls``; 1 when it does not
+    say): what the pipeline, the timers and the server keep in flight for it."""
+    return max(1, int(getattr(runtime, "concurrent_calls", 1) or 1))
+
+
 class InferenceThreads:
     """Runs the runtime in ``count`` daemon threads, so that the caller waits interruptibly.
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from segdeploy.core.specs import ModelSpec
 from segdeploy.engine.images import LoadedImage
-from segdeploy.engine.inference_threads import InferenceThreads
+from segdeploy.engine.inference_threads import InferenceThreads, calls_in_flight
 from segdeploy.engine.transforms import InputPolicy, Prediction, decode, preprocess_with_valid
 
 T = TypeVar("T")
@@ -253,7 +253,7 @@ def stream_predictions(
 
     # Calls the runtime takes at once (OpenVINO streams): that many batches are kept in flight,
     # each decoded as soon as it returns; 1 = the classic one-batch-at-a-time loop.
-    concurrency = max(1, int(getattr(runtime, "concurrent_calls", 1) or 1))
+    concurrency = calls_in_flight(runtime)
     inferrer = InferenceThreads(concurrency)
 
     def run_direct(x: np.ndarray) -> list[np.ndarray]:

@@ -18,6 +18,7 @@ from segdeploy.engine.images import DEFAULT_MAX_PIXELS, load_image, read_image
 from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET, StageTimes, stream_predictions
 from segdeploy.engine.transforms import InputPolicy
 from segdeploy.engine.writers import atomic_write_bytes, atomic_write_text, encode_png, write_npy
+from segdeploy.engine.inference_threads import calls_in_flight
 from segdeploy.jobs.outputs import encode_output, plan_outputs
 # Planning lives in jobs/plan.py (shared with the Ray engine); re-exported here, where callers import it.
 from segdeploy.jobs.plan import (PredictPlan, PredictSummary, failure_reason, find_inputs,  # noqa: F401
@@ -197,7 +198,7 @@ def warm_up(runtime, spec: ModelSpec, batch_size: int) -> None:
     x = np.random.default_rng(0).standard_normal((batch_size, 3, int(h), int(w)), dtype=np.float32)
     try:
         # one call per infer request (a runtime hands them out in turn)
-        for _ in range(max(1, int(getattr(runtime, "concurrent_calls", 1) or 1))):
+        for _ in range(calls_in_flight(runtime)):
             runtime.run(x)
     except Exception:  # noqa: BLE001 - the loop reports what fails, per input, with its reason
         pass

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from fastapi import Request  # module level: FastAPI resolves the routes' string annotations here
 
 from segdeploy.core.errors import ImageReadError
+from segdeploy.engine.inference_threads import calls_in_flight
 from segdeploy.serve.batcher import DynamicBatcher, QueueFull
 from segdeploy.serve.config import ServeConfig
 from segdeploy.serve.imaging import ImageTooLarge
@@ -79,7 +80,7 @@ class ServerState:
 def _default_batcher(service: ModelService, metrics: ServeMetrics) -> DynamicBatcher:
     cfg = service.config
     # A runtime that takes N calls at once (OpenVINO streams) gets N batch workers: N batches in flight.
-    workers = [rt for rt in service.runtimes for _ in range(max(1, int(getattr(rt, "concurrent_calls", 1) or 1)))]
+    workers = [rt for rt in service.runtimes for _ in range(calls_in_flight(rt))]
     return DynamicBatcher(workers, max_batch_size=cfg.max_batch_size, max_wait_ms=cfg.max_wait_ms,
                           max_queue=cfg.max_queue,
                           on_batch=lambda size, seconds: metrics.observe_batch(service.name, size, seconds))

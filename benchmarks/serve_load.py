@@ -15,6 +15,10 @@ What it does (numbers in the JSON/Markdown written to benchmarks/results/serve_<
 3. The same sweep against the same model/backend/precision served with --max-batch-size 1.
 4. A soak at concurrency 8 against the batching server for --soak-seconds, RSS sampled every
    few seconds; growth is measured from the end of warm-up (the first 20 % of the soak) to the end.
+5. Other server configurations at concurrency 1 and 16 (``--variants``; default: OpenVINO with one
+   stream per core at batch sizes 1 and 2), and pure inference of the streams configuration, so
+   that the result file shows the fastest server this machine runs and the ceiling any batching
+   could reach: best pure images/s over every configuration / the one-per-pass server's req/s.
 
 Load average is recorded before and after every phase: the machine may be shared, and a run
 under contention says so (``contended``: a 1-minute load average above the core count).
@@ -66,7 +70,8 @@ def percentile(values, q) -> float | None:
 class Server:
     """``python -m segdeploy.cli.main serve ...`` on a free loopback port."""
 
-    def __init__(self, args, max_batch_size: int, backend: str, precision: str | None, check_images: int):
+    def __init__(self, args, max_batch_size: int, backend: str, precision: str | None, check_images: int,
+                 extra: tuple[str, ...] = ()):
         import socket
 
         with socket.socket() as sock:
@@ -78,6 +83,7 @@ class Server:
                "--log-level", "warning"]
         if precision:
             cmd += ["--precision", precision]
+        cmd += list(extra)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
         self.command = cmd
         import tempfile
@@ -191,7 +197,8 @@ def sweep(args, server: Server, images, levels) -> list[dict]:
     return rows
 
 
-def pure_inference(args, backend: str, precision: str, images: list[bytes], max_batch: int) -> dict:
+def pure_inference(args, backend: str, precision: str, images: list[bytes], max_batch: int,
+                   streams: int | None = None) -> dict:
     from segdeploy.backends import open_runtime
     from segdeploy.engine.transforms import preprocess_with_valid
     from segdeploy.serve.imaging import image_from_bytes
@@ -199,9 +206,9 @@ def pure_inference(args, backend: str, precision: str, images: list[bytes], max_
     from segdeploy.engine.inference_threads import calls_in_flight
     from segdeploy.serve.service import serving_options
 
-    # the runtime configuration the server runs (OpenVINO: one stream over all cores, batches fill it)
+    # the runtime configuration the server runs (OpenVINO: one stream over all cores unless ``streams``)
     runtime = open_runtime(args.model, backend=backend, precision=precision, weights=args.weights,
-                           **serving_options(backend, None))
+                           **serving_options(backend, {"streams": streams} if streams else None))
     print(f"  pure inference runs {runtime.name} {runtime.precision}", flush=True)
     chws = [preprocess_with_valid(image_from_bytes(b), runtime.spec)[0] for b in images]
     results = {}
@@ -217,7 +224,7 @@ def pure_inference(args, backend: str, precision: str, images: list[bytes], max_
         t0 = time.perf_counter()
         list(pool.map(lambda _: runtime.run(batch), range(calls)))
         results[str(size)] = round(calls * size / (time.perf_counter() - t0), 3)
-        print(f"  pure inference batch {size}: {results[str(size)]} img/s", flush=True)
+        print(f"  pure inference batch {size} ({in_flight} in flight): {results[str(size)]} img/s", flush=True)
         size *= 2
     pool.shutdown()
     best = max(results, key=results.get)
@@ -264,6 +271,10 @@ def main(argv=None) -> int:
     parser.add_argument("--check-images", type=int, default=16, help="gate check images of the batching server")
     parser.add_argument("--single-check-images", type=int, default=None,
                         help="gate check images of the one-per-pass server (default: --check-images)")
+    parser.add_argument("--variants", default="streams",
+                        help="other server configurations, ';'-separated serve flags, timed at concurrency 1 and 16; "
+                        "'streams' (default) = OpenVINO with one stream per core at --max-batch-size 1 and 2 "
+                        "(when the served backend is OpenVINO); 'none' skips them")
     parser.add_argument("--quick", action="store_true", help="levels 1,4,16, few requests, 20 s soak")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/serve_<model>_cpu.json)")
     args = parser.parse_args(argv)
@@ -284,7 +295,9 @@ def main(argv=None) -> int:
                      "depend on weight values)")
         args.weights = "random"
     images = jpegs(args.images, (h, w))
-    record: dict = {"model": args.model, "weights": args.weights, "requested_backend": args.backend,
+    from segdeploy.core.environment import environment
+
+    record: dict = {"environment": environment(), "model": args.model, "weights": args.weights, "requested_backend": args.backend,
                     "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu_count": os.cpu_count(),
                     "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
                     "settings": {"max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms,
@@ -331,14 +344,47 @@ def main(argv=None) -> int:
     load0 = loadavg()
     record["pure"] = pure_inference(args, same_backend, same_precision, images, args.max_batch_size)
     record["pure"].update(loadavg_before=load0, loadavg_after=loadavg())
+    save("pure")
+
+    variants = variant_flags(args.variants, backend)
+    record["variants"] = []
+    for flags in variants:
+        print(f"variant: serve {' '.join(flags)} ...", flush=True)
+        server = Server(args, 1, same_backend, same_precision, args.single_check_images or args.check_images,
+                        extra=flags)
+        ready = round(server.wait_ready(3600), 1)
+        record["variants"].append({"flags": " ".join(flags), "ready_s": ready,
+                                   "rows": sweep(args, server, images, [1, 16])})
+        server.stop()
+        save("variant " + " ".join(flags))
+    streams = next((int(f[f.index("--streams") + 1]) for f in variants if "--streams" in f), None)
+    if streams:
+        print(f"pure inference with {streams} streams ...", flush=True)
+        load0 = loadavg()
+        record["pure_streams"] = pure_inference(args, same_backend, same_precision, images, 2, streams=streams)
+        record["pure_streams"].update(loadavg_before=load0, loadavg_after=loadavg())
     record["loadavg_end"] = loadavg()
     record["acceptance"] = acceptance(record)
-    record["contended"] = any(row["loadavg_after"][0] > (os.cpu_count() or 1)
+    record["contended"] = any(row["loadavg_after"][0] > (os.cpu_count() or 1) + 1  # client + server: ~cores + 1
                               for row in record["batching"] + record["single"])
-    save("pure")
+    save("variants")
     out.with_suffix(".md").write_text(markdown(record))
     print(markdown(record))
     return 0
+
+
+def variant_flags(spec: str, backend: str) -> list[list[str]]:
+    """Serve flags of each extra configuration ('streams' -> OpenVINO streams at batch 1 and 2)."""
+    if spec in ("", "none"):
+        return []
+    if spec == "streams":
+        from segdeploy.backends.base import physical_cores
+
+        cores = physical_cores()
+        if backend != "openvino" or cores < 2:
+            return []
+        return [["--streams", str(cores), "--max-batch-size", "1"], ["--streams", str(cores), "--max-batch-size", "2"]]
+    return [part.split() for part in spec.split(";") if part.strip()]
 
 
 def acceptance(record: dict) -> dict:
@@ -354,6 +400,16 @@ def acceptance(record: dict) -> dict:
         out["c16_p99_ms"] = b16["p99_ms"]
         out["pass_80pct_of_pure"] = out["c16_vs_pure"] >= 0.8
         out["pass_1_5x_single"] = out["c16_vs_single"] >= 1.5
+        # The most any batching server could gain over this one-per-pass server: the best pure
+        # inference rate of every configuration measured (no HTTP, no decoding) over its req/s.
+        pures = [pure] + ([record["pure_streams"]["best_images_per_s"]] if record.get("pure_streams") else [])
+        out["ceiling_vs_single"] = round(max(pures) / s16["throughput_rps"], 3)
+        servers = [("batching", b16["throughput_rps"]), ("one-per-pass", s16["throughput_rps"])]
+        for variant in record.get("variants", []):
+            row = at(variant["rows"], 16)
+            if row:
+                servers.append((variant["flags"], row["throughput_rps"]))
+        out["fastest_c16"] = max(servers, key=lambda kv: kv[1])
     out["soak_rss_growth_pct"] = record["soak"]["rss_growth_pct"]
     out["pass_rss_flat"] = record["soak"]["rss_growth_pct"] < 5
     out["soak_seconds"] = record["soak"]["seconds"]
@@ -361,7 +417,12 @@ def acceptance(record: dict) -> dict:
 
 
 def markdown(r: dict) -> str:
+    env = r.get("environment", {})
+    packages = env.get("packages", {})
     lines = [f"# segdeploy serve load test: {r['model']} ({r['backend']} {r['precision']}, {r['weights']} weights)", "",
+             f"Machine: {env.get('cpu')} ({', '.join(env.get('cpu_features') or []) or 'no AVX2'}), "
+             f"{r['cpu_count']} CPUs; Python {env.get('python')}, "
+             + ", ".join(f"{k} {packages.get(k)}" for k in ("segdeploy", "openvino", "onnxruntime", "torch")) + ".", "",
              f"Started {r['started']} on {r['cpu_count']} CPUs; load average at start {r['loadavg_start']}, at end "
              f"{r['loadavg_end']}" + (" — **run under contention** (load above the core count): numbers are "
                                       "noisy and low" if r.get("contended") else "") + ".",
@@ -386,7 +447,27 @@ def markdown(r: dict) -> str:
     lines += [f"Soak: concurrency 8 for {s['seconds']:g} s, {s['requests']} requests, {s['throughput_rps']} req/s, "
               f"p99 {s['p99_ms']} ms; RSS {s['rss_after_warmup_mb']} MB after warm-up (20 % of the soak) → "
               f"{s['rss_end_mb']} MB at the end ({s['rss_growth_pct']:+.2f} %), max {s['rss_max_mb']} MB.", ""]
+    if r.get("variants"):
+        lines += ["Other configurations of the same server (same backend and precision), concurrency 1 and 16:", "",
+                  "| serve flags | c=1 req/s | c=1 p50 ms | c=16 req/s | c=16 p50 ms | c=16 p99 ms | mean batch | "
+                  "RSS MB |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for v in r["variants"]:
+            one, sixteen = v["rows"][0], v["rows"][-1]
+            lines.append(f"| `{v['flags']}` | {one['throughput_rps']} | {one['p50_ms']} | {sixteen['throughput_rps']} "
+                         f"| {sixteen['p50_ms']} | {sixteen['p99_ms']} | {sixteen['mean_batch_size']} "
+                         f"| {sixteen['rss_mb']} |")
+        lines.append("")
+    if r.get("pure_streams"):
+        ps = r["pure_streams"]
+        lines += [f"Pure inference with {ps['calls_in_flight']} streams ({ps['calls_in_flight']} calls in flight): "
+                  + ", ".join(f"batch {k}: {v} img/s" for k, v in ps["images_per_s_by_batch"].items()) + ".", ""]
     a = r["acceptance"]
+    if "ceiling_vs_single" in a:
+        lines += [f"Ceiling: the best pure-inference rate of any configuration measured is "
+                  f"{a['ceiling_vs_single']:.2f}× the one-per-pass server's throughput at concurrency 16"
+                  + (", so no batching server of this backend can reach 1.5× it on this machine" if
+                     a["ceiling_vs_single"] < 1.5 else "") + f". Fastest server at "
+                  f"concurrency 16: `{a['fastest_c16'][0]}`, {a['fastest_c16'][1]} req/s.", ""]
     if "c16_vs_pure" in a:
         lines += [f"Acceptance at concurrency 16: {a['c16_vs_pure']:.0%} of pure inference (target ≥ 80 %: "
                   f"{'pass' if a['pass_80pct_of_pure'] else 'FAIL'}), {a['c16_vs_single']:.2f}× the one-per-pass "

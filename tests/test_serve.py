@@ -118,7 +118,8 @@ def test_concurrent_requests_share_a_forward_pass(app, controlled):
 
     responses, metrics = run(app, scenario)
     assert [r.status_code for r in responses] == [200] * 4
-    assert [r.headers["x-segdeploy-batch-size"] for r in responses[1:]] == ["3"] * 3
+    # three waiting, batch sizes 1, 2, 4 (max 4): a pass of two, then the third alone
+    assert sorted(r.headers["x-segdeploy-batch-size"] for r in responses[1:]) == ["1", "2", "2"]
     # histogram: at least one batch larger than 1 (count of batches <= 1 is below the total count)
     le1 = _sample(metrics, 'segdeploy_batch_size_bucket{le="1.0",model="%s"}' % MODEL)
     total = _sample(metrics, 'segdeploy_batch_size_count{model="%s"}' % MODEL)

@@ -124,3 +124,29 @@ def test_cli_public_bind_needs_api_key(plugin_dir, monkeypatch, capsys):
     monkeypatch.delenv("SEGDEPLOY_API_KEY", raising=False)
     assert main(["serve", MODEL, "--weights", "random", "--host", "0.0.0.0"]) == 2
     assert "--api-key" in capsys.readouterr().err
+
+
+def test_cli_streams_open_openvino_with_one_batch_worker_per_stream(plugin_dir, monkeypatch, capsys):
+    pytest.importorskip("openvino")
+    import uvicorn
+
+    from segdeploy.cli.main import main
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app))
+    assert main(["serve", MODEL, "--weights", "random", "--backend", "openvino", "--streams", "2",
+                 "--max-batch-size", "1", "--port", str(free_port()), "--check-images", "1",
+                 "--check-size", "32x32"]) == 0
+    state = served["app"].state.segdeploy
+    runtime = state.services[MODEL].runtimes[0]
+    assert runtime.describe()["streams"] == 2 and runtime.concurrent_calls == 2
+    assert len(state.batchers[MODEL].runtimes) == 2  # two passes at once, one per stream
+
+
+@pytest.mark.parametrize("flags, message", [(["--streams", "0"], "at least 1"),
+                                            (["--streams", "2", "--backend", "torch"], "OpenVINO setting")])
+def test_cli_streams_misuse_is_a_usage_error(plugin_dir, capsys, flags, message):
+    from segdeploy.cli.main import main
+
+    assert main(["serve", MODEL, "--weights", "random", *flags]) == 2
+    assert message in capsys.readouterr().err

@@ -27,6 +27,7 @@ examples:
   segdeploy serve u2netp --weights official
   curl -F file=@photo.jpg http://127.0.0.1:8000/v1/models/u2netp/predict -o mask.png
   segdeploy serve u2net --weights u2net.pth --backend openvino --max-batch-size 8 --max-wait-ms 20
+  segdeploy serve u2netp --backend openvino --streams 2 --max-batch-size 1   # steady load, 2 cores
   segdeploy serve u2netp --ray --replicas 2
 """
 
@@ -62,6 +63,11 @@ def register(sub) -> None:
     group.add_argument("--max-pixels", type=int, default=40_000_000, metavar="P",
                        help="largest image, width x height (default: 40 M)")
     group.add_argument("--threads", type=int, default=None, metavar="N", help="runtime CPU threads (default: backend's)")
+    group.add_argument("--streams", type=int, default=None, metavar="N",
+                       help="OpenVINO: N forward passes at once, each on its own cores (default: 1, every core on "
+                       "one pass: the lowest latency for a lone request). Under steady load on a small CPU, "
+                       "--streams <cores> --max-batch-size 1 is the fastest (2-core EPYC, u2netp, 16 clients: "
+                       "2.88 vs 2.55 requests/s)")
     gate = parser.add_argument_group("fidelity gate")
     gate.add_argument("--allow-unverified", action="store_true",
                       help="serve even if the gate fails (marked unverified in /v1/models and response headers)")
@@ -99,6 +105,13 @@ def run(args) -> int:
                          max_pixels=args.max_pixels, allow_unverified=args.allow_unverified,
                          check_images=args.check_images, check_size=check_size, api_key=api_key)
     options = {"threads": args.threads} if args.threads else {}
+    if args.streams is not None:
+        if args.streams < 1:
+            raise UsageError(f"--streams must be at least 1, got {args.streams}")
+        if args.backend not in ("auto", "openvino"):
+            raise UsageError(f"--streams is an OpenVINO setting; --backend {args.backend} has no streams "
+                             "(use --workers for more runtimes)")
+        options["streams"] = args.streams
 
     def log(message: str) -> None:
         print(f"segdeploy serve: {message}", file=sys.stderr, flush=True)

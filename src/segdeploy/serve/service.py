@@ -20,7 +20,9 @@ from segdeploy.core.errors import GateFailed
 from segdeploy.core.registry import get_spec
 from segdeploy.engine.transforms import decode, preprocess_with_valid
 from segdeploy.engine.writers import encode_png
+from segdeploy.engine.inference_threads import calls_in_flight
 from segdeploy.serve import gate
+from segdeploy.serve.batcher import batch_sizes
 from segdeploy.serve.config import ServeConfig
 from segdeploy.serve.imaging import image_from_bytes
 from segdeploy.tasks import get_task
@@ -104,10 +106,9 @@ class ModelService:
         record = _weights_of(first)
         service = cls(spec, runtimes, config=config, verdict=(passed, summary), weights=record)
         chw, _ = preprocess_with_valid(images[0], spec)
-        for rt in runtimes:  # first requests should not pay for lazy initialisation
-            rt.warmup((1, *chw.shape), iterations=1)
-            if config.max_batch_size > 1:
-                rt.warmup((config.max_batch_size, *chw.shape), iterations=1)
+        for rt in runtimes:  # first requests should not pay for lazy initialisation (or a compile per size)
+            for size in batch_sizes(config.max_batch_size):
+                rt.warmup((size, *chw.shape), iterations=calls_in_flight(rt))
         return service
 
     # -- per request (blocking; run in the I/O pool) ----------------------------------------------
@@ -193,12 +194,14 @@ def _weights_of(runtime) -> dict[str, Any] | None:
 
 
 def serving_options(backend: str, options: dict[str, Any] | None) -> dict[str, Any]:
-    """Runtime options of a served model: OpenVINO runs one stream over all cores unless asked.
+    """Runtime options of a served model: OpenVINO runs one stream over all cores unless asked
+    (``segdeploy serve --streams N``, ``runtime_options={"streams": N}``).
 
-    The server fills the cores by batching requests (one forward pass at a time per worker); the
-    streams ``--backend auto`` uses for files would multiply activation memory by batch size x
-    streams (measured, u2netp int8 with 2 streams and batches up to 8: RSS 7.4 GB at concurrency 32,
-    and compiling a model per batch size on two streams cost throughput: 2-3 requests/s).
+    Why one stream by default: a lone request then gets every core (u2netp 320² on the 2-core
+    EPYC: 416 ms vs 715 ms with 2 streams) and batches fill the cores under load. Under steady
+    load N one-core streams with one image per pass are faster (16 concurrent clients: 2.88 vs
+    2.55 requests/s) and smaller (RSS 0.8 vs 2.4 GB); with streams, large batches are slow (batches
+    up to 8 on 2 streams: 1.79 requests/s, RSS 4.4 GB). benchmarks/results/serve_u2netp_cpu.md.
     """
     chosen = dict(options or {})
     if backend in ("auto", "openvino") and "streams" not in chosen:

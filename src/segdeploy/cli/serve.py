@@ -14,7 +14,10 @@ warmed up, and only then served. A failed gate refuses to start (exit 3) unless
 X-Segdeploy-Unverified: true header on every response.
 
 Concurrent requests are batched: a request waits at most --max-wait-ms for others of the same
-input size, up to --max-batch-size per forward pass.
+input size, up to --max-batch-size per forward pass (in sizes 1, 2, 4, ... and the maximum, so a
+static-shape engine compiles a few models, not one per size). On a small CPU one image already
+fills every core and batching gains little; under steady load there, --streams <cores>
+--max-batch-size 1 serves the most (see docs/serving.md, "Load test").
 
 Routes: POST /v1/models/MODEL/predict (?output=mask|cutout|prob|json), GET /v1/models, /healthz,
 /readyz, /metrics (Prometheus), /docs, and POST /api/remove for rembg clients. Binds 127.0.0.1;
@@ -67,7 +70,7 @@ def register(sub) -> None:
                        help="OpenVINO: N forward passes at once, each on its own cores (default: 1, every core on "
                        "one pass: the lowest latency for a lone request). Under steady load on a small CPU, "
                        "--streams <cores> --max-batch-size 1 is the fastest (2-core EPYC, u2netp, 16 clients: "
-                       "2.88 vs 2.55 requests/s)")
+                       "2.92 vs 2.43 requests/s; a lone request 698 vs 432 ms)")
     gate = parser.add_argument_group("fidelity gate")
     gate.add_argument("--allow-unverified", action="store_true",
                       help="serve even if the gate fails (marked unverified in /v1/models and response headers)")

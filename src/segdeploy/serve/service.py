@@ -197,11 +197,12 @@ def serving_options(backend: str, options: dict[str, Any] | None) -> dict[str, A
     """Runtime options of a served model: OpenVINO runs one stream over all cores unless asked
     (``segdeploy serve --streams N``, ``runtime_options={"streams": N}``).
 
-    Why one stream by default: a lone request then gets every core (u2netp 320² on the 2-core
-    EPYC: 416 ms vs 715 ms with 2 streams) and batches fill the cores under load. Under steady
-    load N one-core streams with one image per pass are faster (16 concurrent clients: 2.88 vs
-    2.55 requests/s) and smaller (RSS 0.8 vs 2.4 GB); with streams, large batches are slow (batches
-    up to 8 on 2 streams: 1.79 requests/s, RSS 4.4 GB). benchmarks/results/serve_u2netp_cpu.md.
+    Why one stream by default: a lone request then gets every core (u2netp 320² on a 2-core
+    EPYC: 432 ms vs 698 ms with 2 streams) and batches fill the cores under load. Under steady
+    load N one-core streams with one image per pass are faster (16 concurrent clients: 2.92 vs
+    2.43 requests/s) and smaller (RSS 0.9 vs 2.4 GB) -- benchmarks/results/serve_u2netp_cpu.md;
+    with streams, large batches are slow (batches up to 8 on 2 streams: 1.79 requests/s, RSS
+    4.4 GB in a shorter run).
     """
     chosen = dict(options or {})
     if backend in ("auto", "openvino") and "streams" not in chosen:

@@ -21,7 +21,8 @@ What it does (numbers in the JSON/Markdown written to benchmarks/results/serve_<
    could reach: best pure images/s over every configuration / the one-per-pass server's req/s.
 
 Load average is recorded before and after every phase: the machine may be shared, and a run
-under contention says so (``contended``: a 1-minute load average above the core count).
+under contention says so (``contended``: a 1-minute load average above the core count + 1, the
+benchmark's own server and client being about one core count's worth).
 """
 
 from __future__ import annotations
@@ -78,9 +79,11 @@ class Server:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         cmd = [sys.executable, "-m", "segdeploy.cli.main", "serve", args.model, "--weights", args.weights,
-               "--backend", backend, "--port", str(self.port), "--max-batch-size", str(max_batch_size),
+               "--backend", backend, "--port", str(self.port),
                "--max-wait-ms", str(args.max_wait_ms), "--max-queue", "512", "--check-images", str(check_images),
                "--log-level", "warning"]
+        if "--max-batch-size" not in extra:  # a variant's own batch size is the one it runs (and records)
+            cmd += ["--max-batch-size", str(max_batch_size)]
         if precision:
             cmd += ["--precision", precision]
         cmd += list(extra)
@@ -420,11 +423,11 @@ def markdown(r: dict) -> str:
     env = r.get("environment", {})
     packages = env.get("packages", {})
     lines = [f"# segdeploy serve load test: {r['model']} ({r['backend']} {r['precision']}, {r['weights']} weights)", "",
-             f"Machine: {env.get('cpu')} ({', '.join(env.get('cpu_features') or []) or 'no AVX2'}), "
+             f"Machine: {env.get('cpu')} ({', '.join(env.get('cpu_features') or []) or 'none of AVX2, AVX-512, AMX'}), "
              f"{r['cpu_count']} CPUs; Python {env.get('python')}, "
              + ", ".join(f"{k} {packages.get(k)}" for k in ("segdeploy", "openvino", "onnxruntime", "torch")) + ".", "",
              f"Started {r['started']} on {r['cpu_count']} CPUs; load average at start {r['loadavg_start']}, at end "
-             f"{r['loadavg_end']}" + (" — **run under contention** (load above the core count): numbers are "
+             f"{r['loadavg_end']}" + (" — **run under contention** (load above the core count + 1): numbers are "
                                       "noisy and low" if r.get("contended") else "") + ".",
              f"Server: `{r['server_command']}`; fidelity gate: {r['fidelity'].get('status')} "
              f"({r['fidelity'].get('images')} check images).", ""]

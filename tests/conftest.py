@@ -18,3 +18,20 @@ def _private_segdeploy_cache(tmp_path_factory):
         os.environ.pop("SEGDEPLOY_CACHE", None)
     else:
         os.environ["SEGDEPLOY_CACHE"] = previous
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need a CUDA device: skipped, with the reason, where there is none."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu_items and not _cuda_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device (marker gpu)")
+        for item in gpu_items:
+            item.add_marker(skip)

@@ -71,3 +71,20 @@ def test_e2e_vs_pure_quick(scripts, tmp_path):
     assert model["model"] == "u2netp" and row["pure_median"] > 0 and row["e2e_median"] > 0
     assert set(row["stage_seconds"][0]) == {"read", "preprocess", "infer", "decode", "write"}
     assert "| u2netp |" in (tmp_path / "r.md").read_text()
+
+
+def test_gpu_check_dry_run_writes_every_key(scripts, tmp_path):
+    """benchmarks/gpu_check.py --dry-run: the GPU check's own code on the CPU with tiny sizes (the
+    serve section, two servers, is left to the GPU run: tests/test_serve*.py cover serving here)."""
+    gpu_check = scripts("gpu_check")
+    assert gpu_check.main(["--dry-run", "--out", str(tmp_path), "--sections", "errors,predict,peers"]) == 0
+    payload = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert payload["device"]["dry_run"] is True
+    row = payload["predict"]["unetpp_dsb2018"]
+    assert row["exit_code"] == 0 and row["summary"]["written"] == 6
+    assert row["choice"] == {"backend": "torch", "precision": "fp32", "mode": "eager", "channels_last": False}
+    assert row["e2e_images_per_s"] > 0 and row["pure_images_per_s"] > 0 and row["e2e_over_pure"] > 0
+    assert payload["peers"]["unetpp_dsb2018"]["best"]["eager_fp16"] > 0
+    stats = payload["errors"]["unetpp_dsb2018:random"]["rows"]["fp32"]
+    assert stats["0"]["max"] == 0.0 and stats["0"]["finite"] is True  # CPU fp32 against itself
+    assert "compile_seconds" in payload and (tmp_path / "gpu_check.md").read_text().startswith("# GPU check")

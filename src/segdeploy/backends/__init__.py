@@ -134,7 +134,8 @@ def open_runtime(
         # How auto runs its choice (e.g. OpenVINO streams); options the caller gave win.
         from segdeploy.backends.auto import auto_options
 
-        chosen_options = auto_options(backend, device, options.get("threads"))
+        chosen_options = auto_options(backend, device, options.get("threads"), spec=_spec_and_module(model)[0],
+                                      precision=precision)
         if chosen_options:
             selection["options"] = chosen_options
         options = {**chosen_options, **options}

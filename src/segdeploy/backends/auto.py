@@ -297,7 +297,8 @@ def probing_enabled() -> bool:
     return os.environ.get("SEGDEPLOY_AUTO_PROBE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def auto_options(backend: str, device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
+def auto_options(backend: str, device: str = "cpu", threads: int | None = None, *, spec=None,
+                 precision: str | None = None) -> dict[str, Any]:
     """Backend options ``auto`` opens its choice with (and probes it with).
 
     OpenVINO on a CPU with several cores: one stream per physical core (``streams``), so that the
@@ -306,6 +307,10 @@ def auto_options(backend: str, device: str = "cpu", threads: int | None = None) 
     EPYC, u2netp int8 end to end: 4.5 → 5.9-6.6 images/s). ``threads`` (a caller's thread limit,
     e.g. a Ray worker's CPUs) caps the streams: one thread per stream at least.
     """
+    if backend == "torch" and str(device).startswith("cuda"):
+        from segdeploy.backends.auto_cuda import cuda_options
+
+        return cuda_options(spec, precision)
     cores = physical_cores() if threads is None else min(physical_cores(), max(1, int(threads)))
     if backend == "openvino" and not str(device).startswith("cuda") and cores > 1:
         return {"streams": cores}

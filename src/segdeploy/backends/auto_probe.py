@@ -177,7 +177,12 @@ def probe(module, spec, device: str = "cpu", precision: str | None = None, *, se
         chw, _ = preprocess_with_valid(image, spec)
         batches.append(chw[None])
         sizes.append(image.shape[:2])
+    cuda = str(device).startswith("cuda")
     shape = _timing_shape(spec)
+    if cuda:
+        from segdeploy.backends.auto_cuda import timing_shape
+
+        shape = timing_shape(spec, shape)
     reference_rt = _open(module, "torch", device, "fp32", None, None, seed=seed, spec=None, export_options=None,
                          calib=None, num_calib=None)
     say(f"auto: reference PyTorch fp32 on {judged_description(len(images))}")
@@ -190,15 +195,25 @@ def probe(module, spec, device: str = "cpu", precision: str | None = None, *, se
             if candidate.backend == "torch" and candidate.precision == "fp32":
                 runtime = reference_rt
                 row.status, row.reason = "pass", "the reference"
+            elif cuda and candidate.precision == "bf16" and any(
+                    r.precision == "fp16" and r.status == "pass" for r in rows):
+                # Same tensor-core rate as fp16 with 8x its rounding: not worth a second compile.
+                row.status, row.reason = "unavailable", "not tried: fp16 passed, and bf16 runs no faster on CUDA"
+                rows.append(row)
+                continue
             else:
                 say(f"auto: trying {candidate.label}")
                 if candidate.quantizer == "nncf":
                     runtime, _, passed, measures, reason = gated_nncf(module, spec, calib, batches, reference, sizes,
                                                                       seed=seed)
                 else:
-                    if str(device).startswith("cuda"):
+                    if cuda:
+                        from segdeploy.backends.auto import auto_options
+
                         runtime = _open(module, candidate.backend, device, candidate.precision, None, None, seed=seed,
-                                        spec=None, export_options=None, calib=None, num_calib=None)
+                                        spec=None, export_options=None, calib=None, num_calib=None,
+                                        **auto_options(candidate.backend, device, spec=spec,
+                                                       precision=candidate.precision))
                     else:
                         runtime = _open_candidate(candidate, module, spec, calib, seed)
                     passed, measures, reason = fidelity_gate(spec, candidate.precision, reference,

@@ -36,6 +36,10 @@ Options:
         runtime's calls; precision "fp32" on CUDA keeps them off, so fp32 stays IEEE fp32.)
     threads (int): CPU intra-op threads (``torch.set_num_threads``, process-wide); default: leave
         PyTorch's choice.
+    device_preprocess (bool): preprocess uint8 photos (and decode 8-bit saliency masks) with torch
+        operations on the runtime's device (:mod:`segdeploy.backends.torch_preprocess`, used by the
+        pipeline through :meth:`TorchRuntime.run_images`). Default: on for CUDA, off on the CPU, whose
+        host path reproduces the upstream libraries bit for bit.
     cudnn_benchmark (bool): CUDA only: let cuDNN time its algorithms per new input shape, set
         around this runtime's calls only (not process-wide). Default: on for models with a fixed
         input size, off for native-size models (every photo size would be re-tuned).
@@ -53,6 +57,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from segdeploy.backends import torch_preprocess
 from segdeploy.backends.base import Runtime, RuntimeUnavailable, register_runtime
 from segdeploy.backends.torch_cuda import GraphCache, Staging, batch_bucket
 
@@ -77,7 +82,7 @@ class TorchRuntime(Runtime):
     library = "torch"
     precisions = ("fp32", "tf32", "fp16", "bf16")
     option_names = ("mode", "channels_last", "compile", "compile_mode", "cuda_graph", "cast", "threads",
-                    "cudnn_benchmark", "max_graphs", "batch_buckets", "recompile_limit")
+                    "cudnn_benchmark", "max_graphs", "batch_buckets", "recompile_limit", "device_preprocess")
 
     @classmethod
     def unavailable_reason(cls) -> str:
@@ -120,6 +125,7 @@ class TorchRuntime(Runtime):
         buckets = options.get("batch_buckets", DEFAULT_BUCKETS if self.compiled else None)
         self.batch_buckets = tuple(int(b) for b in buckets) if buckets else None
         self.threads = options.get("threads")
+        self.device_preprocess = options.get("device_preprocess")
         # fp32 on CUDA is fp32: TF32 (10-bit mantissa) tensor cores only when precision="tf32"; the
         # cuDNN and matmul flags are scoped to each call, never left set for the process.
         self.tf32 = precision == "tf32"
@@ -269,6 +275,43 @@ class TorchRuntime(Runtime):
         selected = [results[i][:rows] for i in indices]
         return self.staging.to_host(selected)
 
+    def device_preprocessing(self, spec=None) -> str | None:
+        """What :meth:`run_images` does on the device for ``spec``: None (nothing: give float inputs to
+        :meth:`run`), "input" (preprocessing) or "mask" (preprocessing and 8-bit mask decoding)."""
+        spec = spec or self.spec
+        wanted = self.device_preprocess
+        if wanted is None:  # by default on CUDA only: on the CPU the host path is the exact one
+            wanted = str(self.device).startswith("cuda")
+        if not wanted or not torch_preprocess.supports_preprocessing(spec):
+            return None
+        return "mask" if torch_preprocess.supports_mask_decoding(spec) else "input"
+
+    def run_images(self, images: np.ndarray, original_hw: tuple[int, int] | None = None,
+                   outputs: Sequence[int] | None = None) -> list[np.ndarray]:
+        """NHWC uint8 photos of one size, preprocessed on the device, then run.
+
+        Returns the selected outputs as :meth:`run` does, or, with ``original_hw`` (when
+        :meth:`device_preprocessing` says "mask"), one uint8 (N, H, W) array of masks at that size.
+        """
+        if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"run_images expects NHWC uint8 RGB photos, got {images.dtype} {images.shape}")
+        torch = self.torch
+        rows = images.shape[0]
+        bucket = batch_bucket(rows, self.batch_buckets)
+        if bucket != rows:
+            images = np.concatenate([images, np.zeros((bucket - rows, *images.shape[1:]), np.uint8)])
+        cuda = self.device_obj.type == "cuda"
+        photos = self.staging.to_device(images) if cuda else torch.from_numpy(images)
+        with torch.inference_mode():
+            x = torch_preprocess.preprocess_on_device(torch, photos, self.spec)
+        results = self.run_device(x)
+        if original_hw is not None:
+            with torch.inference_mode():
+                masks = torch_preprocess.decode_masks_on_device(
+                    torch, results[self.spec.decode.output_index][:rows], *original_hw)
+            return self.staging.to_host([masks], keep_dtype=True)
+        return self.staging.to_host([results[i][:rows] for i in self._output_indices(outputs)])
+
     def describe(self) -> dict[str, Any]:
         import torch
 
@@ -291,6 +334,7 @@ class TorchRuntime(Runtime):
             "compiled_shapes": dict(self.compile_seconds) if self.compiled else None,
             "batch_buckets": list(self.batch_buckets) if self.batch_buckets else None,
             "cuda_graph": self.cuda_graph,
+            "device_preprocessing": self.device_preprocessing(),
             "threads": torch.get_num_threads(),
         }
         if self.cuda_graph:

@@ -106,7 +106,9 @@ class Staging:
     def to_device(self, batch: np.ndarray):
         """Host numpy batch -> device tensor through a pinned slot; the current stream may use it."""
         torch = self.torch
-        host, turn, key = self._slot("in", batch.shape, torch.float32)
+        # uint8 photos go up as they are (4x fewer bytes than float32; preprocessing runs on the device)
+        dtype = torch.uint8 if batch.dtype == np.uint8 else torch.float32
+        host, turn, key = self._slot("in", batch.shape, dtype)
         host.numpy()[...] = batch
         if not self.cuda:
             return host.clone()
@@ -124,18 +126,19 @@ class Staging:
         x.record_stream(torch.cuda.current_stream(self.device))
         return x
 
-    def to_host(self, tensors: list) -> list[np.ndarray]:
-        """Device tensors -> float32 numpy arrays via pinned slots (one wait for all copies)."""
+    def to_host(self, tensors: list, keep_dtype: bool = False) -> list[np.ndarray]:
+        """Device tensors -> float32 (``keep_dtype``: their own dtype) numpy arrays via pinned slots
+        (one wait for all copies)."""
         torch = self.torch
         if not self.cuda:
-            return [t.detach().float().cpu().numpy() for t in tensors]
+            return [(t.detach() if keep_dtype else t.detach().float()).cpu().numpy() for t in tensors]
         slots = []
         stream = torch.cuda.current_stream(self.device)
         if self.timing is not None:
             self.timing["d2h_start"] = _recorded(torch, stream)
         for t in tensors:
-            t = t.detach().float()
-            host, turn, key = self._slot("out", tuple(t.shape), torch.float32)
+            t = t.detach() if keep_dtype else t.detach().float()
+            host, turn, key = self._slot("out", tuple(t.shape), t.dtype)
             host.copy_(t, non_blocking=True)
             slots.append((host, turn, key))
         event = torch.cuda.Event(enable_timing=self.timing is not None)

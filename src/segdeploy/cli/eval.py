@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import model_argument, runtime_arguments, size_hw, weights_argument
+from segdeploy.cli.common import (model_argument, runtime_arguments, size_hw, torch_arguments, torch_options,
+                                  weights_argument)
 
 DESCRIPTION = """\
 Score a model on a dataset read as distributed (ECSSD, DUTS-TE, MSRA-B, HKU-IS, PASCAL-S,
@@ -44,6 +45,7 @@ def register(sub) -> None:
                         help="dataset reader option (repeatable), e.g. split=val, encoding=binary")
     weights_argument(parser)
     runtime_arguments(parser)
+    torch_arguments(parser)
     parser.add_argument("--limit", type=int, metavar="N", help="score only the first N images")
     parser.add_argument("--save-masks", metavar="DIR", help="write the scored masks (<id>.png)")
     parser.add_argument("--json", metavar="PATH", help="write the evaluation record")
@@ -100,7 +102,7 @@ def run(args) -> int:
         record = evaluate(args.model, args.dataset, root, weights=args.weights, backend=args.backend,
                           device=args.device, precision=args.precision, batch_size=args.batch_size, limit=args.limit,
                           save_masks=args.save_masks, layout_options=options, wseg=wseg, progress=not args.quiet,
-                          seed=args.seed)
+                          seed=args.seed, runtime_options=torch_options(args))
     console = Console()
     table = Table(title=f"{record['model']} on {record['dataset'].get('dataset', args.dataset)}: "
                         f"{record['images_scored']} images scored, {record['images_skipped']} skipped")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import model_argument, runtime_arguments, weights_argument
+from segdeploy.cli.common import (default_batch_size, model_argument, runtime_arguments, torch_arguments,
+                                  torch_options, weights_argument)
 
 DESCRIPTION = """\
 Predict masks for image files, folders and glob patterns.
@@ -94,6 +95,9 @@ def register(sub) -> None:
     parser.add_argument("--recursive", action="store_true", help="descend into sub-folders (and ** in patterns)")
     weights_argument(parser)
     runtime_arguments(parser)
+    # None: 1 on the CPU, a full GPU batch on CUDA (resolved in run())
+    parser.set_defaults(batch_size=None)
+    torch_arguments(parser)
     parser.add_argument("--onnx", metavar="FILE", default=None,
                         help="run this ONNX file (e.g. a quantized one from 'segdeploy quantize' or rembg's) with "
                         "--backend onnxruntime or openvino")
@@ -144,6 +148,7 @@ def run(args) -> int:
     spec = get_spec(args.model)
     if args.only_mask and (args.cutout or args.bgcolor or args.save_prob):
         raise UsageError("--only-mask writes the mask alone; drop --cutout / --bgcolor / --save-prob, or --only-mask")
+    args.batch_size = default_batch_size(args.device) if args.batch_size is None else args.batch_size
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be ≥ 1, got {args.batch_size}")
     check_json_target(args.json)
@@ -204,6 +209,7 @@ def run(args) -> int:
         summary = predict_files(spec.name, args.inputs, args.output, recursive=args.recursive,
                                 batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
                                 memory_budget=args.memory_budget or DEFAULT_MEMORY_BUDGET,
+                                runtime_options=torch_options(args),
                                 log=lambda text: console.print(text, highlight=False, markup=False), **common)
     if summary.selection:
         console.print(f"backend auto → {summary.selection['backend']} {summary.selection['precision']}: "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import model_argument, weights_argument
+from segdeploy.cli.common import model_argument, torch_arguments, torch_options, weights_argument
 
 DESCRIPTION = """\
 Serve a model over HTTP (FastAPI + uvicorn, or Ray Serve with --ray).
@@ -66,6 +66,7 @@ def register(sub) -> None:
     group.add_argument("--max-pixels", type=int, default=40_000_000, metavar="P",
                        help="largest image, width x height (default: 40 M)")
     group.add_argument("--threads", type=int, default=None, metavar="N", help="runtime CPU threads (default: backend's)")
+    torch_arguments(group)
     group.add_argument("--streams", type=int, default=None, metavar="N",
                        help="OpenVINO: N forward passes at once, each on its own cores (default: 1, every core on "
                        "one pass: the lowest latency for a lone request). Under steady load on a small CPU, "
@@ -108,6 +109,7 @@ def run(args) -> int:
                          max_pixels=args.max_pixels, allow_unverified=args.allow_unverified,
                          check_images=args.check_images, check_size=check_size, api_key=api_key)
     options = {"threads": args.threads} if args.threads else {}
+    options.update(torch_options(args))
     if args.streams is not None:
         if args.streams < 1:
             raise UsageError(f"--streams must be at least 1, got {args.streams}")

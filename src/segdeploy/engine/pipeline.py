@@ -23,7 +23,8 @@ import numpy as np
 from segdeploy.core.specs import ModelSpec
 from segdeploy.engine.images import LoadedImage
 from segdeploy.engine.inference_threads import InferenceThreads, calls_in_flight
-from segdeploy.engine.transforms import InputPolicy, Prediction, decode, preprocess_with_valid
+from segdeploy.engine.transforms import (InputPolicy, Prediction, decode, prediction_from_8bit_map,
+                                        preprocess_with_valid)
 
 T = TypeVar("T")
 
@@ -102,6 +103,7 @@ class _Prepared:
     valid_hw: tuple[int, int] | None = None
     original_hw: tuple[int, int] | None = None
     error: BaseException | None = None
+    device_mask: np.ndarray | None = None  # the 8-bit mask, when the runtime decoded it on its device
 
     @property
     def nbytes(self) -> int:
@@ -134,6 +136,12 @@ def is_sticky_device_error(exc: BaseException) -> bool:
     """True for a device error after which the device cannot run anything (the run must stop)."""
     text = f"{type(exc).__name__}: {exc}"
     return any(marker in text for marker in _STICKY_DEVICE_ERRORS)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a device (or host) allocation failure of the runtime."""
+    text = f"{type(exc).__name__}: {exc}"
+    return isinstance(exc, MemoryError) or "OutOfMemoryError" in text or "out of memory" in text.lower()
 
 
 def default_workers() -> int:
@@ -193,7 +201,8 @@ def stream_predictions(
     if batch_size < 1:
         raise ValueError("batch_size must be ≥ 1")
     workers = workers or default_workers()
-    prefetch = prefetch or min(64, max(4 * batch_size, 2 * workers))
+    # At least two batches read ahead, so that a GPU batch never waits for the photos of the next one.
+    prefetch = prefetch or max(2 * batch_size, min(64, max(4 * batch_size, 2 * workers)))
     times = times if times is not None else StageTimes()
     policy = InputPolicy.for_model(spec, max_side)
     budget = memory_budget if memory_budget else None
@@ -211,6 +220,12 @@ def stream_predictions(
     if len(spec.output_names) > 1 and not keep_outputs and "outputs" in _run_parameters(runtime):
         wanted = (int(spec.decode.output_index),)
 
+    # Runtimes that preprocess uint8 photos on their device (PyTorch on CUDA) get the photos as they
+    # were decoded; "mask": they also return the 8-bit mask at the photo's size.
+    device_mode = getattr(runtime, "device_preprocessing", lambda spec: None)(spec)
+    if keep_outputs and device_mode == "mask":
+        device_mode = "input"
+
     def prepare(item) -> _Prepared:
         t0 = time.perf_counter()
         stage = "read"
@@ -224,8 +239,11 @@ def stream_predictions(
                 image, _ = policy.reduce_array(image)
             else:
                 image, original = policy.reduce_array(loaded)
-            array, valid = preprocess_with_valid(image, spec)
-            prep = _Prepared(item, image, array, valid, original)
+            if device_mode:
+                prep = _Prepared(item, image, image, None, original)
+            else:
+                array, valid = preprocess_with_valid(image, spec)
+                prep = _Prepared(item, image, array, valid, original)
             account(prep.nbytes)
             largest[0] = max(largest[0], prep.nbytes)
             return prep
@@ -238,7 +256,10 @@ def stream_predictions(
         t0 = time.perf_counter()
         stage = "decode"
         try:
-            pred = decode(outputs, spec, prep.original_hw, prep.valid_hw)
+            if prep.device_mask is not None:
+                pred = prediction_from_8bit_map(prep.device_mask)
+            else:
+                pred = decode(outputs, spec, prep.original_hw, prep.valid_hw)
             t1 = time.perf_counter()
             times.add("decode", t1 - t0)
             t0, stage = t1, "write"
@@ -256,18 +277,27 @@ def stream_predictions(
     concurrency = calls_in_flight(runtime)
     inferrer = InferenceThreads(concurrency)
 
-    def run_direct(x: np.ndarray) -> list[np.ndarray]:
+    def run_direct(x: np.ndarray, mask_hw: tuple[int, int] | None = None) -> list[np.ndarray]:
+        if device_mode:
+            return runtime.run_images(x, original_hw=mask_hw, outputs=wanted)
         return runtime.run(x) if wanted is None else runtime.run(x, outputs=wanted)
 
-    def run_in_thread(x: np.ndarray) -> list[np.ndarray]:
-        return inferrer.call(run_direct, x)
+    def run_in_thread(x: np.ndarray, mask_hw: tuple[int, int] | None = None) -> list[np.ndarray]:
+        return inferrer.call(run_direct, x, mask_hw)
 
     def infer(batch: list[_Prepared], run=run_in_thread) -> list[tuple[_Prepared, list[np.ndarray] | BaseException]]:
         t0 = time.perf_counter()
+        # Masks come back decoded when every photo of the batch is at its original size.
+        mask_hw = batch[0].original_hw if device_mode == "mask" and all(
+            p.original_hw == p.image.shape[:2] for p in batch) else None
         try:
-            outputs = run(np.stack([p.array for p in batch]))
+            outputs = run(np.stack([p.array for p in batch]), mask_hw)
             times.add("batches", 1)
             times.batch_sizes.append(len(batch))
+            if mask_hw is not None:
+                for i, p in enumerate(batch):
+                    p.device_mask = outputs[0][i]
+                return [(p, []) for p in batch]
             return [(p, [np.asarray(o[i]) for o in outputs]) for i, p in enumerate(batch)]
         except Exception as exc:
             if is_sticky_device_error(exc):
@@ -276,6 +306,13 @@ def stream_predictions(
                 raise InferenceError(f"the device failed and cannot run further inputs ({exc}); "
                                      "the run stopped") from exc
             if len(batch) == 1:
+                if is_out_of_memory(exc):
+                    # One image alone does not fit: every larger one would fail the same way, and the
+                    # user's fix is a smaller --max-size or another device, not a rerun.
+                    from segdeploy.core.errors import InferenceError
+
+                    raise InferenceError(f"out of memory running one image ({exc}); the run stopped — lower "
+                                         "--max-size or --batch-size, or use another device") from exc
                 return [(batch[0], exc)]
         finally:
             times.add("infer", time.perf_counter() - t0)

@@ -276,3 +276,9 @@ def decode(outputs, spec: ModelSpec | str, original_hw: tuple[int, int],
     if valid_hw is not None:
         raw = raw[:, : valid_hw[0], : valid_hw[1]]
     return get_task(spec).decode(raw, spec, tuple(original_hw))
+
+
+def prediction_from_8bit_map(mask: np.ndarray) -> Prediction:
+    """A saliency :class:`Prediction` from the 8-bit map a runtime decoded on its device (the mask
+    U²-Net's ``save_output`` writes; the map is that mask / 255, as the host decoding gives it)."""
+    return Prediction(mask=mask, lazy_map=lambda: mask.astype(np.float32) / np.float32(255.0))

@@ -79,7 +79,8 @@ def evaluate(model: str, dataset: str, data_root: str | os.PathLike, *, weights=
              device: str = "cpu", precision: str | None = None, batch_size: int = 1, limit: int | None = None,
              save_masks: str | os.PathLike | None = None, layout_options: dict[str, Any] | None = None,
              wseg: WsegOptions | None = None, workers: int | None = None, progress: bool = True,
-             runtime=None, on_item: Callable[[], None] | None = None, seed: int = 0) -> dict[str, Any]:
+             runtime=None, on_item: Callable[[], None] | None = None, seed: int = 0,
+             runtime_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score ``model`` on ``dataset`` and return the JSON-ready evaluation record.
 
     Args:
@@ -106,7 +107,7 @@ def evaluate(model: str, dataset: str, data_root: str | os.PathLike, *, weights=
         from segdeploy.backends import open_runtime
 
         runtime = open_runtime(spec.name, backend=backend, device=device, precision=precision, weights=weights,
-                               seed=seed)
+                               seed=seed, **(runtime_options or {}))
     metric = task_obj.metric(spec, layout)
     save_dir = Path(save_masks) if save_masks else None
     skipped: list[dict[str, str]] = []

@@ -103,7 +103,8 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
                   on_progress: Callable[[int], None] | None = None, runtime=None, seed: int = 0,
                   background: tuple[int, ...] | None = None, max_size: int | None | str = "spec",
                   max_pixels: int | None = DEFAULT_MAX_PIXELS, memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
-                  onnx_path=None, calib=None, log: Callable[[str], None] | None = None) -> PredictSummary:
+                  onnx_path=None, calib=None, log: Callable[[str], None] | None = None,
+                  runtime_options: dict[str, Any] | None = None) -> PredictSummary:
     """Predict masks for files, folders and glob patterns and write them under ``out_dir``.
 
     Outputs per input, mirroring the inputs' folders under ``out_dir``: ``<stem>.png`` (saliency:
@@ -112,6 +113,9 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
     records the settings and each file; a rerun with the same settings resumes, one with other
     settings raises UsageError (nothing touched) unless ``overwrite``. Every file is written
     atomically. Unreadable inputs are recorded in ``summary.failed`` with their reason.
+
+    ``runtime_options`` are backend options (e.g. ``{"mode": "compile", "channels_last": True}`` for
+    PyTorch); with ``backend="auto"`` they apply when auto picks that backend.
 
     Raises:
         UsageError: before any work, for an output folder that is a file or an input folder, two
@@ -129,7 +133,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
         summary.seconds = round(time.perf_counter() - start, 3)
         return summary
     if runtime is None:
-        options: dict[str, Any] = {"seed": seed}
+        options: dict[str, Any] = {"seed": seed, **(runtime_options or {})}
         if onnx_path is not None:
             options["onnx_path"] = onnx_path
         if calib is not None:

@@ -79,7 +79,11 @@ _WHY_FP32 = ("fp32 computes the same function; only the summation order differs 
 _WHY_TF32 = ("tf32 rounds the inputs of every convolution / matmul to a 10-bit mantissa (u = 4.9e-4) and "
              "accumulates in fp32: like fp16 without its overflow, so fp16's limits apply.")
 _WHY_FP16 = ("fp16 keeps a 10-bit mantissa (u = 4.9e-4 relative): ten chained roundings reach ~5e-3, so 99 % of "
-             "elements within 1e-2 relative + 2e-3 of the scale. A 0..1 map then moves by about u x depth "
+             "elements within 1e-2 relative + 5e-3 of the scale. Measured on an H200 (cuDNN fp16 kernels, trained "
+             "U²-Netp on photos): the largest element error was 2.5e-3 of the scale, and only 97.6 % of elements "
+             "met the earlier 2e-3 bound that was written without a GPU; 5e-3 leaves 2x over that worst element, "
+             "while a wrong conversion (BatchNorm epsilon, resize mode, a dropped normalisation) moves most "
+             "elements by 1e-2..1e-1 (tests/test_gate_faults.py). A 0..1 map then moves by about u x depth "
              "~ 1/255 (one 8-bit mask level) on average: map MAE <= 0.004 on the 95th-percentile image, 0.008 "
              "on the worst. Masks flip only on thin borders: IoU >= 0.98 (5th percentile), 0.95 (worst). "
              "Overflow past 65504 gives Inf / NaN, which always fails.")
@@ -93,8 +97,8 @@ _WHY_INT8 = ("int8 rounds every quantized tensor to 1/255 of its calibrated rang
              "wrong scales) loses whole regions and fails.")
 
 _TENSOR = {"fp32": TensorLimit(rtol=1e-3, atol=5e-4, quantile=0.999),
-           "tf32": TensorLimit(rtol=1e-2, atol=2e-3, quantile=0.99),
-           "fp16": TensorLimit(rtol=1e-2, atol=2e-3, quantile=0.99),
+           "tf32": TensorLimit(rtol=1e-2, atol=5e-3, quantile=0.99),
+           "fp16": TensorLimit(rtol=1e-2, atol=5e-3, quantile=0.99),
            "bf16": TensorLimit(rtol=5e-2, atol=1.6e-2, quantile=0.99),
            "int8": TensorLimit(rtol=1e-1, atol=5e-2, quantile=0.95)}
 _WHY = {"fp32": _WHY_FP32, "tf32": _WHY_TF32, "fp16": _WHY_FP16, "bf16": _WHY_BF16, "int8": _WHY_INT8}

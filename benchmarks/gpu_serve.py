@@ -26,9 +26,10 @@ def _serve_once(device: str, max_batch: int, concurrency: int, requests: int, im
     # fp16 on the GPU (what auto picks there); --allow-unverified only for the CPU dry run, whose
     # few tiny check images cannot make a verdict.
     precision = None if dry else "fp16"
-    # CUDA graphs per batch size (1, 2, 4, ... 32: six graphs) for both servers alike: batch 1
-    # replayed from a graph is the fastest one-request-per-pass server PyTorch gives.
-    mode = () if dry else ("--torch-mode", "cudagraphs", "--channels-last")
+    # Eager fp16 channels_last for both servers alike. CUDA graphs failed the start-up gate on the
+    # H200 (2026-12-04, docs/gpu.md), and compile pads every batch to 64, which would make the
+    # one-per-pass server pay for 64 images per request.
+    mode = () if dry else ("--torch-mode", "eager", "--channels-last")
     server = Server(args, max_batch, "torch", precision, 4 if dry else 16,
                     extra=("--device", device, *mode, *extra))
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import model_argument, runtime_arguments, weights_argument
+from segdeploy.cli.common import count, model_argument, runtime_arguments, weights_argument
 
 DESCRIPTION = """\
 Predict masks for image files, folders and glob patterns.
@@ -118,7 +118,7 @@ def register(sub) -> None:
                         help="refuse images with more pixels than this (default: 250000000; 0 = no limit)")
     limits.add_argument("--memory-budget", type=_size_bytes, default=None, metavar="SIZE",
                         help="decoded images held at once by the readers, e.g. 512M, 2G (default: 1G)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
+    parser.add_argument("--workers", type=count(1), default=None, metavar="N",
                         help="threads for reading and writing (default: CPU count, at most 8)")
     parser.add_argument("--json", metavar="PATH", help="write the run summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import model_argument, size_hw, weights_argument
+from segdeploy.cli.common import count, model_argument, size_hw, weights_argument
 
 DESCRIPTION = """\
 Quantize a model to int8 (ONNX QDQ: int8 per-channel symmetric weights, uint8 per-tensor
@@ -28,7 +28,7 @@ def register(sub) -> None:
     weights_argument(parser)
     parser.add_argument("--calib", required=True, metavar="DIR", help="folder of calibration images")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="destination file")
-    parser.add_argument("--num-calib", type=int, default=None, metavar="N",
+    parser.add_argument("--num-calib", type=count(1), default=None, metavar="N",
                         help="use the first N images of --calib (default: 32)")
     parser.add_argument("--onnx", metavar="FP32.onnx", default=None,
                         help="fp32 ONNX to quantize (default: export model + weights, cached)")

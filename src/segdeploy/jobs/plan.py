@@ -87,6 +87,8 @@ class PredictPlan:
     save_prob: bool
     background: tuple[int, ...] | None
     max_pixels: int | None
+    #: manifest keys this run has recorded (written or failed)
+    recorded: set = field(default_factory=set)
 
     def wanted(self, target: Path) -> list[Path]:
         return planned_outputs(target, cutout=self.cutout, save_prob=self.save_prob)
@@ -121,8 +123,23 @@ class PredictPlan:
         if self.manifest is not None and describe:
             self.manifest.runtime = runtime_settings(describe)
 
+    def adopt_written(self, since_ns: int) -> None:
+        """After an interruption: record the inputs whose every output this run wrote (modified
+        since ``since_ns``) but whose outcome it had not counted yet, so that the files on disk and
+        the manifest agree and a rerun skips exactly them."""
+        for source, target, key in self.todo:
+            if key in self.recorded:
+                continue
+            try:
+                fresh = all(p.stat().st_mtime_ns >= since_ns for p in self.wanted(target))
+            except OSError:
+                continue
+            if fresh:
+                self.record(source, key)
+
     def record(self, source, key: str, reason: str | None = None) -> None:
         """Count one finished input and enter it in the manifest (``reason``: why it failed)."""
+        self.recorded.add(key)
         if reason is None:
             self.summary.written += 1
             self.manifest.files[key] = {"source": source_id(source), "status": "written"}

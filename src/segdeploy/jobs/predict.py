@@ -156,6 +156,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
     bar = _progress_bar(progress, len(todo), spec.name)
     last_save = time.monotonic()
     say(f"predicting {len(todo)} image(s) with {spec.name} into {out_dir}")
+    loop_wall_ns = time.time_ns()
     try:
         with bar:
             task = bar.add_task("predict", total=len(todo)) if bar.enabled else None
@@ -173,6 +174,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
                     last_save = time.monotonic()
     except KeyboardInterrupt:
         summary.interrupted = True
+        plan.adopt_written(loop_wall_ns)
         raise
     finally:
         plan.save()

@@ -210,8 +210,9 @@ def _open(model, backend, device, precision, weights, onnx_path, *, seed, spec, 
                 from segdeploy.core.errors import UsageError
 
                 raise UsageError(
-                    "int8 needs calibration images or a quantized model: add --calib DIR (photos like the ones "
-                    "to predict; Python: calib=DIR) or --onnx FILE (made with `segdeploy quantize`)")
+                    "int8 needs a quantized model or calibration images to make one: add --onnx FILE (made with "
+                    "`segdeploy quantize`) or, where the command has it, --calib DIR (photos like the ones to "
+                    "predict; Python: onnx_path= / calib=)")
             from segdeploy.convert.quantize import cached_quantize
 
             import importlib.util

@@ -49,10 +49,13 @@ def run(args) -> int:
 
     from segdeploy.convert.quantize import DEFAULT_OP_TYPES, quantize_onnx
 
+    from segdeploy.core.errors import UsageError
+
     if not Path(args.calib).is_dir():
-        raise FileNotFoundError(f"{args.calib}: --calib must be a folder of images")
+        raise UsageError(f"--calib {args.calib}: not a folder; give a folder of calibration images")
     if args.onnx is None and args.weights is None:
-        raise ValueError("give --weights (the checkpoint to export and quantize) or --onnx (an fp32 export)")
+        raise UsageError("nothing to quantize: add --weights FILE (the checkpoint to export and quantize; 'random' "
+                         "for a trial) or --onnx FILE (an fp32 export)")
     console = Console()
     result = quantize_onnx(
         args.model, args.weights, args.calib, args.output, num_calib=args.num_calib, onnx_path=args.onnx,

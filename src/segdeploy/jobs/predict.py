@@ -164,6 +164,8 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
                                               workers=workers, sink=sink, times=times, max_side=policy.max_side or 0,
                                               memory_budget=memory_budget):
                 source, _, key = outcome.item
+                if getattr(outcome.error, "fatal", False):
+                    raise outcome.error  # e.g. a full disk: every later input would fail the same way
                 plan.record(source, key, None if outcome.ok else failure_reason(outcome.error))
                 if task is not None:
                     bar.advance(task)

@@ -87,8 +87,51 @@ def _open_lazy(source, name):
         raise ImageReadError(name, f"corrupt or truncated image ({exc})") from exc
 
 
-def _orientation(img) -> int:
+def _png_exif_chunk(img) -> bytes | None:
+    """The eXIf chunk of a PNG found anywhere in the file, by walking chunk headers (no pixel data
+    is read or inflated): a PNG may place eXIf after its image data, where Pillow finds it only by
+    decoding the whole image."""
+    import struct
+
+    fp = getattr(img, "fp", None)
+    if fp is None:
+        return None
+    here = fp.tell()
     try:
+        fp.seek(8)  # after the signature
+        while True:
+            header = fp.read(8)
+            if len(header) < 8:
+                return None
+            length, kind = struct.unpack(">I4s", header)
+            if kind == b"eXIf":
+                return fp.read(length)
+            if kind == b"IEND":
+                return None
+            fp.seek(length + 4, os.SEEK_CUR)  # data and CRC
+    except (OSError, struct.error):
+        return None
+    finally:
+        fp.seek(here)
+
+
+def _orientation(img) -> int:
+    """EXIF orientation (1..8) from the header or the EXIF block, never by decoding pixels.
+
+    Pillow's ``PngImageFile.getexif`` loads the whole image when the header holds no EXIF; a
+    74-byte PNG that claims 100000x100000 would then take 10 GB before its size is checked.
+    """
+    from PIL import Image
+
+    try:
+        if img.format == "PNG":
+            exif = Image.Exif()
+            data = img.info.get("exif") or _png_exif_chunk(img)
+            if data:
+                exif.load(data)
+            elif "Raw profile type exif" in img.info or "XML:com.adobe.xmp" in img.info or "xmp" in img.info:
+                return int(Image.Image.getexif(img).get(0x0112, 1) or 1)  # text chunks, already read
+            return int(exif.get(0x0112, 1) or 1)
         return int(img.getexif().get(0x0112, 1) or 1)
     except Exception:  # a broken EXIF block must not make a good image unreadable
         return 1

@@ -154,3 +154,13 @@ class OneLineParser(argparse.ArgumentParser):
         import sys
 
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on any stream: bytes of a file name that are not UTF-8 (held by
+    ``os.fsdecode`` as lone surrogates) shown as ``\\xff`` escapes instead of failing the write."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -125,9 +125,29 @@ def main(argv: list[str] | None = None) -> int:
         from segdeploy.core.errors import exit_code_of, is_user_error
 
         if is_user_error(exc) and not getattr(args, "debug", False):
-            print(f"segdeploy {args.command}: error: {exc}", file=sys.stderr)
+            from segdeploy.cli.common import printable
+
+            print(printable(f"segdeploy {args.command}: error: {exc}"), file=sys.stderr)
+            _leave_if_workers_stay(exit_code_of(exc))
             return exit_code_of(exc)
+        from segdeploy.engine.inference_threads import wait_for_workers
+
+        if not wait_for_workers(INTERRUPT_GRACE_S):  # a bug, while a forward pass still runs
+            import traceback
+
+            traceback.print_exc()
+            _leave_after_interrupt(1)
         raise
+
+
+def _leave_if_workers_stay(code: int) -> None:
+    """After an error that stopped a run with a forward pass or a write still in flight: leave as an
+    interrupted run does (see :func:`_leave_after_interrupt`) when the workers do not end in time;
+    otherwise return, and the process (or the Python caller of :func:`main`) goes on normally."""
+    from segdeploy.engine.inference_threads import wait_for_workers
+
+    if not wait_for_workers(INTERRUPT_GRACE_S):
+        _leave_after_interrupt(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

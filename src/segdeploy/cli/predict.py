@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import count, model_argument, runtime_arguments, weights_argument
+from segdeploy.cli.common import count, model_argument, printable, runtime_arguments, weights_argument
 
 DESCRIPTION = """\
 Predict masks for image files, folders and glob patterns.
@@ -132,6 +132,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from segdeploy.core.errors import UsageError
     from segdeploy.core.registry import get_spec
@@ -162,12 +163,12 @@ def run(args) -> int:
         if args.inputs[0] == "-" and not is_single_file_output(args.inputs, args.output):
             raise UsageError("- (stdin) gives one image: use -o FILE.png or -o - (stdout)")
         result = predict_one(spec.name, args.inputs[0], args.output,
-                             log=lambda text: console.print(text, highlight=False, markup=False), **common)
+                             log=lambda text: console.print(printable(text), highlight=False, markup=False), **common)
         if result.get("selection"):
             sel = result["selection"]
             console.print(f"backend auto → {sel['backend']} {sel['precision']}: {sel['why']}", highlight=False)
         if args.output != "-" and not args.quiet:
-            console.print(f"written {args.output}", highlight=False)
+            console.print(printable(f"written {args.output}"), highlight=False, markup=False)
         _random_note(console, result.get("weights"))
         if args.json:
             write_summary_json(result, args.json)
@@ -204,12 +205,13 @@ def run(args) -> int:
         summary = predict_files(spec.name, args.inputs, args.output, recursive=args.recursive,
                                 batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
                                 memory_budget=args.memory_budget or DEFAULT_MEMORY_BUDGET,
-                                log=lambda text: console.print(text, highlight=False, markup=False), **common)
+                                log=lambda text: console.print(printable(text), highlight=False, markup=False), **common)
     if summary.selection:
         console.print(f"backend auto → {summary.selection['backend']} {summary.selection['precision']}: "
                       f"{summary.selection['why']}", highlight=False)
     for failure in summary.failed:
-        console.print(f"[red]failed[/] {failure['path']}: {failure['reason']}", highlight=False)
+        console.print("[red]failed[/] " + escape(printable(f"{failure['path']}: {failure['reason']}")),
+                      highlight=False)
     speed = f", {summary.images_per_s:.1f} images/s" if summary.images_per_s else ""
     if getattr(summary, "load_seconds", 0):
         speed += f" (after {summary.load_seconds:.1f} s opening the model)"

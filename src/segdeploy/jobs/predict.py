@@ -19,7 +19,7 @@ from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET, StageTimes, stream_
 from segdeploy.engine.transforms import InputPolicy
 from segdeploy.engine.writers import atomic_write_bytes, atomic_write_text, encode_png, write_npy
 from segdeploy.engine.inference_threads import calls_in_flight
-from segdeploy.jobs.outputs import encode_output, plan_outputs
+from segdeploy.jobs.outputs import encode_output, plan_outputs, refuse_aliased_output
 # Planning lives in jobs/plan.py (shared with the Ray engine); re-exported here, where callers import it.
 from segdeploy.jobs.plan import (PredictPlan, PredictSummary, failure_reason, find_inputs,  # noqa: F401
                                  plan_predict_job, planned_outputs, source_id)
@@ -228,6 +228,8 @@ def predict_one(model: str, source: str, target: str, *, weights=None, backend: 
     cutout = cutout or background is not None
     to_stdout = target == "-"
     suffix = ".png" if to_stdout else Path(target).suffix.lower()
+    if not to_stdout and source != "-":
+        refuse_aliased_output(source, [target, Path(target).with_suffix(".npy")] if save_prob else [target])
     if not to_stdout:
         if Path(target).is_dir():
             raise UsageError(f"-o {target} is a folder; for one output file give a name like {target}/mask.png")

@@ -62,5 +62,12 @@ def ray_note(stages: dict[str, Any] | None) -> str | None:
     if not ray:
         return None
     gpus = f" + {ray['gpus_per_worker']:g} GPU" if ray["gpus_per_worker"] else ""
-    return (f"ray: {ray['workers']} workers × {ray['cpus_per_worker']:g} CPU{gpus} on {ray['nodes']} node(s) "
+    note = (f"ray: {ray['workers']} workers × {ray['cpus_per_worker']:g} CPU{gpus} on {ray['nodes']} node(s) "
             f"({ray['address']}); Ray start-up {ray['startup_s']:.1f} s, not counted in images/s")
+    lost, stray = ray.get("workers_lost", 0), ray.get("stray_temporaries_removed", 0)
+    if lost or stray:
+        # Ray replaces a lost actor and reruns its unfinished inputs: the masks are complete, but the
+        # user should know that a worker died (memory, a node going away) and the run took longer.
+        note += (f"; {lost or 'a'} worker(s) lost and replaced, their unfinished inputs rerun"
+                 + (f" ({stray} partial file(s) of theirs removed)" if stray else ""))
+    return note

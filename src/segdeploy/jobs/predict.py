@@ -126,6 +126,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
     summary, todo, policy, out_dir = plan.summary, plan.todo, plan.policy, plan.out_dir
     start = time.perf_counter()
     if not todo:
+        plan.release()
         summary.seconds = round(time.perf_counter() - start, 3)
         return summary
     if runtime is None:
@@ -179,7 +180,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
         plan.adopt_written(loop_wall_ns)
         raise
     finally:
-        plan.save()
+        plan.release()  # saves the manifest, then lets the next run have the folder
         summary.stages = times.to_dict()
         end = time.perf_counter()
         summary.seconds = round(end - start, 3)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +144,24 @@ def _displayed_size(img) -> tuple[int, int]:
     return (height, width) if _orientation(img) in (5, 6, 7, 8) else (width, height)
 
 
+def _png_reduced_in_strips(img, fit, size: tuple[int, int]):
+    """A large PNG decoded strip by strip and box-reduced as :meth:`InputPolicy.reduce_pil` would
+    reduce it whole (same pixels), or None where that path does not apply (see engine.png_strips)."""
+    from segdeploy.engine.png_strips import can_decode_in_strips, decode_reduced
+    from segdeploy.engine.transforms import working_mode
+
+    width, height = size
+    if img.format != "PNG" or img.size != size or _orientation(img) != 1:
+        return None
+    target_w, target_h = fit(width, height)
+    factor = min(width // target_w, height // target_h)
+    # reduce_pil reduces once by this factor, then resizes; a second reduce must not follow
+    once = min(-(-width // factor) // target_w, -(-height // factor) // target_h) < 2 if factor else False
+    if factor < 2 or not once or not can_decode_in_strips(img):
+        return None
+    return decode_reduced(img, factor, working_mode)
+
+
 def _decode(path, *, max_pixels: int | None, fit):
     """Open, check the pixel limit, decode (reduced when ``fit`` allows), apply EXIF orientation.
 
@@ -164,6 +183,9 @@ def _decode(path, *, max_pixels: int | None, fit):
             raise ImageReadError(name, f"image of {width}x{height} = {width * height:,} pixels exceeds the limit of "
                                  f"{max_pixels:,} pixels; raise it with {MAX_PIXELS_OPTION} N (0 = no limit) if this "
                                  "machine has the memory")
+        reduced = _png_reduced_in_strips(img, fit, (width, height)) if fit is not None else None
+        if reduced is not None:
+            return reduced, (width, height)
         if fit is not None and img.format == "JPEG":
             need_w, need_h = fit(width, height)
             if (need_w, need_h) != (width, height):
@@ -178,7 +200,7 @@ def _decode(path, *, max_pixels: int | None, fit):
         raise
     except Image.DecompressionBombError as exc:
         raise ImageReadError(name, f"image too large ({exc}); raise the limit with {MAX_PIXELS_OPTION}") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, zlib.error) as exc:
         raise ImageReadError(name, f"corrupt or truncated image ({exc})") from exc
     except MemoryError:
         raise ImageReadError(name, "not enough memory to decode this image; lower --max-pixels or free memory") from None

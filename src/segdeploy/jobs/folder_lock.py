@@ -13,6 +13,8 @@ A second run on a held folder:
   manifest;
 * with the same settings waits for the first to finish, then resumes from its manifest (the masks
   it wrote are skipped, not recomputed twice at once).
+
+A run that ends removes the file (the folder then holds only masks and the manifest).
 """
 
 from __future__ import annotations
@@ -46,6 +48,25 @@ def _read_owner(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _still_named(handle, path: Path) -> bool:
+    """True when ``path`` still names the file ``handle`` has open (a finished run removes it)."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except OSError:
+        return False
+
+
+def _holds(handle) -> bool:
+    """True when this handle holds the flock (taken on a file since removed)."""
+    import fcntl
+
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
 def _pid_alive(pid) -> bool:
     try:
         os.kill(int(pid), 0)
@@ -75,7 +96,11 @@ class FolderLock:
         path = out_dir / LOCK_NAME
         handle = open(path, "a+", encoding="ascii")  # noqa: SIM115 - held for the whole run
         waited = False
-        while not _flock(handle, blocking=False):
+        while not _flock(handle, blocking=False) or not _still_named(handle, path):
+            if _holds(handle):  # locked a file its owner had already removed: open the current one
+                handle.close()
+                handle = open(path, "a+", encoding="ascii")  # noqa: SIM115
+                continue
             owner = _read_owner(path)
             if owner.get("settings") != json.loads(json.dumps(settings, default=str)):
                 handle.close()
@@ -106,16 +131,15 @@ class FolderLock:
         that this run created and that holds only the lock file is removed again."""
         if self._handle is None:
             return
-        path = self.out_dir / LOCK_NAME
+        # Removed while still locked: a run waiting on this file sees it gone and opens the new one
+        # (see acquire), so two runs never hold two files of the same name.
         try:
-            self._handle.seek(0)
-            self._handle.truncate()  # an empty lock file names no owner
+            (self.out_dir / LOCK_NAME).unlink()
         except OSError:
             pass
         if nothing_written and self._created_dir:
             try:
-                path.unlink()
-                self.out_dir.rmdir()
+                self.out_dir.rmdir()  # only when empty
             except OSError:
                 pass
         self._handle.close()  # drops the flock

@@ -81,3 +81,26 @@ def test_names_that_are_not_utf8_are_data(tmp_path, capsys):
     # the rerun makes progress: every written name is found again and skipped
     assert main(["predict", "u2netp", str(photos), "-o", str(out), *RUN]) == 1
     assert "found 4, written 0, skipped 3" in " ".join(capsys.readouterr().err.split())
+
+
+class _Payload:
+    """Pickled into a checkpoint: unpickling it would create a file (code execution)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_with_pickled_code_never_runs_it(tmp_path, capsys):
+    import torch
+
+    marker = tmp_path / "pwned"
+    torch.save({"state": _Payload(str(marker))}, tmp_path / "evil.pth")
+    photo = _photo(tmp_path / "p.png")
+    code = main(["predict", "u2netp", str(photo), "-o", str(tmp_path / "m.png"), "--weights",
+                 str(tmp_path / "evil.pth"), "--backend", "torch", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert not marker.exists()

@@ -43,10 +43,16 @@ BAD_VALUES = {
 }
 
 
-def _commands() -> dict[str, argparse.ArgumentParser]:
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(sub.choices)
+def _commands(parser=None, prefix=()) -> dict[tuple[str, ...], argparse.ArgumentParser]:
+    """Every command and sub-command (``prepare dsb2018``) with its parser."""
+    parser = parser or build_parser()
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[(*prefix, name)] = sub
+                found.update(_commands(sub, (*prefix, name)))
+    return found
 
 
 def _value_options():
@@ -64,7 +70,7 @@ def _assert_one_line_usage_error(code, err: str) -> None:
 
 
 def test_every_option_value_is_typed_or_listed_as_free_text():
-    untyped = sorted({f"{command} {action.option_strings[-1]}" for command, action in _value_options()
+    untyped = sorted({f"{' '.join(command)} {action.option_strings[-1]}" for command, action in _value_options()
                       if action.type is None and action.choices is None
                       and not set(action.option_strings) & FREE_TEXT})
     assert not untyped, f"options without a checked type: {untyped}"
@@ -87,7 +93,7 @@ def test_walk_every_command_option_with_bad_values(capsys):
         for value in values:
             # the bad option comes first: argparse refuses its value before it checks what is missing
             with pytest.raises(SystemExit) as exit_info:
-                main([command, f"{option}={value}"])
+                main([*command, f"{option}={value}"])
             _assert_one_line_usage_error(exit_info.value.code, capsys.readouterr().err)
             checked += 1
     assert checked > 100  # every command's options were walked

@@ -313,10 +313,10 @@ def stream_predictions(
     readers = ThreadPoolExecutor(workers, thread_name_prefix="segdeploy-read")
     decoders = ThreadPoolExecutor(workers, thread_name_prefix="segdeploy-decode")
     completed = False
+    # Output slots in input order: a Future (decode running) or a finished Outcome.
+    pending: deque[Future | Outcome] = deque()
     try:
         reading: deque[Future] = deque()
-        # Output slots in input order: a Future (decode running) or a finished Outcome.
-        pending: deque[Future | Outcome] = deque()
         batch: list[_Prepared] = []
         exhausted = False
 
@@ -399,5 +399,5 @@ def stream_predictions(
         readers.shutdown(wait=completed, cancel_futures=not completed)
         decoders.shutdown(wait=completed, cancel_futures=not completed)
         if not completed:
-            wait([f for f in locals().get("pending", ()) if isinstance(f, Future)], timeout=0.3)
+            wait([f for f in pending if isinstance(f, Future)], timeout=0.3)
     times.wall = time.perf_counter() - start

@@ -208,9 +208,12 @@ def _open(model, backend, device, precision, weights, onnx_path, *, seed, spec, 
         source = module if module is not None else base_spec
         if precision == "int8":
             if calib is None:
-                raise ValueError(
-                    "int8 needs a quantized ONNX (onnx_path=..., made with `segdeploy quantize`) or calibration "
-                    "images (calib=FOLDER) to quantize one")
+                from segdeploy.core.errors import UsageError
+
+                raise UsageError(
+                    "int8 needs a quantized model or calibration images to make one: add --onnx FILE (made with "
+                    "`segdeploy quantize`) or, where the command has it, --calib DIR (photos like the ones to "
+                    "predict; Python: onnx_path= / calib=)")
             from segdeploy.convert.quantize import cached_quantize
 
             import importlib.util

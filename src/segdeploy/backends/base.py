@@ -31,7 +31,7 @@ PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
 DEVICES = ("cpu", "cuda")
 
 
-from segdeploy.core.errors import RuntimeUnavailable  # noqa: E402  (defined in core, raised here)
+from segdeploy.core.errors import RuntimeUnavailable, UsageError  # noqa: E402  (defined in core, raised here)
 
 
 class Runtime(ABC):
@@ -155,7 +155,7 @@ def decode_outputs(spec: ModelSpec) -> tuple[int, ...] | None:
 
 def check_device_name(device: str) -> None:
     if device not in DEVICES and not str(device).startswith("cuda:"):
-        raise ValueError(f"unknown device {device!r}; choose cpu or cuda (cuda:N)")
+        raise UsageError(f"unknown device {device!r}; choose cpu or cuda (cuda:N)")
 
 
 def physical_cores() -> int:
@@ -204,7 +204,7 @@ def get_runtime_class(name: str) -> type[Runtime]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(_REGISTRY)}") from None
+        raise UsageError(f"unknown backend {name!r}; choose from {', '.join(_REGISTRY)}") from None
 
 
 def backend_names() -> list[str]:

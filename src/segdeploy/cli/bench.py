@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import int_list, model_argument, size_hw, torch_arguments, torch_options, weights_argument
+from segdeploy.cli.common import (backend_name, count, device_name, int_list, model_argument, positive_number,
+                                  precision_name, size_hw, torch_arguments, torch_options, weights_argument)
 
 DESCRIPTION = """\
 Measure throughput and per-batch latency of one model on one runtime and precision.
@@ -35,37 +36,37 @@ def register(sub) -> None:
                             description=DESCRIPTION, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     model_argument(parser)
-    parser.add_argument("--backend", default="torch",
+    parser.add_argument("--backend", default="torch", type=backend_name,
                         help="torch | onnxruntime | openvino | auto (default: torch); auto prints the probe table "
                         "behind its choice")
-    parser.add_argument("--precision", default="fp32",
+    parser.add_argument("--precision", default="fp32", type=precision_name,
                         help="fp32 | fp16 | bf16 | int8 | auto (auto: with --backend auto) (default: fp32)")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda[:N] (default: cpu); never silently falls back")
+    parser.add_argument("--device", default="cpu", type=device_name, help="cpu | cuda[:N] (default: cpu); never silently falls back")
     parser.add_argument("--batch-sizes", type=int_list, default=[1], metavar="B1,B2,...",
                         help="batch sizes to sweep (default: 1)")
-    parser.add_argument("--warmup", type=int, default=10, metavar="N",
+    parser.add_argument("--warmup", type=count(0), default=10, metavar="N",
                         help="untimed calls per batch size after the runtime's own warm-up (default: 10)")
     loop = parser.add_mutually_exclusive_group()
-    loop.add_argument("--iters", type=int, default=None, metavar="N",
+    loop.add_argument("--iters", type=count(1), default=None, metavar="N",
                       help="timed calls per batch size (default: 50)")
-    loop.add_argument("--duration", type=float, default=None, metavar="S",
+    loop.add_argument("--duration", type=positive_number, default=None, metavar="S",
                       help="instead of --iters: time calls for S seconds per batch size")
     parser.add_argument("--input-size", type=size_hw, default=None, metavar="HxW",
                         help="network input size (default: the model's)")
     parser.add_argument("--images", metavar="DIR", help="also run end to end over the images in DIR")
-    parser.add_argument("--max-images", type=int, default=None, metavar="N",
+    parser.add_argument("--max-images", type=count(1), default=None, metavar="N",
                         help="end to end: use the first N images of DIR")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
+    parser.add_argument("--workers", type=count(1), default=None, metavar="N",
                         help="end to end: reading and writing threads (default: CPU count, at most 8)")
     weights_argument(parser, default="random")
     parser.add_argument("--onnx", metavar="PATH", help="ONNX file for onnxruntime/openvino (default: export)")
     torch_arguments(parser)
-    parser.add_argument("--buffers", type=int, default=3, metavar="N",
+    parser.add_argument("--buffers", type=count(1), default=3, metavar="N",
                         help="rotating input buffers per batch size, >= 3 (default: 3)")
-    parser.add_argument("--limit-tflops", type=float, default=None, metavar="T",
+    parser.add_argument("--limit-tflops", type=positive_number, default=None, metavar="T",
                         help="compute ceiling for the '%% limit' column (default: a measured one for a "
                         "known GPU, else none)")
-    parser.add_argument("--limit-images-per-s", type=float, default=None, metavar="R",
+    parser.add_argument("--limit-images-per-s", type=positive_number, default=None, metavar="R",
                         help="the model's images/s limit on this device (PERFORMANCE.md §2), for the share")
     parser.add_argument("--label", default=None, help="name of this configuration in tables and plots")
     parser.add_argument("--json", metavar="PATH", help="write the full report as JSON")

@@ -15,17 +15,18 @@ def weights_argument(parser: argparse.ArgumentParser, default: str | None = None
         help="official checkpoint file as published (plain state_dict; 'module.' prefix and 'mask_values' "
         "tolerated), or 'random' for deterministic random weights (outputs then say so)"
         + (f" (default: {default})" if default else ""))
-    parser.add_argument("--seed", type=int, default=0, help="seed of --weights random (default: 0)")
+    parser.add_argument("--seed", type=count(0), default=0, help="seed of --weights random (default: 0)")
 
 
 def runtime_arguments(parser: argparse.ArgumentParser, batch_default: int = 1) -> None:
-    parser.add_argument("--backend", default="auto",
+    parser.add_argument("--backend", default="auto", type=backend_name,
                         help="auto | torch | onnxruntime | openvino (default: auto = the fastest backend and "
                         "precision whose fidelity gate passes for this model on this device; it prints its choice)")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu); never silently falls back")
-    parser.add_argument("--precision", default=None,
+    parser.add_argument("--device", default="cpu", type=device_name,
+                        help="cpu | cuda (default: cpu); never silently falls back")
+    parser.add_argument("--precision", default=None, type=precision_name,
                         help="fp32 | fp16 | bf16 | int8 (default: fp32, or the auto choice with --backend auto)")
-    parser.add_argument("--batch-size", type=int, default=batch_default, metavar="N",
+    parser.add_argument("--batch-size", type=count(1), default=batch_default, metavar="N",
                         help=f"images per forward pass (default: {batch_default} on the CPU, 64 on CUDA)")
 
 
@@ -77,3 +78,95 @@ def torch_options(args: argparse.Namespace) -> dict:
     if getattr(args, "channels_last", False):
         options["channels_last"] = True
     return options
+
+
+# --- option values checked while parsing: a bad one is a one-line usage error (exit 2) before any
+# model opens, instead of a ValueError deep in a backend ---
+
+_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+def _one_of(kind: str, text: str, known) -> str:
+    if text not in known:
+        raise argparse.ArgumentTypeError(f"unknown {kind} {text!r}; choose from {', '.join(known)}")
+    return text
+
+
+def _backends() -> list[str]:
+    from segdeploy.backends.base import backend_names
+
+    return backend_names()
+
+
+def backend_name(text: str) -> str:
+    """A backend the registry knows, or ``auto``."""
+    return _one_of("backend", text, ["auto", *_backends()])
+
+
+def precision_name(text: str) -> str:
+    return _one_of("precision", text, _PRECISIONS)
+
+
+def device_name(text: str) -> str:
+    """cpu, cuda, cuda:N (and ``auto`` where a command allows it: checked by its own code)."""
+    if text in ("cpu", "cuda", "auto") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown device {text!r}; choose cpu, cuda or cuda:N")
+
+
+def backend_list(text: str) -> list[str]:
+    known = _backends()
+    return [_one_of("backend", name, known) for name in csv_list(text)] or _empty("backends")
+
+
+def precision_list(text: str) -> list[str]:
+    return [precision_name(name) for name in csv_list(text)] or _empty("precisions")
+
+
+def _empty(what: str):
+    raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}")
+
+
+def count(minimum: int):
+    """An argparse type: a whole number ≥ ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number ≥ {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"count_from_{minimum}"
+    return parse
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line (``segdeploy predict: error: ...``), exit 2, with where to read more;
+    argparse's default prints the whole usage block first."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        import sys
+
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on any stream: bytes of a file name that are not UTF-8 (held by
+    ``os.fsdecode`` as lone surrogates) shown as ``\\xff`` escapes instead of failing the write."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import csv_list, model_argument, size_hw, weights_argument
+from segdeploy.cli.common import backend_list, count, csv_list, device_name, precision_list, model_argument, size_hw, weights_argument
 from segdeploy.core.errors import exit_code_table
 
 DESCRIPTION = """\
@@ -44,21 +44,21 @@ def register(sub) -> None:
     parser.epilog = EPILOG + exit_code_table()
     model_argument(parser)
     weights_argument(parser)
-    parser.add_argument("--backends", type=csv_list, default=["torch", "onnxruntime", "openvino"],
+    parser.add_argument("--backends", type=backend_list, default=["torch", "onnxruntime", "openvino"],
                         help="comma-separated: torch, onnxruntime, openvino (default: all three)")
-    parser.add_argument("--precisions", type=csv_list, default=["fp32"],
+    parser.add_argument("--precisions", type=precision_list, default=["fp32"],
                         help="comma-separated: fp32, tf32 (CUDA), fp16, bf16, int8 (default: fp32; on CUDA fp32 "
                         "runs without TF32)")
-    parser.add_argument("--device", default="cpu", help="device of the candidates: cpu | cuda (default: cpu)")
+    parser.add_argument("--device", default="cpu", type=device_name, help="device of the candidates: cpu | cuda (default: cpu)")
     add_dataset_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=2, metavar="N", help="images per run call (default: 2)")
+    parser.add_argument("--batch-size", type=count(1), default=2, metavar="N", help="images per run call (default: 2)")
     parser.add_argument("--input-size", type=size_hw, default=None, metavar="HxW",
                         help="squash images to this size instead of the model's preprocessing size")
     parser.add_argument("--onnx", metavar="PATH", help="fp32 ONNX for onnxruntime / openvino (default: cached export)")
     parser.add_argument("--int8-onnx", metavar="PATH", help="quantized ONNX for int8 rows")
     parser.add_argument("--calib", metavar="DIR", help="calibration images for int8 rows without --int8-onnx "
                         "(default: a quarter of the given images, which are then not judged)")
-    parser.add_argument("--num-calib", type=int, default=None, metavar="N", help="calibration images used (default 32)")
+    parser.add_argument("--num-calib", type=count(1), default=None, metavar="N", help="calibration images used (default 32)")
     parser.add_argument("--tolerance", action="append", default=[], metavar="[PREC.]KEY=VALUE",
                         help="override a gate threshold, e.g. mask_iou=0.99 (5th percentile and worst image), "
                         "bf16.map_mae.worst=0.03, fp32.rtol=1e-5 (keys: rtol, atol, tensor_quantile and the "

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from segdeploy.cli.common import count, positive_number
+
 ENGINE_HELP = """\
 local: this process (threads). ray: a Ray cluster (pip install "segdeploy[ray]"): reading and
 preprocessing in Ray tasks, inference on --ray-workers actors that each open the runtime once,
@@ -22,9 +24,9 @@ def engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--engine", choices=("local", "ray"), default="local", help=ENGINE_HELP)
     group.add_argument("--address", metavar="auto|ray://HOST:PORT|HOST:PORT", default=None,
                        help="Ray cluster to join (default: start a local Ray instance for this run)")
-    group.add_argument("--ray-workers", type=int, default=1, metavar="N",
+    group.add_argument("--ray-workers", type=count(1), default=1, metavar="N",
                        help="Ray actors running inference, each with its own runtime (default: 1)")
-    group.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
+    group.add_argument("--cpus-per-worker", type=positive_number, default=1.0, metavar="C",
                        help="CPUs reserved per Ray actor; also its runtime's thread count (default: 1)")
     group.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
                        help="GPUs per Ray actor, fractions share a GPU (default: 1 with --device cuda, else 0)")
@@ -60,5 +62,12 @@ def ray_note(stages: dict[str, Any] | None) -> str | None:
     if not ray:
         return None
     gpus = f" + {ray['gpus_per_worker']:g} GPU" if ray["gpus_per_worker"] else ""
-    return (f"ray: {ray['workers']} workers × {ray['cpus_per_worker']:g} CPU{gpus} on {ray['nodes']} node(s) "
+    note = (f"ray: {ray['workers']} workers × {ray['cpus_per_worker']:g} CPU{gpus} on {ray['nodes']} node(s) "
             f"({ray['address']}); Ray start-up {ray['startup_s']:.1f} s, not counted in images/s")
+    lost, stray = ray.get("workers_lost", 0), ray.get("stray_temporaries_removed", 0)
+    if lost or stray:
+        # Ray replaces a lost actor and reruns its unfinished inputs: the masks are complete, but the
+        # user should know that a worker died (memory, a node going away) and the run took longer.
+        note += (f"; {lost or 'a'} worker(s) lost and replaced, their unfinished inputs rerun"
+                 + (f" ({stray} partial file(s) of theirs removed)" if stray else ""))
+    return note

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import (model_argument, runtime_arguments, size_hw, torch_arguments, torch_options,
+from segdeploy.cli.common import (count, model_argument, runtime_arguments, size_hw, torch_arguments, torch_options,
                                   weights_argument)
 
 DESCRIPTION = """\
@@ -46,7 +46,7 @@ def register(sub) -> None:
     weights_argument(parser)
     runtime_arguments(parser)
     torch_arguments(parser)
-    parser.add_argument("--limit", type=int, metavar="N", help="score only the first N images")
+    parser.add_argument("--limit", type=count(1), metavar="N", help="score only the first N images")
     parser.add_argument("--save-masks", metavar="DIR", help="write the scored masks (<id>.png)")
     parser.add_argument("--json", metavar="PATH", help="write the evaluation record")
     parser.add_argument("--protocol", choices=("single", "multiscale", "multiscale+crf"), default="multiscale+crf",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import model_argument, size_hw, weights_argument
+from segdeploy.cli.common import count, model_argument, positive_number, size_hw, weights_argument
 
 DESCRIPTION = """\
 Export a model to ONNX (opset 17 by default) with a dynamic batch axis and, where the network
@@ -28,7 +28,7 @@ def register(sub) -> None:
     model_argument(parser)
     weights_argument(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="destination file")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    parser.add_argument("--opset", type=count(7), default=17, help="ONNX opset (default: 17)")
     parser.add_argument("--input-size", type=size_hw, default=None, metavar="HxW",
                         help="size traced and parity-checked (default: the model's input size)")
     parser.add_argument("--static-batch", action="store_true", help="fix the batch axis at 2 (default: dynamic)")
@@ -36,7 +36,7 @@ def register(sub) -> None:
                         help="fix height and width at --input-size (default: dynamic where the network allows)")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     parser.add_argument("--no-parity", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
-    parser.add_argument("--parity-rtol", type=float, default=None, metavar="R",
+    parser.add_argument("--parity-rtol", type=positive_number, default=None, metavar="R",
                         help="largest accepted relative error per output (default: 1e-3)")
     parser.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
                         help="torch.onnx exporter (default: torchscript; dynamo writes opset >= 18)")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import (default_batch_size, model_argument, runtime_arguments, torch_arguments,
-                                  torch_options, weights_argument)
+from segdeploy.cli.common import (count, default_batch_size, model_argument, printable, runtime_arguments,
+                                  torch_arguments, torch_options, weights_argument)
 
 DESCRIPTION = """\
 Predict masks for image files, folders and glob patterns.
@@ -122,7 +122,7 @@ def register(sub) -> None:
                         help="refuse images with more pixels than this (default: 250000000; 0 = no limit)")
     limits.add_argument("--memory-budget", type=_size_bytes, default=None, metavar="SIZE",
                         help="decoded images held at once by the readers, e.g. 512M, 2G (default: 1G)")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
+    parser.add_argument("--workers", type=count(1), default=None, metavar="N",
                         help="threads for reading and writing (default: CPU count, at most 8)")
     parser.add_argument("--json", metavar="PATH", help="write the run summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -136,6 +136,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from segdeploy.core.errors import UsageError
     from segdeploy.core.registry import get_spec
@@ -167,12 +168,12 @@ def run(args) -> int:
         if args.inputs[0] == "-" and not is_single_file_output(args.inputs, args.output):
             raise UsageError("- (stdin) gives one image: use -o FILE.png or -o - (stdout)")
         result = predict_one(spec.name, args.inputs[0], args.output,
-                             log=lambda text: console.print(text, highlight=False, markup=False), **common)
+                             log=lambda text: console.print(printable(text), highlight=False, markup=False), **common)
         if result.get("selection"):
             sel = result["selection"]
             console.print(f"backend auto → {sel['backend']} {sel['precision']}: {sel['why']}", highlight=False)
         if args.output != "-" and not args.quiet:
-            console.print(f"written {args.output}", highlight=False)
+            console.print(printable(f"written {args.output}"), highlight=False, markup=False)
         _random_note(console, result.get("weights"))
         if args.json:
             write_summary_json(result, args.json)
@@ -210,12 +211,13 @@ def run(args) -> int:
                                 batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
                                 memory_budget=args.memory_budget or DEFAULT_MEMORY_BUDGET,
                                 runtime_options=torch_options(args),
-                                log=lambda text: console.print(text, highlight=False, markup=False), **common)
+                                log=lambda text: console.print(printable(text), highlight=False, markup=False), **common)
     if summary.selection:
         console.print(f"backend auto → {summary.selection['backend']} {summary.selection['precision']}: "
                       f"{summary.selection['why']}", highlight=False)
     for failure in summary.failed:
-        console.print(f"[red]failed[/] {failure['path']}: {failure['reason']}", highlight=False)
+        console.print("[red]failed[/] " + escape(printable(f"{failure['path']}: {failure['reason']}")),
+                      highlight=False)
     speed = f", {summary.images_per_s:.1f} images/s" if summary.images_per_s else ""
     if getattr(summary, "load_seconds", 0):
         speed += f" (after {summary.load_seconds:.1f} s opening the model)"

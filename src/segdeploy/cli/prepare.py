@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from segdeploy.cli.common import count
+
 
 def register(subparsers) -> None:
     """Add ``prepare`` (with the ``dsb2018`` sub-command) to the CLI's sub-parsers."""
@@ -33,12 +35,12 @@ def register(subparsers) -> None:
     dsb.add_argument("--data-root", required=True, metavar="RAW",
                      help="folder holding stage1_train/ (or stage1_train/ itself)")
     dsb.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if needed)")
-    dsb.add_argument("--size", type=int, default=96, help="output side length in pixels")
+    dsb.add_argument("--size", type=count(1), default=96, help="output side length in pixels")
     dsb.add_argument("--split-order", choices=("sorted", "listdir"), default="sorted",
                      help="id order the upstream train_test_split is applied to (upstream used its glob order, "
                           "which depends on the file system; sorted is reproducible)")
     dsb.add_argument("--force", action="store_true", help="recompute and rewrite every sample")
-    dsb.add_argument("--workers", type=int, default=None, help="threads (default: up to 8, one per core)")
+    dsb.add_argument("--workers", type=count(1), default=None, help="threads (default: up to 8, one per core)")
     dsb.set_defaults(func=run)
     parser.set_defaults(func=run)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import model_argument, size_hw, weights_argument
+from segdeploy.cli.common import count, model_argument, size_hw, weights_argument
 
 DESCRIPTION = """\
 Quantize a model to int8 (ONNX QDQ: int8 per-channel symmetric weights, uint8 per-tensor
@@ -28,7 +28,7 @@ def register(sub) -> None:
     weights_argument(parser)
     parser.add_argument("--calib", required=True, metavar="DIR", help="folder of calibration images")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="destination file")
-    parser.add_argument("--num-calib", type=int, default=None, metavar="N",
+    parser.add_argument("--num-calib", type=count(1), default=None, metavar="N",
                         help="use the first N images of --calib (default: 32)")
     parser.add_argument("--onnx", metavar="FP32.onnx", default=None,
                         help="fp32 ONNX to quantize (default: export model + weights, cached)")
@@ -49,10 +49,13 @@ def run(args) -> int:
 
     from segdeploy.convert.quantize import DEFAULT_OP_TYPES, quantize_onnx
 
+    from segdeploy.core.errors import UsageError
+
     if not Path(args.calib).is_dir():
-        raise FileNotFoundError(f"{args.calib}: --calib must be a folder of images")
+        raise UsageError(f"--calib {args.calib}: not a folder; give a folder of calibration images")
     if args.onnx is None and args.weights is None:
-        raise ValueError("give --weights (the checkpoint to export and quantize) or --onnx (an fp32 export)")
+        raise UsageError("nothing to quantize: add --weights FILE (the checkpoint to export and quantize; 'random' "
+                         "for a trial) or --onnx FILE (an fp32 export)")
     console = Console()
     result = quantize_onnx(
         args.model, args.weights, args.calib, args.output, num_calib=args.num_calib, onnx_path=args.onnx,

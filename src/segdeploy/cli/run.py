@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import csv_list, int_list, size_hw
+from segdeploy.cli.common import backend_list, count, csv_list, device_name, int_list, precision_list, size_hw
 from segdeploy.core.errors import exit_code_table
 
 DESCRIPTION = """\
@@ -70,16 +70,16 @@ def add_run_arguments(parser, *, demo: bool = False) -> None:
         parser.add_argument("--dataset-opt", action="append", default=[], metavar="KEY=VALUE",
                             help="dataset reader option, e.g. split=val (repeatable)")
         parser.add_argument("--model", help="another model the recipe accepts (e.g. u2netp for u2net-ecssd)")
-        parser.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N samples")
-        parser.add_argument("--seed", type=int, default=0, help="seed of --weights random (default 0)")
+        parser.add_argument("--limit", type=count(1), metavar="N", help="evaluate only the first N samples")
+        parser.add_argument("--seed", type=count(0), default=0, help="seed of --weights random (default 0)")
     parser.add_argument("-o", "--out", "--run-dir", dest="run_dir", metavar="RUN_DIR", default=None,
                         help="output folder (default: " + ("runs/demo" if demo else "runs/<recipe>") + ")")
-    parser.add_argument("--device", default=None if demo else "auto",
+    parser.add_argument("--device", default=None if demo else "auto", type=device_name,
                         help="cpu | cuda[:N] | auto (cuda when present)" + (" (default: cpu)" if demo else
                                                                              " (default: auto)"))
-    parser.add_argument("--backends", type=csv_list, metavar="LIST",
+    parser.add_argument("--backends", type=backend_list, metavar="LIST",
                         help="backends to try (default: torch,onnxruntime,openvino)")
-    parser.add_argument("--precisions", type=csv_list, metavar="LIST",
+    parser.add_argument("--precisions", type=precision_list, metavar="LIST",
                         help="precisions to try: fp32,fp16,bf16,int8 (default: the recipe's for the device)")
     parser.add_argument("--batch-sizes", type=int_list, metavar="LIST",
                         help="benchmark batch sizes (default: the guide's on CUDA, a small set on CPU)")
@@ -90,17 +90,17 @@ def add_run_arguments(parser, *, demo: bool = False) -> None:
                         "accuracy is then not the guide's, the report says so)")
     parser.add_argument("--calib", metavar="DIR", help="int8: calibration images (default: images other than "
                         "those the compare step judges)")
-    parser.add_argument("--num-calib", type=int, metavar="N", help="int8: calibration images used (default 32)")
+    parser.add_argument("--num-calib", type=count(1), metavar="N", help="int8: calibration images used (default 32)")
     parser.add_argument("--eval-on", default="auto", metavar="WHICH",
                         help="configurations to evaluate: auto (all on CUDA, the first that opens on CPU), "
                         "all, first, or backend:precision[,...]")
-    parser.add_argument("--compare-images", type=int, metavar="N",
+    parser.add_argument("--compare-images", type=count(1), metavar="N",
                         help="images the compare step judges (default 16; fewer needs --allow-few-images)")
     parser.add_argument("--allow-few-images", action="store_true",
                         help="let the compare step judge fewer than 16 images (the report says so)")
-    parser.add_argument("--bench-warmup", type=int, metavar="N", help="untimed calls per batch size "
+    parser.add_argument("--bench-warmup", type=count(0), metavar="N", help="untimed calls per batch size "
                         "(default 1 on CPU, 10 on CUDA)")
-    parser.add_argument("--bench-iters", type=int, metavar="N", help="timed calls per batch size "
+    parser.add_argument("--bench-iters", type=count(1), metavar="N", help="timed calls per batch size "
                         "(default 5 on CPU, 50 on CUDA)")
     if not demo:
         parser.add_argument("--protocol", choices=("single", "multiscale", "multiscale+crf"), default=None,

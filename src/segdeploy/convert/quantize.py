@@ -32,6 +32,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from segdeploy.core.errors import UsageError
 from segdeploy.core.specs import ModelSpec
 
 from segdeploy.core.registry import get_spec
@@ -82,14 +83,14 @@ def _calib_entries(calib, spec: ModelSpec, num_calib: int) -> tuple[list[Any], s
         else:
             found = [path for path, _ in find_images([item])]
             if not found:
-                raise ValueError(f"{item}: no calibration images found")
+                raise UsageError(f"--calib {item}: no calibration images found (give a folder of JPEG/PNG photos)")
             entries.extend(found)
             folders.append(str(item))
         if len(entries) >= num_calib:
             break
     entries = entries[:num_calib]
     if not entries:
-        raise ValueError("no calibration images given")
+        raise UsageError("no calibration images given")
     source = ", ".join(folders) if folders else f"{len(entries)} arrays"
     return entries, source
 

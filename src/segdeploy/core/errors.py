@@ -94,6 +94,19 @@ class InferenceError(SegdeployError):
     exit_code = EXIT_RUNTIME
 
 
+class OutputSpaceError(SegdeployError):
+    """The output's filesystem is full (or over quota): every later write would fail too, so the run
+    stops (exit 4) instead of failing each remaining input."""
+
+    exit_code = EXIT_RUNTIME
+    #: the streaming loop stops at the first such error instead of going on with the next input
+    fatal = True
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path}: {reason}; free space there or choose another output folder")
+        self.path = str(path)
+
+
 def is_user_error(exc: BaseException) -> bool:
     """True for errors printed as one line: segdeploy's own, and OS errors on a user's path."""
     if isinstance(exc, SegdeployError):

@@ -21,6 +21,20 @@ from typing import Iterable, Iterator
 from segdeploy.core.errors import UsageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+#: Files a user may expect to be read from a folder but that are not: each is named with its reason
+#: ("skipped x.gif: ..."), one line per file, instead of being passed over in silence.
+NOT_READ_IN_FOLDERS = {
+    ".gif": "GIF (often animated) is not read from folders; name the file on the command line for its first "
+            "frame, or convert it to PNG",
+    ".heic": "HEIC is not a format Pillow reads; convert it to JPEG or PNG",
+    ".heif": "HEIF is not a format Pillow reads; convert it to JPEG or PNG",
+    ".mp4": "a video, not an image; extract its frames first",
+    ".mov": "a video, not an image; extract its frames first",
+    ".avi": "a video, not an image; extract its frames first",
+    ".mkv": "a video, not an image; extract its frames first",
+    ".webm": "a video, not an image; extract its frames first",
+}
 _MAGIC = set("*?[")
 
 
@@ -44,8 +58,10 @@ def _is_dir(path: str) -> bool:
         return False
 
 
-def _walk(folder: str, recursive: bool, excluded: list[str], visited: set[str]) -> Iterator[str]:
-    """Entries with an image suffix under ``folder``, sorted, each real folder entered once."""
+def _walk(folder: str, recursive: bool, excluded: list[str], visited: set[str],
+          skipped: list[str] | None = None) -> Iterator[str]:
+    """Entries with an image suffix under ``folder``, sorted, each real folder entered once; files a
+    user may have meant as inputs (:data:`NOT_READ_IN_FOLDERS`) are named in ``skipped``."""
     real = _real(folder)
     if real in visited or _inside(folder, excluded):
         return
@@ -57,9 +73,11 @@ def _walk(folder: str, recursive: bool, excluded: list[str], visited: set[str]) 
     for entry in entries:
         if _is_dir(entry.path):
             if recursive:
-                yield from _walk(entry.path, recursive, excluded, visited)
+                yield from _walk(entry.path, recursive, excluded, visited, skipped)
         elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
             yield entry.path
+        elif skipped is not None and os.path.splitext(entry.name)[1].lower() in NOT_READ_IN_FOLDERS:
+            skipped.append(f"skipped {entry.path}: {NOT_READ_IN_FOLDERS[os.path.splitext(entry.name)[1].lower()]}")
 
 
 def _glob(pattern: str, recursive: bool, excluded: list[str]) -> tuple[str, list[str]]:
@@ -111,7 +129,8 @@ def _glob(pattern: str, recursive: bool, excluded: list[str]) -> tuple[str, list
     return base, found
 
 
-def find_images(inputs: Iterable, recursive: bool = False, *, exclude: Iterable = ()) -> list[tuple[Path, Path]]:
+def find_images(inputs: Iterable, recursive: bool = False, *, exclude: Iterable = (),
+                skipped: list[str] | None = None) -> list[tuple[Path, Path]]:
     """Expand files, folders and glob patterns into (file, relative output path) pairs.
 
     Files named explicitly are kept whatever their suffix and whatever they are (a FIFO or a dangling
@@ -120,6 +139,7 @@ def find_images(inputs: Iterable, recursive: bool = False, *, exclude: Iterable 
 
     Args:
         exclude: folders whose contents are never inputs (the output folder).
+        skipped: receives one line per file in a folder that looks like an input but is not read.
     Raises:
         InputNotFound: an input names nothing that exists.
     """
@@ -128,7 +148,7 @@ def find_images(inputs: Iterable, recursive: bool = False, *, exclude: Iterable 
     for item in inputs:
         text = str(item)
         if _is_dir(text):
-            groups.append(("folder", text, list(_walk(text, recursive, excluded, set()))))
+            groups.append(("folder", text, list(_walk(text, recursive, excluded, set(), skipped))))
         elif os.path.lexists(text):
             groups.append(("file", os.path.dirname(text) or ".", [text]))
         elif _MAGIC & set(text):

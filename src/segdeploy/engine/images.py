@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,8 +88,51 @@ def _open_lazy(source, name):
         raise ImageReadError(name, f"corrupt or truncated image ({exc})") from exc
 
 
-def _orientation(img) -> int:
+def _png_exif_chunk(img) -> bytes | None:
+    """The eXIf chunk of a PNG found anywhere in the file, by walking chunk headers (no pixel data
+    is read or inflated): a PNG may place eXIf after its image data, where Pillow finds it only by
+    decoding the whole image."""
+    import struct
+
+    fp = getattr(img, "fp", None)
+    if fp is None:
+        return None
+    here = fp.tell()
     try:
+        fp.seek(8)  # after the signature
+        while True:
+            header = fp.read(8)
+            if len(header) < 8:
+                return None
+            length, kind = struct.unpack(">I4s", header)
+            if kind == b"eXIf":
+                return fp.read(length)
+            if kind == b"IEND":
+                return None
+            fp.seek(length + 4, os.SEEK_CUR)  # data and CRC
+    except (OSError, struct.error):
+        return None
+    finally:
+        fp.seek(here)
+
+
+def _orientation(img) -> int:
+    """EXIF orientation (1..8) from the header or the EXIF block, never by decoding pixels.
+
+    Pillow's ``PngImageFile.getexif`` loads the whole image when the header holds no EXIF; a
+    74-byte PNG that claims 100000x100000 would then take 10 GB before its size is checked.
+    """
+    from PIL import Image
+
+    try:
+        if img.format == "PNG":
+            exif = Image.Exif()
+            data = img.info.get("exif") or _png_exif_chunk(img)
+            if data:
+                exif.load(data)
+            elif "Raw profile type exif" in img.info or "XML:com.adobe.xmp" in img.info or "xmp" in img.info:
+                return int(Image.Image.getexif(img).get(0x0112, 1) or 1)  # text chunks, already read
+            return int(exif.get(0x0112, 1) or 1)
         return int(img.getexif().get(0x0112, 1) or 1)
     except Exception:  # a broken EXIF block must not make a good image unreadable
         return 1
@@ -98,6 +142,24 @@ def _displayed_size(img) -> tuple[int, int]:
     """(width, height) after EXIF orientation, from the header only."""
     width, height = img.size
     return (height, width) if _orientation(img) in (5, 6, 7, 8) else (width, height)
+
+
+def _png_reduced_in_strips(img, fit, size: tuple[int, int]):
+    """A large PNG decoded strip by strip and box-reduced as :meth:`InputPolicy.reduce_pil` would
+    reduce it whole (same pixels), or None where that path does not apply (see engine.png_strips)."""
+    from segdeploy.engine.png_strips import can_decode_in_strips, decode_reduced
+    from segdeploy.engine.transforms import working_mode
+
+    width, height = size
+    if img.format != "PNG" or img.size != size or _orientation(img) != 1:
+        return None
+    target_w, target_h = fit(width, height)
+    factor = min(width // target_w, height // target_h)
+    # reduce_pil reduces once by this factor, then resizes; a second reduce must not follow
+    once = min(-(-width // factor) // target_w, -(-height // factor) // target_h) < 2 if factor else False
+    if factor < 2 or not once or not can_decode_in_strips(img):
+        return None
+    return decode_reduced(img, factor, working_mode)
 
 
 def _decode(path, *, max_pixels: int | None, fit):
@@ -121,6 +183,9 @@ def _decode(path, *, max_pixels: int | None, fit):
             raise ImageReadError(name, f"image of {width}x{height} = {width * height:,} pixels exceeds the limit of "
                                  f"{max_pixels:,} pixels; raise it with {MAX_PIXELS_OPTION} N (0 = no limit) if this "
                                  "machine has the memory")
+        reduced = _png_reduced_in_strips(img, fit, (width, height)) if fit is not None else None
+        if reduced is not None:
+            return reduced, (width, height)
         if fit is not None and img.format == "JPEG":
             need_w, need_h = fit(width, height)
             if (need_w, need_h) != (width, height):
@@ -135,7 +200,7 @@ def _decode(path, *, max_pixels: int | None, fit):
         raise
     except Image.DecompressionBombError as exc:
         raise ImageReadError(name, f"image too large ({exc}); raise the limit with {MAX_PIXELS_OPTION}") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, zlib.error) as exc:
         raise ImageReadError(name, f"corrupt or truncated image ({exc})") from exc
     except MemoryError:
         raise ImageReadError(name, "not enough memory to decode this image; lower --max-pixels or free memory") from None

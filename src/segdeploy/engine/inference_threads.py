@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import Future
+
+#: Prefix of every thread the streaming pipeline starts (inference, reading, decoding + writing).
+WORKER_PREFIX = "segdeploy-"
 
 
 def calls_in_flight(runtime) -> int:
@@ -57,9 +61,36 @@ class InferenceThreads:
     def call(self, fn, *args):
         return self.submit(fn, *args).result()
 
-    def close(self) -> None:
+    def close(self, cancel: bool = False) -> None:
+        """Let the threads end; with ``cancel``, calls not yet started are cancelled, not run."""
+        if cancel:
+            while True:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].cancel()
         for _ in self._threads:
             self._queue.put(None)
 
 
-__all__ = ["InferenceThreads"]
+def busy_workers() -> list[threading.Thread]:
+    """segdeploy's worker threads still alive (a forward pass, a decode or a write in progress)."""
+    return [t for t in threading.enumerate()
+            if t.name.startswith(WORKER_PREFIX) and t.is_alive() and t is not threading.current_thread()]
+
+
+def wait_for_workers(grace: float) -> bool:
+    """Wait up to ``grace`` seconds for the worker threads to end; True when none is left.
+
+    After Ctrl-C the pipeline queues no new work, so each thread ends once its current call returns:
+    a forward pass of a small model, one decode, one atomic write.
+    """
+    deadline = time.monotonic() + grace
+    for thread in busy_workers():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return not busy_workers()
+
+
+__all__ = ["InferenceThreads", "busy_workers", "calls_in_flight", "wait_for_workers"]

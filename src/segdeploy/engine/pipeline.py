@@ -210,6 +210,7 @@ def stream_predictions(
     held = [0]  # bytes of prepared items not yet finished (read/batched/decoding)
     largest = [0]  # bytes of the largest prepared item so far
     held_lock = threading.Lock()
+    abandoned = threading.Event()  # set when the consumer stops early (Ctrl-C, an error, close())
 
     def account(delta: int) -> None:
         with held_lock:
@@ -263,6 +264,8 @@ def stream_predictions(
             t1 = time.perf_counter()
             times.add("decode", t1 - t0)
             t0, stage = t1, "write"
+            if abandoned.is_set():  # interrupted: write nothing the manifest will not know of
+                raise RuntimeError("run interrupted before this output was written")
             result = sink(prep.item, prep.image, pred) if sink is not None else None
             return Outcome(prep.item, pred, None, prep.image if keep_images else None, result,
                            outputs=outputs if keep_outputs else None)
@@ -347,10 +350,10 @@ def stream_predictions(
     readers = ThreadPoolExecutor(workers, thread_name_prefix="segdeploy-read")
     decoders = ThreadPoolExecutor(workers, thread_name_prefix="segdeploy-decode")
     completed = False
+    # Output slots in input order: a Future (decode running) or a finished Outcome.
+    pending: deque[Future | Outcome] = deque()
     try:
         reading: deque[Future] = deque()
-        # Output slots in input order: a Future (decode running) or a finished Outcome.
-        pending: deque[Future | Outcome] = deque()
         batch: list[_Prepared] = []
         exhausted = False
 
@@ -425,8 +428,13 @@ def stream_predictions(
         yield from drain(block_until=0)
         completed = True
     finally:
-        inferrer.close()
-        # On Ctrl-C or an abandoned generator: drop queued reads and decodes, wait for none.
+        if not completed:
+            abandoned.set()
+        inferrer.close(cancel=not completed)
+        # On Ctrl-C or an abandoned generator: drop queued reads and decodes; the writes already
+        # under way get a moment to land, so that the caller can count them (see adopt_written).
         readers.shutdown(wait=completed, cancel_futures=not completed)
         decoders.shutdown(wait=completed, cancel_futures=not completed)
+        if not completed:
+            wait([f for f in pending if isinstance(f, Future)], timeout=0.3)
     times.wall = time.perf_counter() - start

@@ -123,6 +123,16 @@ def resize_image(image: np.ndarray, height: int, width: int, interpolation: str,
 EXACT_PIXELS = 24_000_000
 
 
+def working_mode(img):
+    """A Pillow image in the mode it is reduced in: L (1 byte per pixel; "1" cannot be resampled),
+    RGB, or a one-channel integer / float mode as it is."""
+    if img.mode in ("1", "L", "LA", "La", "P;1"):
+        return img.convert("L")
+    if img.mode not in ("RGB", "I", "F", "I;16"):
+        return img.convert("RGB")
+    return img
+
+
 @dataclass(frozen=True)
 class InputPolicy:
     """How large an image is when it enters :func:`preprocess`, per model (memory policy).
@@ -171,10 +181,7 @@ class InputPolicy:
         target = self.working_size(*full_wh)
         if img.size == target:
             return img
-        if img.mode in ("1", "L", "LA", "La", "P;1"):
-            img = img.convert("L")  # 1 byte per pixel; "1" cannot be resampled
-        elif img.mode not in ("RGB", "I", "F", "I;16"):
-            img = img.convert("RGB")
+        img = working_mode(img)
         factor = min(img.size[0] // target[0], img.size[1] // target[1])
         if factor >= 2:
             img = img.reduce(factor)  # box filter, in place of the far costlier resampling of every pixel

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import tempfile
@@ -29,8 +30,12 @@ _IN_PROGRESS: set[str] = set()
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, and a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        _raise_if_full(exc, path)
+        raise
     _IN_PROGRESS.add(tmp)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -42,15 +47,25 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         os.chmod(tmp, NEW_FILE_MODE)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            _raise_if_full(exc, path)
         raise
     finally:
         _IN_PROGRESS.discard(tmp)
     return path
+
+
+def _raise_if_full(exc: OSError, path: Path) -> None:
+    """A full filesystem is the run's problem, not this file's: say so in one line (exit 4)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        from segdeploy.core.errors import OutputSpaceError
+
+        raise OutputSpaceError(path, "no space left on the device (nothing partial was kept)") from None
 
 
 def remove_partial_files() -> None:

@@ -98,7 +98,9 @@ class Manifest:
 
     def save(self, out_dir: str | os.PathLike) -> None:
         data = {"format": self.format, "settings": self.settings, "runtime": self.runtime, "files": self.files}
-        atomic_write_text(self.path(out_dir), json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False))
+        # ASCII JSON: a file name that is not UTF-8 (undecodable bytes held as lone surrogates by
+        # os.fsdecode) is written as \udcXX escapes and read back as the same name.
+        atomic_write_text(self.path(out_dir), json.dumps(data, indent=1, sort_keys=True, ensure_ascii=True))
 
     def done(self, key: str, source: str, wanted: list[Path]) -> bool:
         """True when ``key`` was written from ``source`` and every wanted file exists."""

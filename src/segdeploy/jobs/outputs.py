@@ -29,6 +29,8 @@ def plan_outputs(inputs: list[tuple[Path, Path]], out_dir: Path) -> list[Path]:
     paths: list[Path] = []
     owner: dict[str, Path] = {}
     sources = {os.path.realpath(path): path for path, _ in inputs}
+    # a hard link has its own path: only the device and inode say that two names are one file
+    inodes = {ident: path for path, _ in inputs if (ident := file_identity(path)) is not None}
     for path, rel in inputs:
         key = rel.parent / rel.stem
         name = rel.stem if stems[key] == 1 else rel.name
@@ -39,11 +41,33 @@ def plan_outputs(inputs: list[tuple[Path, Path]], out_dir: Path) -> list[Path]:
                              "them in two runs with different -o folders. Nothing was written.")
         owner[ident] = path
         real = os.path.realpath(target)
-        if real in sources:
-            raise UsageError(f"the mask of {path} would replace the input {sources[real]}; choose an -o folder "
+        same = sources.get(real) or inodes.get(file_identity(target))
+        if same is not None:
+            raise UsageError(f"the mask of {path} would replace the input {same}; choose an -o folder "
                              "outside the inputs. Nothing was written.")
         paths.append(target)
     return paths
+
+
+def file_identity(path) -> tuple[int, int] | None:
+    """(device, inode) of the file ``path`` names, through symlinks; None when there is none."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def refuse_aliased_output(source, targets) -> None:
+    """UsageError when any of ``targets`` is the file ``source`` under another name (the same path,
+    a symlink or a hard link to it): writing it would destroy the input."""
+    ident = file_identity(source)
+    for target in targets:
+        if ident is not None and file_identity(target) == ident:
+            raise UsageError(f"-o {target} is the input {source} (same file"
+                             + ("" if os.path.abspath(target) == os.path.abspath(source) else
+                                ", through a link") + "); writing it would replace the photo. Choose another "
+                             "output file. Nothing was written.")
 
 
 def is_single_file_output(inputs: list[str], output: str) -> bool:

@@ -14,6 +14,7 @@ from segdeploy.core.errors import ImageReadError, UsageError
 from segdeploy.core.specs import ModelSpec
 from segdeploy.engine.images import DEFAULT_MAX_PIXELS
 from segdeploy.engine.transforms import InputPolicy
+from segdeploy.jobs.folder_lock import FolderLock
 from segdeploy.jobs.manifest import Manifest, differences, run_settings, runtime_settings
 from segdeploy.jobs.outputs import plan_outputs, weights_identity
 from segdeploy.jobs.sizing import check_memory
@@ -87,6 +88,17 @@ class PredictPlan:
     save_prob: bool
     background: tuple[int, ...] | None
     max_pixels: int | None
+    #: manifest keys this run has recorded (written or failed)
+    recorded: set = field(default_factory=set)
+    #: the output folder's lock (jobs.folder_lock), held until :meth:`release`
+    lock: Any = None
+
+    def release(self) -> None:
+        """Give the output folder up (the manifest saved first)."""
+        if self.lock is not None:
+            self.save()
+            self.lock.release()
+            self.lock = None
 
     def wanted(self, target: Path) -> list[Path]:
         return planned_outputs(target, cutout=self.cutout, save_prob=self.save_prob)
@@ -121,8 +133,23 @@ class PredictPlan:
         if self.manifest is not None and describe:
             self.manifest.runtime = runtime_settings(describe)
 
+    def adopt_written(self, since_ns: int) -> None:
+        """After an interruption: record the inputs whose every output this run wrote (modified
+        since ``since_ns``) but whose outcome it had not counted yet, so that the files on disk and
+        the manifest agree and a rerun skips exactly them."""
+        for source, target, key in self.todo:
+            if key in self.recorded:
+                continue
+            try:
+                fresh = all(p.stat().st_mtime_ns >= since_ns for p in self.wanted(target))
+            except OSError:
+                continue
+            if fresh:
+                self.record(source, key)
+
     def record(self, source, key: str, reason: str | None = None) -> None:
         """Count one finished input and enter it in the manifest (``reason``: why it failed)."""
+        self.recorded.add(key)
         if reason is None:
             self.summary.written += 1
             self.manifest.files[key] = {"source": source_id(source), "status": "written"}
@@ -170,11 +197,38 @@ def plan_predict_job(spec: ModelSpec, inputs: list, out_dir: str | os.PathLike, 
             suggestion = Path(folder) / "masks"
             raise UsageError(f"-o {out_dir} is the input folder {item}: masks would be written among (and over) "
                              f"the source images; choose another folder, e.g. -o {suggestion}")
-    found = list((finder or find_inputs)(inputs, recursive, out_dir))
+    skipped: list[str] = []
+    found = list(finder(inputs, recursive, out_dir) if finder else find_inputs(inputs, recursive, out_dir, skipped))
     targets = plan_outputs(found, out_dir)
     summary = PredictSummary(model=spec.name, found=len(found), output_dir=str(out_dir))
+    for line in skipped:
+        summary.warnings.append(line)
+        say(line)
     outputs = {"cutout": cutout, "background": list(background) if background else None, "save_prob": save_prob}
     settings = run_settings(spec, policy, weights_identity(spec, weights, seed, onnx_path, calib, runtime), outputs)
+    # Before the manifest is read: a run with the same settings that holds the folder is waited
+    # for, so that what it wrote is then skipped; one with other settings is refused.
+    lock = FolderLock.acquire(out_dir, {**settings, "asked": {"backend": backend, "precision": precision},
+                                        "overwrite": overwrite}, say=say)
+    try:
+        plan = _plan_with_manifest(spec, policy, out_dir, found, targets, summary, settings, overwrite=overwrite,
+                                   backend=backend, precision=precision, cutout=cutout, save_prob=save_prob,
+                                   background=background, max_pixels=max_pixels)
+    except BaseException:
+        lock.release(nothing_written=True)
+        raise
+    plan.lock = lock
+    local = [Path(p) for p, _, _ in plan.todo if "://" not in str(p)]
+    warning = check_memory(spec, policy, local, max_pixels)
+    if warning:
+        summary.warnings.append(warning)
+        say(f"warning: {warning}")
+    return plan
+
+
+def _plan_with_manifest(spec, policy, out_dir, found, targets, summary, settings, *, overwrite, backend, precision,
+                        cutout, save_prob, background, max_pixels) -> PredictPlan:
+    """The part of :func:`plan_predict_job` that reads the folder's manifest (under the folder lock)."""
     manifest = None if overwrite else Manifest.load(out_dir)
     if manifest is not None:
         manifest.refuse_if_changed(settings, out_dir)
@@ -201,11 +255,6 @@ def plan_predict_job(spec: ModelSpec, inputs: list, out_dir: str | os.PathLike, 
                 raise UsageError(f"{existing[0]} exists and {out_dir} has no segdeploy manifest saying how it was "
                                  "made; pass --overwrite to replace such files, or choose another -o")
         plan.todo.append((path, target, key))
-    local = [Path(p) for p, _, _ in plan.todo if "://" not in str(p)]
-    warning = check_memory(spec, policy, local, max_pixels)
-    if warning:
-        summary.warnings.append(warning)
-        say(f"warning: {warning}")
     return plan
 
 
@@ -218,8 +267,10 @@ def _pattern_base(item: str) -> str | None:
     return os.path.join(*parts[:first]) if first else "."
 
 
-def find_inputs(inputs: Iterable, recursive: bool, out_dir: Path) -> list[tuple[Path, Path]]:
-    """Inputs with their output-relative paths; the output tree is never searched."""
+def find_inputs(inputs: Iterable, recursive: bool, out_dir: Path,
+                skipped: list[str] | None = None) -> list[tuple[Path, Path]]:
+    """Inputs with their output-relative paths; the output tree is never searched. Files in the
+    folders that are not read (a GIF, a video) are named in ``skipped``."""
     from segdeploy.engine.images import find_images
 
-    return find_images(inputs, recursive=recursive, exclude=[out_dir])
+    return find_images(inputs, recursive=recursive, exclude=[out_dir], skipped=skipped)

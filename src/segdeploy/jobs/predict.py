@@ -19,7 +19,7 @@ from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET, StageTimes, stream_
 from segdeploy.engine.transforms import InputPolicy
 from segdeploy.engine.writers import atomic_write_bytes, atomic_write_text, encode_png, write_npy
 from segdeploy.engine.inference_threads import calls_in_flight
-from segdeploy.jobs.outputs import encode_output, plan_outputs
+from segdeploy.jobs.outputs import encode_output, plan_outputs, refuse_aliased_output
 # Planning lives in jobs/plan.py (shared with the Ray engine); re-exported here, where callers import it.
 from segdeploy.jobs.plan import (PredictPlan, PredictSummary, failure_reason, find_inputs,  # noqa: F401
                                  plan_predict_job, planned_outputs, source_id)
@@ -130,6 +130,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
     summary, todo, policy, out_dir = plan.summary, plan.todo, plan.policy, plan.out_dir
     start = time.perf_counter()
     if not todo:
+        plan.release()
         summary.seconds = round(time.perf_counter() - start, 3)
         return summary
     if runtime is None:
@@ -160,6 +161,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
     bar = _progress_bar(progress, len(todo), spec.name)
     last_save = time.monotonic()
     say(f"predicting {len(todo)} image(s) with {spec.name} into {out_dir}")
+    loop_wall_ns = time.time_ns()
     try:
         with bar:
             task = bar.add_task("predict", total=len(todo)) if bar.enabled else None
@@ -167,6 +169,8 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
                                               workers=workers, sink=sink, times=times, max_side=policy.max_side or 0,
                                               memory_budget=memory_budget):
                 source, _, key = outcome.item
+                if getattr(outcome.error, "fatal", False):
+                    raise outcome.error  # e.g. a full disk: every later input would fail the same way
                 plan.record(source, key, None if outcome.ok else failure_reason(outcome.error))
                 if task is not None:
                     bar.advance(task)
@@ -177,9 +181,10 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
                     last_save = time.monotonic()
     except KeyboardInterrupt:
         summary.interrupted = True
+        plan.adopt_written(loop_wall_ns)
         raise
     finally:
-        plan.save()
+        plan.release()  # saves the manifest, then lets the next run have the folder
         summary.stages = times.to_dict()
         end = time.perf_counter()
         summary.seconds = round(end - start, 3)
@@ -228,6 +233,8 @@ def predict_one(model: str, source: str, target: str, *, weights=None, backend: 
     cutout = cutout or background is not None
     to_stdout = target == "-"
     suffix = ".png" if to_stdout else Path(target).suffix.lower()
+    if not to_stdout and source != "-":
+        refuse_aliased_output(source, [target, Path(target).with_suffix(".npy")] if save_prob else [target])
     if not to_stdout:
         if Path(target).is_dir():
             raise UsageError(f"-o {target} is a folder; for one output file give a name like {target}/mask.png")

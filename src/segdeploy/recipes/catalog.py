@@ -382,7 +382,9 @@ def get_recipe(name: str | Recipe) -> Recipe:
 
     close = difflib.get_close_matches(key, RECIPES, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise KeyError(f"unknown recipe {name!r}.{hint} Known recipes: {', '.join(RECIPES)}")
+    from segdeploy.core.errors import ModelNotFound
+
+    raise ModelNotFound(f"unknown recipe {name!r}.{hint} Known recipes: {', '.join(RECIPES)}")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from segdeploy.core.errors import WeightsError
 from segdeploy.recipes.catalog import Recipe, RunOptions, get_recipe
 
 #: Seed of the synthetic images the compare step uses when the recipe has no dataset.
@@ -56,11 +57,12 @@ def resolve_options(
         from segdeploy.core.registry import get_spec
 
         how = get_spec(model).how_to_get
-        raise ValueError(f"recipe {recipe.name} needs the official weights of {model}: {how} "
+        raise WeightsError(f"recipe {recipe.name} needs the official weights of {model}: {how} "
                          "Or pass --weights random to try the whole pipeline with deterministic random weights "
                          "(accuracy then means nothing).")
     if str(weights) != "random" and not Path(weights).is_file():
-        raise FileNotFoundError(f"{weights}: no such weights file")
+        raise WeightsError(f"--weights {weights}: no such file; give the path of the checkpoint file "
+                           "(see 'segdeploy info MODEL' for where to get it), or 'random' for a trial run")
     if device == "auto":
         import torch
 

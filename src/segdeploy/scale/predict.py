@@ -100,6 +100,7 @@ def predict_files_ray(model: str, inputs: list[str], out_dir: str | os.PathLike,
     todo = [{"index": index, "source": str(source), "target": str(target)}
             for index, (source, target, _) in enumerate(plan.todo)]
     if not todo:
+        plan.release()
         return summary
 
     open_kwargs: dict[str, Any] = {"backend": backend, "device": device, "precision": precision,
@@ -110,6 +111,7 @@ def predict_files_ray(model: str, inputs: list[str], out_dir: str | os.PathLike,
     results: dict[int, tuple[str, str]] = {}
     recorded: set[int] = set()
     meta: dict[str, Any] = {}
+    actors: set[str] = set()  # one meta (node + pid) per actor that answered: more than workers = some were lost
 
     def record_new() -> None:
         """Enter every result not yet entered in the manifest (and the summary's counts)."""
@@ -147,6 +149,7 @@ def predict_files_ray(model: str, inputs: list[str], out_dir: str | os.PathLike,
                 for row in ds.iter_rows():
                     index = int(row["index"])
                     results[index] = (str(row["status"]), str(row["reason"]))
+                    actors.add(str(row["meta"]))
                     if not meta:
                         meta = json.loads(row["meta"])
                         plan.set_runtime(meta.get("runtime"))
@@ -159,7 +162,7 @@ def predict_files_ray(model: str, inputs: list[str], out_dir: str | os.PathLike,
             summary.seconds = round(time.perf_counter() - start, 3)
     finally:
         record_new()
-        plan.save()
+        plan.release()
     # Rows arrive in block-completion order; the local engine reports failures in input order.
     order = {str(source): index for index, (source, _, _) in enumerate(plan.todo)}
     summary.failed.sort(key=lambda failure: order.get(failure["path"], len(order)))
@@ -175,7 +178,9 @@ def predict_files_ray(model: str, inputs: list[str], out_dir: str | os.PathLike,
     summary.stages = {"engine": "ray", "ray": {**info, "workers": options.workers,
                                                "cpus_per_worker": options.cpus_per_worker,
                                                "gpus_per_worker": options.gpus_per_worker,
-                                               "stray_temporaries_removed": removed}}
+                                               "stray_temporaries_removed": removed,
+                                               "actors_answered": len(actors),
+                                               "workers_lost": max(0, len(actors) - options.workers)}}
     return summary
 
 

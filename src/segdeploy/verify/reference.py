@@ -127,8 +127,9 @@ class Reference:
                                          tuple(entry["valid_hw"]) if entry["valid_hw"] else None,
                                          {name: data[f"{index}/{name}"] for name in meta["outputs"]})
                           for index, entry in enumerate(meta["images"])]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"{path}: not a segdeploy reference ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes numpy / zipfile / json raise
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise UsageError(f"{path}: not a segdeploy reference, or a damaged one ({reason})") from None
         extra = {k: v for k, v in meta.items()
                  if k not in ("format", "model", "weights", "preprocessing", "outputs", "images")}
         return cls(meta["model"], meta["weights"], meta["preprocessing"], list(meta["outputs"]), images, extra)

@@ -65,6 +65,14 @@ def register(sub) -> None:
                        help="largest request body (default: 20 MiB)")
     group.add_argument("--max-pixels", type=int, default=40_000_000, metavar="P",
                        help="largest image, width x height (default: 40 M)")
+    group.add_argument("--max-inflight-bytes", default=None, metavar="SIZE",
+                       help="memory the requests in flight may hold once decoded, priced from each image's header "
+                       "before decoding (e.g. 2GB, 512MiB); over it: 503 + Retry-After (default: 25%% of the "
+                       "memory available at start-up)")
+    group.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                       help="seconds a connection has to send a request's headers before it is closed (default: 10)")
+    group.add_argument("--max-connections", type=int, default=512, metavar="N",
+                       help="open connections at most; more are closed on arrival (default: 512)")
     group.add_argument("--threads", type=int, default=None, metavar="N", help="runtime CPU threads (default: backend's)")
     group.add_argument("--streams", type=int, default=None, metavar="N",
                        help="OpenVINO: N forward passes at once, each on its own cores (default: 1, every core on "
@@ -76,8 +84,9 @@ def register(sub) -> None:
                       help="serve even if the gate fails (marked unverified in /v1/models and response headers)")
     gate.add_argument("--reference", metavar="FILE",
                       help="take the gate verdict from a `segdeploy compare --json` report instead of re-running it")
-    gate.add_argument("--check-images", type=int, default=16, metavar="N",
-                      help="built-in check images of the gate (default: 16; fewer only for tests)")
+    gate.add_argument("--check-images", default="16", metavar="N|DIR",
+                      help="the gate's images: N built-in ones (generated, plus the packaged photos for trained "
+                      "weights) or a folder of your own (default: 16; fewer than 16 never verify)")
     gate.add_argument("--check-size", default="240x320", metavar="HxW", help="size of the check images (default: 240x320)")
     ray = parser.add_argument_group("Ray Serve")
     ray.add_argument("--ray", action="store_true", help="deploy on Ray Serve instead of uvicorn")
@@ -95,7 +104,7 @@ def run(args) -> int:
     from segdeploy.cli.common import size_hw
     from segdeploy.core.errors import UsageError
     from segdeploy.core.registry import get_spec
-    from segdeploy.serve.config import ServeConfig, resolve_api_key
+    from segdeploy.serve.config import ServeConfig, parse_bytes, resolve_api_key
 
     spec = get_spec(args.model)
     try:
@@ -103,10 +112,14 @@ def run(args) -> int:
     except Exception as exc:  # argparse.ArgumentTypeError carries the message
         raise UsageError(f"--check-size: {exc}") from None
     api_key = resolve_api_key(args.host, args.api_key)
+    check_images = _check_images(args.check_images)
+    budget = parse_bytes(args.max_inflight_bytes) if args.max_inflight_bytes is not None else None
     config = ServeConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                          workers=args.workers, request_timeout_s=args.timeout, max_body_bytes=args.max_body_bytes,
                          max_pixels=args.max_pixels, allow_unverified=args.allow_unverified,
-                         check_images=args.check_images, check_size=check_size, api_key=api_key)
+                         check_images=check_images, check_size=check_size, api_key=api_key,
+                         max_inflight_bytes=budget, header_timeout_s=args.header_timeout,
+                         max_connections=args.max_connections)
     options = {"threads": args.threads} if args.threads else {}
     if args.streams is not None:
         if args.streams < 1:
@@ -131,16 +144,31 @@ def run(args) -> int:
     import uvicorn
 
     from segdeploy.serve.app import create_app
+    from segdeploy.serve.connections import uvicorn_settings
 
     app = create_app(spec.name, weights=args.weights, backend=args.backend, device=args.device,
                      precision=args.precision, onnx_path=args.onnx, seed=args.seed, config=config,
                      reference=args.reference, runtime_options=options, log=log)
     service = next(iter(app.state.segdeploy.services.values()))
+    state = app.state.segdeploy
     log(f"serving {spec.name} ({service.runtimes[0].name} {service.runtimes[0].precision}, "
         f"{'VERIFIED' if service.verified else 'UNVERIFIED'}) on http://{args.host}:{args.port} "
-        f"— docs at /docs")
+        f"— page at /, docs at /docs; memory budget {state.budget.limit / 1e9:.2f} GB in flight")
     # One process: batching needs every request in the same queue. uvicorn answers SIGINT/SIGTERM
     # by refusing new connections and waiting for the requests in flight before the lifespan ends.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1,
-                timeout_graceful_shutdown=max(30, int(args.timeout)))
+                timeout_graceful_shutdown=max(30, int(args.timeout)), **uvicorn_settings(config))
     return 0
+
+
+def _check_images(value: str) -> int | str:
+    """--check-images: a count, or a folder of images."""
+    import os
+
+    from segdeploy.core.errors import UsageError
+
+    if value.isdigit():
+        return int(value)
+    if os.path.isdir(value):
+        return value
+    raise UsageError(f"--check-images {value}: neither a count nor a folder")

@@ -7,8 +7,9 @@ Routes: ``POST /v1/models/{model}/predict`` (``?output=mask|cutout|prob|json``),
 ``POST /api/remove`` for rembg clients (:mod:`segdeploy.serve.rembg_compat`).
 
 Status codes: 400 unreadable image (the reason is in ``detail``) or bad option, 401 API key,
-404 unknown model, 413 body over ``max_body_bytes`` or image over ``max_pixels``, 500 the runtime
-failed on this item, 503 queue full (``Retry-After``) or not ready, 504 request over its timeout.
+404 unknown model, 413 body over ``max_body_bytes``, image over ``max_pixels`` or over the whole
+memory budget, 499 (metrics only) the client went away, 500 the runtime failed on this item, 503
+queue full or memory budget in use (``Retry-After``) or not ready, 504 request over its timeout.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from fastapi import Request  # module level: FastAPI resolves the routes' string annotations here
+from starlette.requests import ClientDisconnect
 
 from segdeploy.core.errors import ImageReadError
 from segdeploy.engine.inference_threads import calls_in_flight
+from segdeploy.serve.admission import MemoryBudget, NeverFits, OverBudget, decoded_cost, default_budget
 from segdeploy.serve.batcher import DynamicBatcher, QueueFull
 from segdeploy.serve.config import ServeConfig
 from segdeploy.serve.imaging import ImageTooLarge
@@ -31,6 +34,8 @@ from segdeploy.serve.middleware import BodyTooLarge, GuardMiddleware
 from segdeploy.serve.service import OUTPUTS, ModelService
 
 TIMEOUT_HEADER = "x-segdeploy-timeout-ms"
+#: status recorded for a request whose client went away before its answer (nginx's convention)
+CLIENT_CLOSED = 499
 
 
 class ServerState:
@@ -46,6 +51,7 @@ class ServerState:
         for name, batcher in self.batchers.items():
             self.metrics.track_queue(name, batcher.depth)
             self.metrics.unverified.labels(name).set(1 if self.services[name].unverified else 0)
+        self.budget = MemoryBudget(config.max_inflight_bytes or default_budget())
         self.io: ThreadPoolExecutor | None = None
         self.ready = False
         self.draining = False
@@ -163,13 +169,23 @@ def build_app(state: ServerState):
         try:
             async with asyncio.timeout(timeout):
                 data, name = await data_source()
-                prepared = await state.in_io(service.prepare, data, name)
-                result = await state.batchers[model].submit(prepared.chw)
-                extra = {"batch_size": result.batch_size} if output == "json" else None
-                body, media = await state.in_io(service.finish, prepared, result.outputs, output, background, extra)
+                # priced from the header, before any pixel is decoded; released however it ends
+                cost = await state.in_io(decoded_cost, data, name, state.config.max_pixels)
+                with state.budget.reserve(cost):
+                    prepared = await state.in_io(service.prepare, data, name)
+                    del data
+                    result = await state.batchers[model].submit(prepared.chw)
+                    extra = {"batch_size": result.batch_size} if output == "json" else None
+                    body, media = await state.in_io(service.finish, prepared, result.outputs, output, background,
+                                                    extra)
+                    del prepared
         except ImageReadError as exc:
             return error(400, str(exc))
-        except (ImageTooLarge, BodyTooLarge) as exc:
+        except ClientDisconnect:
+            return Response(status_code=CLIENT_CLOSED)  # nobody reads it; /metrics counts it apart from errors
+        except OverBudget as exc:
+            return error(503, f"server busy: {exc}; retry later", {"Retry-After": "1"})
+        except (ImageTooLarge, BodyTooLarge, NeverFits) as exc:
             return error(413, str(exc) or f"request body is larger than {state.config.max_body_bytes} bytes")
         except QueueFull as exc:
             depth = state.batchers[model].depth()
@@ -177,7 +193,7 @@ def build_app(state: ServerState):
             return error(503, f"server busy: {exc}; retry later", {"Retry-After": str(wait)})
         except TimeoutError:
             return error(504, f"request took longer than its timeout of {timeout:g} s (queue + inference)")
-        except _UploadError as exc:
+        except UploadError as exc:
             return error(400, str(exc))
         except Exception as exc:  # noqa: BLE001 - this item failed in the runtime; others are unaffected
             return error(500, f"inference failed for this request: {type(exc).__name__}: {exc}")
@@ -227,7 +243,7 @@ def build_app(state: ServerState):
     return app
 
 
-class _UploadError(ValueError):
+class UploadError(ValueError):
     pass
 
 
@@ -236,10 +252,24 @@ async def read_upload(request, field: str = "file") -> tuple[bytes, str]:
     No URL is ever fetched."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        form = await request.form()
+        form = await read_form(request)
         upload = form.get(field)
         if upload is None or isinstance(upload, str):
-            raise _UploadError(f"multipart body has no file field {field!r}; send the image as {field}=@image.jpg")
+            raise UploadError(f"multipart body has no file field {field!r}; send the image as {field}=@image.jpg")
         data = await upload.read()
         return data, upload.filename or field
     return await request.body(), "request body"
+
+
+async def read_form(request):
+    """The multipart form, or :class:`UploadError` (HTTP 400) naming what is malformed."""
+    from starlette.exceptions import HTTPException
+
+    try:
+        return await request.form()
+    except ClientDisconnect:
+        raise
+    except HTTPException as exc:  # Starlette's own verdict on the body (bad boundary, parts over its limits)
+        raise UploadError(f"malformed multipart body: {exc.detail}") from None
+    except (ValueError, KeyError, UnicodeError, AssertionError) as exc:
+        raise UploadError(f"malformed multipart body: {type(exc).__name__}: {exc}") from None

@@ -3,7 +3,8 @@
 >>> app = create_app("u2netp", weights="official")          # then: uvicorn.run(app)
 
 Routes: ``POST /v1/models/{model}/predict`` (``?output=mask|cutout|prob|json``), ``GET /v1/models``,
-``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus), ``/docs`` (OpenAPI), and
+``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus), ``/`` (a page to try it),
+``/docs`` and ``/redoc`` (OpenAPI, from packaged files), and
 ``POST /api/remove`` for rembg clients (:mod:`segdeploy.serve.rembg_compat`).
 
 Status codes: 400 unreadable image (the reason is in ``detail``) or bad option, 401 API key,
@@ -143,7 +144,7 @@ def build_app(state: ServerState):
         yield
         await state.stop()  # uvicorn calls this after in-flight requests have been answered
 
-    app = FastAPI(title="segdeploy serve", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="segdeploy serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Segmentation masks over HTTP with dynamic batching; every model is checked "
                   "against its PyTorch fp32 reference at start-up (see GET /v1/models).")
     app.state.segdeploy = state
@@ -197,7 +198,8 @@ def build_app(state: ServerState):
             return error(400, str(exc))
         except Exception as exc:  # noqa: BLE001 - this item failed in the runtime; others are unaffected
             return error(500, f"inference failed for this request: {type(exc).__name__}: {exc}")
-        headers = {"X-Segdeploy-Model": model, "X-Segdeploy-Batch-Size": str(result.batch_size)}
+        headers = {"X-Segdeploy-Model": model, "X-Segdeploy-Batch-Size": str(result.batch_size),
+                   "X-Segdeploy-Inference-Ms": f"{result.infer_s * 1000:.0f}"}
         return Response(body, media_type=media, headers=headers)
 
     predict_body = {"requestBody": {"required": True, "content": {
@@ -237,9 +239,11 @@ def build_app(state: ServerState):
         body, media = state.metrics.render()
         return Response(body, media_type=media)
 
+    from segdeploy.serve.pages import add_page_routes
     from segdeploy.serve.rembg_compat import add_rembg_routes
 
     add_rembg_routes(app, state, answer, read_upload)
+    add_page_routes(app)
     return app
 
 

@@ -144,7 +144,10 @@ def test_cli_streams_open_openvino_with_one_batch_worker_per_stream(plugin_dir, 
 
 
 @pytest.mark.parametrize("flags, message", [(["--streams", "0"], "at least 1"),
-                                            (["--streams", "2", "--backend", "torch"], "OpenVINO setting")])
+                                            (["--streams", "2", "--backend", "torch"], "OpenVINO setting"),
+                                            (["--backend", "onnxruntime", "--precision", "int8"], "--onnx FILE"),
+                                            (["--max-inflight-bytes", "lots"], "--max-inflight-bytes"),
+                                            (["--check-images", "nowhere"], "neither a count nor a folder")])
 def test_cli_streams_misuse_is_a_usage_error(plugin_dir, capsys, flags, message):
     from segdeploy.cli.main import main
 

@@ -8,10 +8,16 @@ DESCRIPTION = """\
 Serve a model over HTTP (FastAPI + uvicorn, or Ray Serve with --ray).
 
 Start-up: the model is opened on the chosen backend/precision (auto = the fastest this machine
-runs), checked against its PyTorch fp32 reference on built-in check images (the fidelity gate),
-warmed up, and only then served. A failed gate refuses to start (exit 3) unless
---allow-unverified, which marks the model unverified in GET /v1/models and in an
-X-Segdeploy-Unverified: true header on every response.
+runs), checked against its PyTorch fp32 reference (the fidelity gate: the packaged real photos
+for trained weights, generated images for random ones, or --check-images DIR), warmed up, and
+only then served. VERIFIED means a passed gate on the served file (by sha256), these weights and
+preprocessing, >= 16 named images and the default thresholds; a --reference report must name all
+of them. Anything else refuses to start (exit 3) unless --allow-unverified, which marks the model
+unverified in GET /v1/models and in an X-Segdeploy-Unverified: true header on every response.
+
+Memory: each request is priced from its image header before decoding and admitted against
+--max-inflight-bytes (503 + Retry-After when in use). Connections must send their headers within
+--header-timeout; at most --max-connections are open.
 
 Concurrent requests are batched: a request waits at most --max-wait-ms for others of the same
 input size, up to --max-batch-size per forward pass (in sizes 1, 2, 4, ... and the maximum, so a
@@ -19,8 +25,9 @@ static-shape engine compiles a few models, not one per size). On a small CPU one
 fills every core and batching gains little; under steady load there, --streams <cores>
 --max-batch-size 1 serves the most (see docs/serving.md, "Load test").
 
-Routes: POST /v1/models/MODEL/predict (?output=mask|cutout|prob|json), GET /v1/models, /healthz,
-/readyz, /metrics (Prometheus), /docs, and POST /api/remove for rembg clients. Binds 127.0.0.1;
+Routes: / (a page to try the model in a browser), POST /v1/models/MODEL/predict
+(?output=mask|cutout|prob|json), GET /v1/models, /healthz, /readyz, /metrics (Prometheus), /docs
+and /redoc (offline), and POST /api/remove for rembg clients. Binds 127.0.0.1;
 any other --host needs --api-key (or $SEGDEPLOY_API_KEY). Ctrl-C / SIGTERM finishes the requests
 in flight before exiting.
 """
@@ -120,6 +127,10 @@ def run(args) -> int:
                          check_images=check_images, check_size=check_size, api_key=api_key,
                          max_inflight_bytes=budget, header_timeout_s=args.header_timeout,
                          max_connections=args.max_connections)
+    if args.precision == "int8" and args.backend in ("onnxruntime", "openvino") and not args.onnx:
+        raise UsageError(f"serve --backend {args.backend} --precision int8 needs the quantized model to serve: add "
+                         "--onnx FILE (made with `segdeploy quantize`, calibrated on real photos); the server "
+                         "gates that file, it never quantizes on its own")
     options = {"threads": args.threads} if args.threads else {}
     if args.streams is not None:
         if args.streams < 1:

@@ -219,7 +219,7 @@ def build_app(state: ServerState):
     async def models():
         """What is served: spec, weights (sha256), backend, precision, fidelity verdict, settings."""
         return {"models": [s.describe() for s in state.services.values()], "config": state.config.public(),
-                "ready": state.ready}
+                "memory": state.budget.public(), "ready": state.ready}
 
     @app.get("/healthz")
     async def healthz():

@@ -134,7 +134,7 @@ def create_app(model: str | None = None, *, weights=None, backend: str = "auto",
 def build_app(state: ServerState):
     """The FastAPI app over a ready :class:`ServerState` (routes, middleware, lifespan)."""
     from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import Response
 
     from segdeploy import __version__
 
@@ -150,57 +150,7 @@ def build_app(state: ServerState):
     app.state.segdeploy = state
     app.add_middleware(GuardMiddleware, state=state)
 
-    def error(status: int, detail: str, headers: dict[str, str] | None = None):
-        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
-
-    async def answer(model: str, data_source, output: str, request: Request, background=None):
-        """Shared by /v1/models/{model}/predict and /api/remove: read, batch, decode, encode."""
-        service = state.services.get(model)
-        if service is None:
-            return error(404, f"unknown model {model!r}; this server serves {', '.join(state.services)} "
-                         "(GET /v1/models)")
-        if output not in OUTPUTS:
-            return error(400, f"unknown output {output!r}; use one of {', '.join(OUTPUTS)}")
-        if not state.batchers[model].started:
-            state.start()  # an embedding app whose server does not run the lifespan
-        timeout = state.config.request_timeout_s
-        asked = request.headers.get(TIMEOUT_HEADER)
-        if asked and asked.isdigit():
-            timeout = min(timeout, int(asked) / 1000.0)  # a client may shorten its deadline, not extend it
-        try:
-            async with asyncio.timeout(timeout):
-                data, name = await data_source()
-                # priced from the header, before any pixel is decoded; released however it ends
-                cost = await state.in_io(decoded_cost, data, name, state.config.max_pixels)
-                with state.budget.reserve(cost):
-                    prepared = await state.in_io(service.prepare, data, name)
-                    del data
-                    result = await state.batchers[model].submit(prepared.chw)
-                    extra = {"batch_size": result.batch_size} if output == "json" else None
-                    body, media = await state.in_io(service.finish, prepared, result.outputs, output, background,
-                                                    extra)
-                    del prepared
-        except ImageReadError as exc:
-            return error(400, str(exc))
-        except ClientDisconnect:
-            return Response(status_code=CLIENT_CLOSED)  # nobody reads it; /metrics counts it apart from errors
-        except OverBudget as exc:
-            return error(503, f"server busy: {exc}; retry later", {"Retry-After": "1"})
-        except (ImageTooLarge, BodyTooLarge, NeverFits) as exc:
-            return error(413, str(exc) or f"request body is larger than {state.config.max_body_bytes} bytes")
-        except QueueFull as exc:
-            depth = state.batchers[model].depth()
-            wait = max(1, math.ceil(depth * 0.05))  # ~50 ms per queued image on a small CPU: a hint, not a promise
-            return error(503, f"server busy: {exc}; retry later", {"Retry-After": str(wait)})
-        except TimeoutError:
-            return error(504, f"request took longer than its timeout of {timeout:g} s (queue + inference)")
-        except UploadError as exc:
-            return error(400, str(exc))
-        except Exception as exc:  # noqa: BLE001 - this item failed in the runtime; others are unaffected
-            return error(500, f"inference failed for this request: {type(exc).__name__}: {exc}")
-        headers = {"X-Segdeploy-Model": model, "X-Segdeploy-Batch-Size": str(result.batch_size),
-                   "X-Segdeploy-Inference-Ms": f"{result.infer_s * 1000:.0f}"}
-        return Response(body, media_type=media, headers=headers)
+    answer = make_answer(state)
 
     predict_body = {"requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string",
@@ -230,7 +180,7 @@ def build_app(state: ServerState):
     async def readyz():
         """200 once the models are loaded, checked and warm and the batchers run; 503 while draining."""
         if not state.ready:
-            return error(503, "not ready (starting or shutting down)")
+            return _error(503, "not ready (starting or shutting down)")
         return {"status": "ready", "models": list(state.services)}
 
     @app.get("/metrics")
@@ -245,6 +195,74 @@ def build_app(state: ServerState):
     add_rembg_routes(app, state, answer, read_upload)
     add_page_routes(app)
     return app
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+async def _segment(state: ServerState, service: ModelService, data_source, output: str, background):
+    """Read, admit by memory, decode, batch, encode: (body, media type, batch result)."""
+    data, name = await data_source()
+    # priced from the header, before any pixel is decoded; released however it ends
+    cost = await state.in_io(decoded_cost, data, name, state.config.max_pixels)
+    with state.budget.reserve(cost):
+        prepared = await state.in_io(service.prepare, data, name)
+        del data
+        result = await state.batchers[service.name].submit(prepared.chw)
+        extra = {"batch_size": result.batch_size} if output == "json" else None
+        body, media = await state.in_io(service.finish, prepared, result.outputs, output, background, extra)
+    return body, media, result
+
+
+def make_answer(state: ServerState):
+    """The handler shared by /v1/models/{model}/predict and /api/remove, every failure mapped to
+    its status code."""
+    from fastapi.responses import Response
+
+    error = _error
+
+    async def answer(model: str, data_source, output: str, request: Request, background=None):
+        service = state.services.get(model)
+        if service is None:
+            return error(404, f"unknown model {model!r}; this server serves {', '.join(state.services)} "
+                         "(GET /v1/models)")
+        if output not in OUTPUTS:
+            return error(400, f"unknown output {output!r}; use one of {', '.join(OUTPUTS)}")
+        if not state.batchers[model].started:
+            state.start()  # an embedding app whose server does not run the lifespan
+        timeout = state.config.request_timeout_s
+        asked = request.headers.get(TIMEOUT_HEADER)
+        if asked and asked.isdigit():
+            timeout = min(timeout, int(asked) / 1000.0)  # a client may shorten its deadline, not extend it
+        try:
+            async with asyncio.timeout(timeout):
+                body, media, result = await _segment(state, service, data_source, output, background)
+        except ImageReadError as exc:
+            return error(400, str(exc))
+        except ClientDisconnect:
+            return Response(status_code=CLIENT_CLOSED)  # nobody reads it; /metrics counts it apart from errors
+        except OverBudget as exc:
+            return error(503, f"server busy: {exc}; retry later", {"Retry-After": "1"})
+        except (ImageTooLarge, BodyTooLarge, NeverFits) as exc:
+            return error(413, str(exc) or f"request body is larger than {state.config.max_body_bytes} bytes")
+        except QueueFull as exc:
+            depth = state.batchers[model].depth()
+            wait = max(1, math.ceil(depth * 0.05))  # ~50 ms per queued image on a small CPU: a hint, not a promise
+            return error(503, f"server busy: {exc}; retry later", {"Retry-After": str(wait)})
+        except TimeoutError:
+            return error(504, f"request took longer than its timeout of {timeout:g} s (queue + inference)")
+        except UploadError as exc:
+            return error(400, str(exc))
+        except Exception as exc:  # noqa: BLE001 - this item failed in the runtime; others are unaffected
+            return error(500, f"inference failed for this request: {type(exc).__name__}: {exc}")
+        headers = {"X-Segdeploy-Model": model, "X-Segdeploy-Batch-Size": str(result.batch_size),
+                   "X-Segdeploy-Inference-Ms": f"{result.infer_s * 1000:.0f}"}
+        return Response(body, media_type=media, headers=headers)
+
+    return answer
 
 
 class UploadError(ValueError):

@@ -120,14 +120,18 @@ def main(argv=None) -> int:
     from segdeploy.core.environment import environment
     from segdeploy.serve.config import parse_bytes
 
+    from segdeploy.serve.admission import decoded_cost
+
     budget = parse_bytes(args.budget)
     bodies = big_pngs(args.distinct, args.side)
+    price = decoded_cost(bodies[0], "upload", args.side * args.side)
     server = Server(SimpleNamespace(model=args.model, weights=args.weights, max_wait_ms=10), max_batch_size=1,
                     backend=args.backend, precision=None, check_images=16,
                     extra=("--max-inflight-bytes", args.budget))
     record: dict = {"environment": environment(), "model": args.model, "weights": args.weights,
                     "backend": args.backend, "clients": args.clients, "image": f"{args.side}x{args.side} PNG",
-                    "upload_bytes": [len(b) for b in bodies], "budget_bytes": budget, "load_before": loadavg()}
+                    "upload_bytes": [len(b) for b in bodies], "budget_bytes": budget, "price_bytes": price,
+                    "admitted_at_once": budget // price, "load_before": loadavg()}
     try:
         record["ready_s"] = round(server.wait_ready(1200), 1)
         pid = server.proc.pid
@@ -180,6 +184,7 @@ def markdown(r: dict) -> str:
         f"| final answers (503 retried after Retry-After) | {r.get('final_answers')} |",
         f"| requests sent | {r.get('attempts')} |",
         f"| burst duration | {r.get('burst_s')} s |",
+        f"| price of one upload / admitted at once | {r['price_bytes'] / 2**20:.0f} MiB / {r['admitted_at_once']} |",
         f"| server RSS idle / peak | {r.get('rss_idle_mb')} / {r.get('rss_peak_mb')} MiB |",
         f"| budget + 1 GiB | {(r['budget_bytes'] + GIB) / 2**20:.0f} MiB |",
         f"| same process, still ready | {r.get('same_process')}, {r.get('still_ready')} |",

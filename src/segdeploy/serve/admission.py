@@ -22,10 +22,11 @@ DEFAULT_SHARE = 0.25
 
 #: bytes per image pixel a request holds at its peak besides the decoded image and a rotated copy
 #: of it: the RGB array (3), the float32 map at the original size (4), the mask or cut-out and the
-#: encoder's buffers, or for ``?output=prob`` the .npy copy of the map (4 + 4). Measured: a
-#: 36-megapixel PNG (mask or cut-out) grows the process by 11 bytes per pixel in all, under the
-#: 20 this prices an RGB image at (2 x 4 + 12).
-PER_PIXEL_WORK = 12
+#: encoder's buffers, or for ``?output=prob`` the .npy copy of the map (4 + 4), and what the
+#: allocator keeps of them: an RGB image is priced at 24 bytes per pixel (2 x 4 + 16). Measured
+#: (benchmarks/results/serve_memory_cpu.md): two 36-megapixel PNGs in flight grew the server's
+#: RSS by 22 bytes per pixel each.
+PER_PIXEL_WORK = 16
 
 
 class OverBudget(SegdeployError):

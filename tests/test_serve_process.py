@@ -115,7 +115,7 @@ def test_cli_refuses_to_start_on_a_failed_gate(plugin_dir, monkeypatch, capsys):
                  "--check-images", "1", "--check-size", "32x32", "--max-batch-size", "1"])
     assert code == 3
     err = capsys.readouterr().err
-    assert "the gate did not pass (fail)" in err and "--allow-unverified" in err
+    assert "the gate did not pass (fail: d0: rel 2e-02 > 1e-04 (injected))" in err and "--allow-unverified" in err
 
 
 def test_cli_public_bind_needs_api_key(plugin_dir, monkeypatch, capsys):

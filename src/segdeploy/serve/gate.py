@@ -205,7 +205,8 @@ def acceptance(summary: dict[str, Any], *, weights_fp: str, preprocessing_fp: st
     """
     why = []
     if summary.get("status") != "pass":
-        why.append(f"the gate did not pass ({summary.get('status')})")
+        detail = "; ".join(list(summary.get("failures") or [])[:3]) or summary.get("reason") or ""
+        why.append(f"the gate did not pass ({summary.get('status')}{': ' + detail if detail else ''})")
     if not summary.get("default_thresholds"):
         why.append("judged under thresholds other than the defaults (loosened --tolerance, or not recorded)")
     if ((summary.get("weights") or {}).get("state_dict_sha256")) != weights_fp:

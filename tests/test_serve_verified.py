@@ -155,7 +155,7 @@ def test_int8_that_passes_on_synthetic_images_fails_the_photo_gate(tmp_path, mon
     from segdeploy.serve import create_app, gate
 
     monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path / "cache"))
-    synthetic = gate.check_images(48, (240, 320), seed=7)
+    synthetic = gate.check_images(32, (240, 320), seed=7)
     int8 = tmp_path / "u2netp.int8.onnx"
     quantize_onnx("u2netp", str(OFFICIAL), synthetic[16:], int8)
     generated = [(f"generated:{i}", image) for i, image in enumerate(synthetic[:16])]

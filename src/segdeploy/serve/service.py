@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -219,24 +220,20 @@ def _served_weights_fp(runtime, spec, weights, seed: int, summary: dict[str, Any
     return weights_fingerprint(resolve_module(spec, weights, seed=seed, spec=spec)[0])
 
 
-_PATH = None
+#: an absolute path, /a/b/c or ~/a/b or C:\\a\\b (not the // of a URL); group 1 is its last component
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:~|[A-Za-z]:)?(?:[/\\][^\s/\\'\"]+)+[/\\]([^\s/\\'\"]+)")
 
 
 def without_paths(data):
     """``data`` with every absolute file-system path (whole values and paths inside sentences)
     replaced by its last component: what a server shows about itself names files, it never maps
     the host's directories."""
-    global _PATH
-    import re
-
-    if _PATH is None:  # /a/b/c or ~/a/b (not the // of a URL, not a route's leading slash alone)
-        _PATH = re.compile(r"(?<![\w.:/])(?:~|[A-Za-z]:)?(?:[/\\][^\s/\\'\"]+)+[/\\]([^\s/\\'\"]+)")
     if isinstance(data, dict):
         return {key: without_paths(value) for key, value in data.items()}
     if isinstance(data, (list, tuple)):
         return [without_paths(value) for value in data]
     if isinstance(data, str):
-        return _PATH.sub(r"\1", data)
+        return _ABSOLUTE_PATH.sub(r"\1", data)
     return data
 
 

@@ -45,7 +45,7 @@ def test_uvicorn_process_serves_predict_bytes_batches_and_drains(plugin_dir, tmp
     log = open(tmp_path / "server.log", "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "segdeploy.cli.main", "serve", MODEL, "--weights", "random", "--backend", "torch",
-         "--port", str(port), "--check-images", "2", "--check-size", "32x48", "--max-batch-size", "4",
+         "--port", str(port), "--check-images", "16", "--check-size", "32x48", "--max-batch-size", "4",
          "--max-wait-ms", "50", "--log-level", "warning"],
         env=subprocess_env(plugin_dir), stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -109,13 +109,13 @@ def test_cli_refuses_to_start_on_a_failed_gate(plugin_dir, monkeypatch, capsys):
     from segdeploy.serve import gate
 
     monkeypatch.setattr(gate, "fidelity_gate",
-                        lambda spec, **kw: (False, {"status": "fail", "failures": ["d0: rel 2e-02 > 1e-04 (injected)"]}))
+                        lambda spec, **kw: {"status": "fail", "failures": ["d0: rel 2e-02 > 1e-04 (injected)"]})
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("uvicorn started despite a failed gate"))
     code = main(["serve", MODEL, "--weights", "random", "--backend", "torch", "--port", str(free_port()),
                  "--check-images", "1", "--check-size", "32x32", "--max-batch-size", "1"])
     assert code == 3
     err = capsys.readouterr().err
-    assert "failed the fidelity gate" in err and "--allow-unverified" in err
+    assert "the gate did not pass (fail: d0: rel 2e-02 > 1e-04 (injected))" in err and "--allow-unverified" in err
 
 
 def test_cli_public_bind_needs_api_key(plugin_dir, monkeypatch, capsys):
@@ -135,7 +135,7 @@ def test_cli_streams_open_openvino_with_one_batch_worker_per_stream(plugin_dir, 
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app))
     assert main(["serve", MODEL, "--weights", "random", "--backend", "openvino", "--streams", "2",
-                 "--max-batch-size", "1", "--port", str(free_port()), "--check-images", "1",
+                 "--max-batch-size", "1", "--port", str(free_port()), "--check-images", "16",
                  "--check-size", "32x32"]) == 0
     state = served["app"].state.segdeploy
     runtime = state.services[MODEL].runtimes[0]
@@ -144,7 +144,10 @@ def test_cli_streams_open_openvino_with_one_batch_worker_per_stream(plugin_dir, 
 
 
 @pytest.mark.parametrize("flags, message", [(["--streams", "0"], "at least 1"),
-                                            (["--streams", "2", "--backend", "torch"], "OpenVINO setting")])
+                                            (["--streams", "2", "--backend", "torch"], "OpenVINO setting"),
+                                            (["--backend", "onnxruntime", "--precision", "int8"], "--onnx FILE"),
+                                            (["--max-inflight-bytes", "lots"], "--max-inflight-bytes"),
+                                            (["--check-images", "nowhere"], "neither a count nor a folder")])
 def test_cli_streams_misuse_is_a_usage_error(plugin_dir, capsys, flags, message):
     from segdeploy.cli.main import main
 

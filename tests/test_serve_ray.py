@@ -24,7 +24,7 @@ def test_two_ray_replicas_serve_the_plain_servers_bytes(tmp_path, monkeypatch):
     plugin = write_plugin(tmp_path / "plugin")
     register_in_process(plugin)
     bodies = [photo(40 + i) for i in range(3)]
-    settings = dict(check_images=1, check_size=(32, 32), max_batch_size=4, max_wait_ms=20)
+    settings = dict(check_images=16, check_size=(32, 32), max_batch_size=4, max_wait_ms=20)
     plain = create_app(MODEL, weights="random", backend="torch", **settings)
 
     async def plain_answers():

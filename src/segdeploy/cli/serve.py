@@ -9,10 +9,16 @@ DESCRIPTION = """\
 Serve a model over HTTP (FastAPI + uvicorn, or Ray Serve with --ray).
 
 Start-up: the model is opened on the chosen backend/precision (auto = the fastest this machine
-runs), checked against its PyTorch fp32 reference on built-in check images (the fidelity gate),
-warmed up, and only then served. A failed gate refuses to start (exit 3) unless
---allow-unverified, which marks the model unverified in GET /v1/models and in an
-X-Segdeploy-Unverified: true header on every response.
+runs), checked against its PyTorch fp32 reference (the fidelity gate: the packaged real photos
+for trained weights, generated images for random ones, or --check-images DIR), warmed up, and
+only then served. VERIFIED means a passed gate on the served file (by sha256), these weights and
+preprocessing, >= 16 named images and the default thresholds; a --reference report must name all
+of them. Anything else refuses to start (exit 3) unless --allow-unverified, which marks the model
+unverified in GET /v1/models and in an X-Segdeploy-Unverified: true header on every response.
+
+Memory: each request is priced from its image header before decoding and admitted against
+--max-inflight-bytes (503 + Retry-After when in use). Connections must send their headers within
+--header-timeout; at most --max-connections are open.
 
 Concurrent requests are batched: a request waits at most --max-wait-ms for others of the same
 input size, up to --max-batch-size per forward pass (in sizes 1, 2, 4, ... and the maximum, so a
@@ -20,8 +26,9 @@ static-shape engine compiles a few models, not one per size). On a small CPU one
 fills every core and batching gains little; under steady load there, --streams <cores>
 --max-batch-size 1 serves the most (see docs/serving.md, "Load test").
 
-Routes: POST /v1/models/MODEL/predict (?output=mask|cutout|prob|json), GET /v1/models, /healthz,
-/readyz, /metrics (Prometheus), /docs, and POST /api/remove for rembg clients. Binds 127.0.0.1;
+Routes: / (a page to try the model in a browser), POST /v1/models/MODEL/predict
+(?output=mask|cutout|prob|json), GET /v1/models, /healthz, /readyz, /metrics (Prometheus), /docs
+and /redoc (offline), and POST /api/remove for rembg clients. Binds 127.0.0.1;
 any other --host needs --api-key (or $SEGDEPLOY_API_KEY). Ctrl-C / SIGTERM finishes the requests
 in flight before exiting.
 """
@@ -66,6 +73,14 @@ def register(sub) -> None:
                        help="largest request body (default: 20 MiB)")
     group.add_argument("--max-pixels", type=int, default=40_000_000, metavar="P",
                        help="largest image, width x height (default: 40 M)")
+    group.add_argument("--max-inflight-bytes", default=None, metavar="SIZE",
+                       help="memory the requests in flight may hold once decoded, priced from each image's header "
+                       "before decoding (e.g. 2GB, 512MiB); over it: 503 + Retry-After (default: 25%% of the "
+                       "memory available at start-up)")
+    group.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                       help="seconds a connection has to send a request's headers before it is closed (default: 10)")
+    group.add_argument("--max-connections", type=int, default=512, metavar="N",
+                       help="open connections at most; more are closed on arrival (default: 512)")
     group.add_argument("--threads", type=int, default=None, metavar="N", help="runtime CPU threads (default: backend's)")
     torch_arguments(group)
     group.add_argument("--streams", type=int, default=None, metavar="N",
@@ -78,8 +93,9 @@ def register(sub) -> None:
                       help="serve even if the gate fails (marked unverified in /v1/models and response headers)")
     gate.add_argument("--reference", metavar="FILE",
                       help="take the gate verdict from a `segdeploy compare --json` report instead of re-running it")
-    gate.add_argument("--check-images", type=int, default=16, metavar="N",
-                      help="built-in check images of the gate (default: 16; fewer only for tests)")
+    gate.add_argument("--check-images", default="16", metavar="N|DIR",
+                      help="the gate's images: N built-in ones (generated, plus the packaged photos for trained "
+                      "weights) or a folder of your own (default: 16; fewer than 16 never verify)")
     gate.add_argument("--check-size", default="240x320", metavar="HxW", help="size of the check images (default: 240x320)")
     ray = parser.add_argument_group("Ray Serve")
     ray.add_argument("--ray", action="store_true", help="deploy on Ray Serve instead of uvicorn")
@@ -97,7 +113,7 @@ def run(args) -> int:
     from segdeploy.cli.common import size_hw
     from segdeploy.core.errors import UsageError
     from segdeploy.core.registry import get_spec
-    from segdeploy.serve.config import ServeConfig, resolve_api_key
+    from segdeploy.serve.config import ServeConfig, parse_bytes, resolve_api_key
 
     spec = get_spec(args.model)
     try:
@@ -105,10 +121,18 @@ def run(args) -> int:
     except Exception as exc:  # argparse.ArgumentTypeError carries the message
         raise UsageError(f"--check-size: {exc}") from None
     api_key = resolve_api_key(args.host, args.api_key)
+    check_images = _check_images(args.check_images)
+    budget = parse_bytes(args.max_inflight_bytes) if args.max_inflight_bytes is not None else None
     config = ServeConfig(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                          workers=args.workers, request_timeout_s=args.timeout, max_body_bytes=args.max_body_bytes,
                          max_pixels=args.max_pixels, allow_unverified=args.allow_unverified,
-                         check_images=args.check_images, check_size=check_size, api_key=api_key)
+                         check_images=check_images, check_size=check_size, api_key=api_key,
+                         max_inflight_bytes=budget, header_timeout_s=args.header_timeout,
+                         max_connections=args.max_connections)
+    if args.precision == "int8" and args.backend in ("onnxruntime", "openvino") and not args.onnx:
+        raise UsageError(f"serve --backend {args.backend} --precision int8 needs the quantized model to serve: add "
+                         "--onnx FILE (made with `segdeploy quantize`, calibrated on real photos); the server "
+                         "gates that file, it never quantizes on its own")
     options = {"threads": args.threads} if args.threads else {}
     options.update(torch_options(args))
     if args.streams is not None:
@@ -134,16 +158,31 @@ def run(args) -> int:
     import uvicorn
 
     from segdeploy.serve.app import create_app
+    from segdeploy.serve.connections import uvicorn_settings
 
     app = create_app(spec.name, weights=args.weights, backend=args.backend, device=args.device,
                      precision=args.precision, onnx_path=args.onnx, seed=args.seed, config=config,
                      reference=args.reference, runtime_options=options, log=log)
     service = next(iter(app.state.segdeploy.services.values()))
+    state = app.state.segdeploy
     log(f"serving {spec.name} ({service.runtimes[0].name} {service.runtimes[0].precision}, "
         f"{'VERIFIED' if service.verified else 'UNVERIFIED'}) on http://{args.host}:{args.port} "
-        f"— docs at /docs")
+        f"— page at /, docs at /docs; memory budget {state.budget.limit / 1e9:.2f} GB in flight")
     # One process: batching needs every request in the same queue. uvicorn answers SIGINT/SIGTERM
     # by refusing new connections and waiting for the requests in flight before the lifespan ends.
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1,
-                timeout_graceful_shutdown=max(30, int(args.timeout)))
+                timeout_graceful_shutdown=max(30, int(args.timeout)), **uvicorn_settings(config))
     return 0
+
+
+def _check_images(value: str) -> int | str:
+    """--check-images: a count, or a folder of images."""
+    import os
+
+    from segdeploy.core.errors import UsageError
+
+    if value.isdigit():
+        return int(value)
+    if os.path.isdir(value):
+        return value
+    raise UsageError(f"--check-images {value}: neither a count nor a folder")

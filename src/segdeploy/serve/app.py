@@ -3,12 +3,14 @@
 >>> app = create_app("u2netp", weights="official")          # then: uvicorn.run(app)
 
 Routes: ``POST /v1/models/{model}/predict`` (``?output=mask|cutout|prob|json``), ``GET /v1/models``,
-``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus), ``/docs`` (OpenAPI), and
+``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus), ``/`` (a page to try it),
+``/docs`` and ``/redoc`` (OpenAPI, from packaged files), and
 ``POST /api/remove`` for rembg clients (:mod:`segdeploy.serve.rembg_compat`).
 
 Status codes: 400 unreadable image (the reason is in ``detail``) or bad option, 401 API key,
-404 unknown model, 413 body over ``max_body_bytes`` or image over ``max_pixels``, 500 the runtime
-failed on this item, 503 queue full (``Retry-After``) or not ready, 504 request over its timeout.
+404 unknown model, 413 body over ``max_body_bytes``, image over ``max_pixels`` or over the whole
+memory budget, 499 (metrics only) the client went away, 500 the runtime failed on this item, 503
+queue full or memory budget in use (``Retry-After``) or not ready, 504 request over its timeout.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from fastapi import Request  # module level: FastAPI resolves the routes' string annotations here
+from starlette.requests import ClientDisconnect
 
 from segdeploy.core.errors import ImageReadError
 from segdeploy.engine.inference_threads import calls_in_flight
+from segdeploy.serve.admission import MemoryBudget, NeverFits, OverBudget, decoded_cost, default_budget
 from segdeploy.serve.batcher import DynamicBatcher, QueueFull
 from segdeploy.serve.config import ServeConfig
 from segdeploy.serve.imaging import ImageTooLarge
@@ -31,6 +35,8 @@ from segdeploy.serve.middleware import BodyTooLarge, GuardMiddleware
 from segdeploy.serve.service import OUTPUTS, ModelService
 
 TIMEOUT_HEADER = "x-segdeploy-timeout-ms"
+#: status recorded for a request whose client went away before its answer (nginx's convention)
+CLIENT_CLOSED = 499
 
 
 class ServerState:
@@ -46,6 +52,7 @@ class ServerState:
         for name, batcher in self.batchers.items():
             self.metrics.track_queue(name, batcher.depth)
             self.metrics.unverified.labels(name).set(1 if self.services[name].unverified else 0)
+        self.budget = MemoryBudget(config.max_inflight_bytes or default_budget())
         self.io: ThreadPoolExecutor | None = None
         self.ready = False
         self.draining = False
@@ -127,7 +134,7 @@ def create_app(model: str | None = None, *, weights=None, backend: str = "auto",
 def build_app(state: ServerState):
     """The FastAPI app over a ready :class:`ServerState` (routes, middleware, lifespan)."""
     from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import Response
 
     from segdeploy import __version__
 
@@ -137,52 +144,13 @@ def build_app(state: ServerState):
         yield
         await state.stop()  # uvicorn calls this after in-flight requests have been answered
 
-    app = FastAPI(title="segdeploy serve", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="segdeploy serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Segmentation masks over HTTP with dynamic batching; every model is checked "
                   "against its PyTorch fp32 reference at start-up (see GET /v1/models).")
     app.state.segdeploy = state
     app.add_middleware(GuardMiddleware, state=state)
 
-    def error(status: int, detail: str, headers: dict[str, str] | None = None):
-        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
-
-    async def answer(model: str, data_source, output: str, request: Request, background=None):
-        """Shared by /v1/models/{model}/predict and /api/remove: read, batch, decode, encode."""
-        service = state.services.get(model)
-        if service is None:
-            return error(404, f"unknown model {model!r}; this server serves {', '.join(state.services)} "
-                         "(GET /v1/models)")
-        if output not in OUTPUTS:
-            return error(400, f"unknown output {output!r}; use one of {', '.join(OUTPUTS)}")
-        if not state.batchers[model].started:
-            state.start()  # an embedding app whose server does not run the lifespan
-        timeout = state.config.request_timeout_s
-        asked = request.headers.get(TIMEOUT_HEADER)
-        if asked and asked.isdigit():
-            timeout = min(timeout, int(asked) / 1000.0)  # a client may shorten its deadline, not extend it
-        try:
-            async with asyncio.timeout(timeout):
-                data, name = await data_source()
-                prepared = await state.in_io(service.prepare, data, name)
-                result = await state.batchers[model].submit(prepared.chw)
-                extra = {"batch_size": result.batch_size} if output == "json" else None
-                body, media = await state.in_io(service.finish, prepared, result.outputs, output, background, extra)
-        except ImageReadError as exc:
-            return error(400, str(exc))
-        except (ImageTooLarge, BodyTooLarge) as exc:
-            return error(413, str(exc) or f"request body is larger than {state.config.max_body_bytes} bytes")
-        except QueueFull as exc:
-            depth = state.batchers[model].depth()
-            wait = max(1, math.ceil(depth * 0.05))  # ~50 ms per queued image on a small CPU: a hint, not a promise
-            return error(503, f"server busy: {exc}; retry later", {"Retry-After": str(wait)})
-        except TimeoutError:
-            return error(504, f"request took longer than its timeout of {timeout:g} s (queue + inference)")
-        except _UploadError as exc:
-            return error(400, str(exc))
-        except Exception as exc:  # noqa: BLE001 - this item failed in the runtime; others are unaffected
-            return error(500, f"inference failed for this request: {type(exc).__name__}: {exc}")
-        headers = {"X-Segdeploy-Model": model, "X-Segdeploy-Batch-Size": str(result.batch_size)}
-        return Response(body, media_type=media, headers=headers)
+    answer = make_answer(state)
 
     predict_body = {"requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {"type": "string",
@@ -201,7 +169,7 @@ def build_app(state: ServerState):
     async def models():
         """What is served: spec, weights (sha256), backend, precision, fidelity verdict, settings."""
         return {"models": [s.describe() for s in state.services.values()], "config": state.config.public(),
-                "ready": state.ready}
+                "memory": state.budget.public(), "ready": state.ready}
 
     @app.get("/healthz")
     async def healthz():
@@ -212,7 +180,7 @@ def build_app(state: ServerState):
     async def readyz():
         """200 once the models are loaded, checked and warm and the batchers run; 503 while draining."""
         if not state.ready:
-            return error(503, "not ready (starting or shutting down)")
+            return _error(503, "not ready (starting or shutting down)")
         return {"status": "ready", "models": list(state.services)}
 
     @app.get("/metrics")
@@ -221,13 +189,83 @@ def build_app(state: ServerState):
         body, media = state.metrics.render()
         return Response(body, media_type=media)
 
+    from segdeploy.serve.pages import add_page_routes
     from segdeploy.serve.rembg_compat import add_rembg_routes
 
     add_rembg_routes(app, state, answer, read_upload)
+    add_page_routes(app)
     return app
 
 
-class _UploadError(ValueError):
+def _error(status: int, detail: str, headers: dict[str, str] | None = None):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+async def _segment(state: ServerState, service: ModelService, data_source, output: str, background):
+    """Read, admit by memory, decode, batch, encode: (body, media type, batch result)."""
+    data, name = await data_source()
+    # priced from the header, before any pixel is decoded; released however it ends
+    cost = await state.in_io(decoded_cost, data, name, state.config.max_pixels)
+    with state.budget.reserve(cost):
+        prepared = await state.in_io(service.prepare, data, name)
+        del data
+        result = await state.batchers[service.name].submit(prepared.chw)
+        extra = {"batch_size": result.batch_size} if output == "json" else None
+        body, media = await state.in_io(service.finish, prepared, result.outputs, output, background, extra)
+    return body, media, result
+
+
+def make_answer(state: ServerState):
+    """The handler shared by /v1/models/{model}/predict and /api/remove, every failure mapped to
+    its status code."""
+    from fastapi.responses import Response
+
+    error = _error
+
+    async def answer(model: str, data_source, output: str, request: Request, background=None):
+        service = state.services.get(model)
+        if service is None:
+            return error(404, f"unknown model {model!r}; this server serves {', '.join(state.services)} "
+                         "(GET /v1/models)")
+        if output not in OUTPUTS:
+            return error(400, f"unknown output {output!r}; use one of {', '.join(OUTPUTS)}")
+        if not state.batchers[model].started:
+            state.start()  # an embedding app whose server does not run the lifespan
+        timeout = state.config.request_timeout_s
+        asked = request.headers.get(TIMEOUT_HEADER)
+        if asked and asked.isdigit():
+            timeout = min(timeout, int(asked) / 1000.0)  # a client may shorten its deadline, not extend it
+        try:
+            async with asyncio.timeout(timeout):
+                body, media, result = await _segment(state, service, data_source, output, background)
+        except ImageReadError as exc:
+            return error(400, str(exc))
+        except ClientDisconnect:
+            return Response(status_code=CLIENT_CLOSED)  # nobody reads it; /metrics counts it apart from errors
+        except OverBudget as exc:
+            return error(503, f"server busy: {exc}; retry later", {"Retry-After": "1"})
+        except (ImageTooLarge, BodyTooLarge, NeverFits) as exc:
+            return error(413, str(exc) or f"request body is larger than {state.config.max_body_bytes} bytes")
+        except QueueFull as exc:
+            depth = state.batchers[model].depth()
+            wait = max(1, math.ceil(depth * 0.05))  # ~50 ms per queued image on a small CPU: a hint, not a promise
+            return error(503, f"server busy: {exc}; retry later", {"Retry-After": str(wait)})
+        except TimeoutError:
+            return error(504, f"request took longer than its timeout of {timeout:g} s (queue + inference)")
+        except UploadError as exc:
+            return error(400, str(exc))
+        except Exception as exc:  # noqa: BLE001 - this item failed in the runtime; others are unaffected
+            return error(500, f"inference failed for this request: {type(exc).__name__}: {exc}")
+        headers = {"X-Segdeploy-Model": model, "X-Segdeploy-Batch-Size": str(result.batch_size),
+                   "X-Segdeploy-Inference-Ms": f"{result.infer_s * 1000:.0f}"}
+        return Response(body, media_type=media, headers=headers)
+
+    return answer
+
+
+class UploadError(ValueError):
     pass
 
 
@@ -236,10 +274,24 @@ async def read_upload(request, field: str = "file") -> tuple[bytes, str]:
     No URL is ever fetched."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        form = await request.form()
+        form = await read_form(request)
         upload = form.get(field)
         if upload is None or isinstance(upload, str):
-            raise _UploadError(f"multipart body has no file field {field!r}; send the image as {field}=@image.jpg")
+            raise UploadError(f"multipart body has no file field {field!r}; send the image as {field}=@image.jpg")
         data = await upload.read()
         return data, upload.filename or field
     return await request.body(), "request body"
+
+
+async def read_form(request):
+    """The multipart form, or :class:`UploadError` (HTTP 400) naming what is malformed."""
+    from starlette.exceptions import HTTPException
+
+    try:
+        return await request.form()
+    except ClientDisconnect:
+        raise
+    except HTTPException as exc:  # Starlette's own verdict on the body (bad boundary, parts over its limits)
+        raise UploadError(f"malformed multipart body: {exc.detail}") from None
+    except (ValueError, KeyError, UnicodeError, AssertionError) as exc:
+        raise UploadError(f"malformed multipart body: {type(exc).__name__}: {exc}") from None

@@ -10,8 +10,10 @@ import hmac
 import json
 import time
 
-#: routes a load balancer probes without credentials
-OPEN_PATHS = ("/healthz", "/readyz")
+#: routes a load balancer probes without credentials, and the page with its packaged files (the
+#: page asks for the key before it calls an API route)
+OPEN_PATHS = ("/healthz", "/readyz", "/")
+OPEN_PREFIXES = ("/static/",)
 
 
 class BodyTooLarge(Exception):
@@ -35,7 +37,7 @@ class GuardMiddleware:
 
     def _authorised(self, scope) -> bool:
         key = self.state.config.api_key
-        if not key or scope["path"] in OPEN_PATHS:
+        if not key or scope["path"] in OPEN_PATHS or scope["path"].startswith(OPEN_PREFIXES):
             return True
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"x-api-key", b"").decode("latin-1")

@@ -5,7 +5,9 @@ Each replica loads and checks the model exactly as the plain server does
 (:func:`segdeploy.serve.app.build_app`, so routes, limits, metrics and response bytes are the
 same); only the batcher differs: requests reaching a replica are batched by ``@serve.batch``
 (``max_batch_size``, ``batch_wait_timeout_s`` = --max-wait-ms) and run in the replica's single
-inference thread. Ray's proxy spreads requests over replicas.
+inference thread. Ray's proxy spreads requests over replicas. Each replica admits requests against
+its own memory budget (``--max-inflight-bytes``; by default the machine's share divided by the
+number of replicas), on the same code path as the plain server.
 """
 
 from __future__ import annotations
@@ -54,9 +56,15 @@ def build_deployment(model: str, *, config: ServeConfig, weights=None, backend: 
                      cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0,
                      runtime_options: dict[str, Any] | None = None):
     """A bound Ray Serve application serving ``model`` on ``replicas`` replicas (``serve.run`` it)."""
+    from dataclasses import replace
+
     from ray import serve
 
+    from segdeploy.serve.admission import default_budget
+
     max_batch, wait_s = int(config.max_batch_size), float(config.max_wait_ms) / 1000.0
+    if config.max_inflight_bytes is None:  # the machine's share, split between the replicas it hosts
+        config = replace(config, max_inflight_bytes=default_budget(parts=replicas))
 
     @serve.deployment(name="segdeploy", num_replicas=int(replicas),
                       ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica},

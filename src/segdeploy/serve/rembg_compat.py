@@ -58,9 +58,14 @@ def add_rembg_routes(app, state, answer, read_upload) -> None:
     @app.post("/api/remove", openapi_extra=form_body, tags=["rembg compatibility"])
     async def remove(request: Request):
         """rembg's ``POST /api/remove``: the RGBA cut-out (or the mask with ``om=true``)."""
+        from segdeploy.serve.app import UploadError, read_form
+
         fields: dict[str, str] = {}
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            form = await request.form()
+            try:
+                form = await read_form(request)
+            except UploadError as exc:
+                return JSONResponse({"detail": str(exc)}, status_code=400)
             fields = {k: v for k, v in form.items() if isinstance(v, str)}
         model = fields.get("model") or request.query_params.get("model") or next(iter(state.services))
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -52,6 +53,7 @@ class ModelService:
         self.config = config
         self.verified, self.fidelity = verdict
         self.weights = weights
+        self.artifact: dict[str, Any] | None = None
         self.loaded_at = time.time()
 
     @property
@@ -87,25 +89,21 @@ class ModelService:
         chosen_backend, chosen_precision = first.name, first.precision
         if getattr(first, "selection", None):
             say(f"backend auto: {first.selection.get('why')}")
-        say(f"fidelity gate: {chosen_backend} {chosen_precision} vs torch fp32 on "
-            f"{config.check_images} check images")
-        images = gate.check_images(config.check_images, tuple(config.check_size))
-        # Judge the file the runtime runs (auto's int8 choice is a probed artifact, not a new quantization).
-        served_file = onnx_path or getattr(first, "onnx_path", None)
-        passed, summary = gate.fidelity_gate(spec, weights=weights, backend=chosen_backend, precision=chosen_precision,
-                                             device=device, seed=seed, onnx_path=served_file, images=images,
-                                             reference=reference)
+        record = _weights_of(first)
+        trained = bool(record) and record.get("kind") != "random"
+        passed, summary = _judge(spec, first, config, trained, say, weights=weights, device=device, seed=seed,
+                                 onnx_path=onnx_path, reference=reference)
         if not passed:
-            detail = "; ".join(summary.get("failures") or []) or summary.get("reason") or summary.get("status")
+            detail = "; ".join(summary["not_verified_because"])
             if not config.allow_unverified:
-                raise GateFailed(f"serve {spec.name}: {chosen_backend} {chosen_precision} failed the fidelity gate "
+                raise GateFailed(f"serve {spec.name}: {chosen_backend} {chosen_precision} is not verified "
                                  f"({detail}); refusing to serve it. Choose another --backend/--precision, or pass "
                                  "--allow-unverified to serve it marked unverified")
-            say(f"WARNING: fidelity gate failed ({detail}); serving UNVERIFIED (--allow-unverified)")
+            say(f"WARNING: not verified ({detail}); serving UNVERIFIED (--allow-unverified)")
         _release_gate_memory()
-        record = _weights_of(first)
         service = cls(spec, runtimes, config=config, verdict=(passed, summary), weights=record)
-        chw, _ = preprocess_with_valid(images[0], spec)
+        service.artifact = summary.get("served_artifact")
+        chw, _ = preprocess_with_valid(gate.check_images(1, tuple(config.check_size))[0], spec)
         for rt in runtimes:  # first requests should not pay for lazy initialisation (or a compile per size)
             for size in batch_sizes(config.max_batch_size):
                 rt.warmup((size, *chw.shape), iterations=calls_in_flight(rt))
@@ -157,14 +155,86 @@ class ModelService:
             runtime = {"describe_error": str(exc)}
         runtime.pop("weights", None)
         pre = self.spec.preprocess
-        return {
+        described = {
             "name": self.name, "title": self.spec.title, "task": self.task.name,
             "input": {"size": list(pre.size) if pre.size else None, "channel_order": pre.channel_order},
-            "weights": self.weights, "backend": first.name, "precision": first.precision,
+            "weights": self.weights, "artifact": self.artifact, "backend": first.name, "precision": first.precision,
             "selection": getattr(first, "selection", None), "runtime": runtime,
             "verified": self.verified, "unverified": self.unverified, "fidelity": self.fidelity,
             "workers": len(self.runtimes), "outputs": list(OUTPUTS),
         }
+        return without_paths(described)
+
+
+def _judge(spec, runtime, config: ServeConfig, trained: bool, say, *, weights, device: str, seed: int, onnx_path,
+           reference) -> tuple[bool, dict[str, Any]]:
+    """The verdict on what ``runtime`` serves: the start-up gate on the check set (or ``reference``),
+    then :func:`gate.acceptance`; ``(verified, summary)``."""
+    import os
+
+    from segdeploy.verify.compare import artifact_digest
+    from segdeploy.verify.reference import preprocessing_fingerprint
+
+    backend, precision = runtime.name, runtime.precision
+    # Judge the file the runtime runs (auto's int8 choice is a probed artifact, not a new quantization).
+    served_file = onnx_path or getattr(runtime, "onnx_path", None)
+    artifact = None
+    if backend != "torch" and served_file and os.path.isfile(str(served_file)):
+        artifact = {"name": os.path.basename(str(served_file)), "sha256": artifact_digest(served_file)}
+    if reference is not None:
+        say(f"fidelity verdict of {backend} {precision}: from {reference}")
+        summary = gate.from_reference(spec, reference, backend, precision)
+        expected = None
+    else:
+        checks = gate.check_set(config.check_images, tuple(config.check_size), trained)
+        say(f"fidelity gate: {backend} {precision} vs torch fp32 on {len(checks)} check images"
+            + (" (real photos among them)" if trained else ""))
+        summary = gate.fidelity_gate(spec, weights=weights, backend=backend, precision=precision, device=device,
+                                     seed=seed, onnx_path=served_file, images=checks)
+        expected = set(summary.pop("expected_ids", None) or ())
+    summary.pop("preprocessing_expected", None)
+    why = gate.acceptance(summary, weights_fp=_served_weights_fp(runtime, spec, weights, seed, summary, reference),
+                          preprocessing_fp=preprocessing_fingerprint(spec),
+                          artifact_sha256=artifact["sha256"] if artifact else None,
+                          required_ids=gate.required_photo_ids(config.check_images, trained), expected_ids=expected)
+    if backend != "torch" and artifact is None:
+        why.append("the served model is not a file the gate can name (no ONNX / IR file)")
+    summary["served_artifact"] = artifact
+    summary["verified"] = not why
+    summary["not_verified_because"] = why
+    return not why, summary
+
+
+def _served_weights_fp(runtime, spec, weights, seed: int, summary: dict[str, Any], reference) -> str | None:
+    """The served weights' state_dict fingerprint: the module's own for PyTorch; for a file runtime
+    the weights it was made from (the start-up gate loaded the same ``weights``)."""
+    from segdeploy.verify.reference import weights_fingerprint
+
+    module = getattr(runtime, "model", None)
+    if module is not None and hasattr(module, "state_dict"):
+        return weights_fingerprint(module)
+    if reference is None:
+        return (summary.get("weights") or {}).get("state_dict_sha256")
+    from segdeploy.convert.export import resolve_module
+
+    return weights_fingerprint(resolve_module(spec, weights, seed=seed, spec=spec)[0])
+
+
+#: an absolute path, /a/b/c or ~/a/b or C:\\a\\b (not the // of a URL); group 1 is its last component
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:~|[A-Za-z]:)?(?:[/\\][^\s/\\'\"]+)+[/\\]([^\s/\\'\"]+)")
+
+
+def without_paths(data):
+    """``data`` with every absolute file-system path (whole values and paths inside sentences)
+    replaced by its last component: what a server shows about itself names files, it never maps
+    the host's directories."""
+    if isinstance(data, dict):
+        return {key: without_paths(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [without_paths(value) for value in data]
+    if isinstance(data, str):
+        return _ABSOLUTE_PATH.sub(r"\1", data)
+    return data
 
 
 def _release_gate_memory() -> None:

@@ -33,7 +33,7 @@ from segdeploy.verify.reference import (Reference, ReferenceImage, image_id, pre
                                         weights_fingerprint)
 from segdeploy.verify.report import CompareReport, CompareRow, write_report
 
-__all__ = ["compare", "dataset_samples", "write_report", "CompareReport", "CompareRow", "PRECISION_ORDER"]
+__all__ = ["compare", "artifact_digest", "dataset_samples", "write_report", "CompareReport", "CompareRow", "PRECISION_ORDER"]
 
 PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16", "int8")
 
@@ -324,6 +324,7 @@ def compare(
                 outs = {name: np.asarray(outcome.outputs[spec.output_names.index(name)]) for name in names}
                 results.append(image_measures(spec, item.name, ref_image.outputs, outs, ref_pred,
                                               outcome.prediction, gate.tensor, item.gt))
+                results[-1]["image_id"] = item.id  # the pixels judged, so that a verdict names them
         except Exception as exc:  # noqa: BLE001 - a sticky device error stops this row: an error row
             error = f"{type(exc).__name__}: {exc}"
         seconds = time.perf_counter() - start
@@ -333,6 +334,7 @@ def compare(
                                                     runtime=describe, seconds=seconds, notes=tuple(row_notes))
             continue
         failures, summary = judge(gate, results, task.fidelity_measures, names)
+        artifact = _artifact(runtime)
         if any("ground_truth" in r for r in results):
             gt = [r["ground_truth"] for r in results if "ground_truth" in r]
             summary["ground_truth"] = {"measure": task.ground_truth_measure.name,
@@ -340,7 +342,8 @@ def compare(
                                        "candidate": float(np.mean([g["candidate"] for g in gt])), "images": len(gt)}
         rows[(backend, precision)] = CompareRow(
             backend, precision, device, "fail" if failures else "pass", failures=tuple(failures), gate=gate,
-            summary=summary, images=tuple(results), runtime=describe, seconds=seconds, notes=tuple(row_notes))
+            summary=summary, images=tuple(results), runtime=describe, seconds=seconds, notes=tuple(row_notes),
+            artifact=artifact)
 
     environment: dict[str, Any] = {}
     try:
@@ -364,6 +367,29 @@ def _overrides_for(tolerances: dict[str, Any] | None, precision: str) -> dict[st
     if set(tolerances) & set(PRECISION_ORDER):
         return tolerances.get(precision) or None
     return tolerances
+
+
+def _artifact(runtime) -> dict[str, Any]:
+    """The file a runtime runs, by name and digest (empty when it runs a module in memory)."""
+    path = getattr(runtime, "onnx_path", None)
+    if not path or not os.path.isfile(str(path)):
+        return {}
+    return {"name": os.path.basename(str(path)), "sha256": artifact_digest(path)}
+
+
+def artifact_digest(path: str | os.PathLike) -> str:
+    """sha256 of a model file; an OpenVINO IR's ``.xml`` is hashed with its ``.bin`` (the weights)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    parts = [str(path)]
+    if str(path).lower().endswith(".xml") and os.path.isfile(str(path)[:-4] + ".bin"):
+        parts.append(str(path)[:-4] + ".bin")
+    for part in parts:
+        with open(part, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _describe(runtime) -> dict[str, Any]:

@@ -34,6 +34,8 @@ class CompareRow:
     runtime: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     notes: tuple[str, ...] = ()
+    #: the file the candidate ran ({"name", "sha256"}; empty for the PyTorch backend)
+    artifact: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:

@@ -59,15 +59,17 @@ def test_a_real_report_verifies_and_a_forged_one_line_json_does_not(torch_runtim
     from segdeploy.core.errors import GateFailed
     from segdeploy.serve import create_app
 
-    good = create_app(MODEL, weights="random", runtime=torch_runtime, reference=_report(tmp_path / "real.json"))
+    good = create_app(MODEL, weights="random", runtime=torch_runtime, reference=_report(tmp_path / "real.json"),
+                      max_batch_size=1)
     service = good.state.segdeploy.services[MODEL]
     assert service.verified and service.fidelity["not_verified_because"] == []
 
     forged = tmp_path / "forged.json"
     forged.write_text(json.dumps({"model": MODEL, "rows": [{"backend": "torch", "precision": "fp32", "status": "pass"}]}))
     with pytest.raises(GateFailed, match="not verified"):
-        create_app(MODEL, weights="random", runtime=torch_runtime, reference=forged)
-    marked = create_app(MODEL, weights="random", runtime=torch_runtime, reference=forged, allow_unverified=True)
+        create_app(MODEL, weights="random", runtime=torch_runtime, reference=forged, max_batch_size=1)
+    marked = create_app(MODEL, weights="random", runtime=torch_runtime, reference=forged, allow_unverified=True,
+                        max_batch_size=1)
     models, answer = _get(marked)
     why = " ".join(models.json()["models"][0]["fidelity"]["not_verified_because"])
     assert "weights' fingerprint" in why and "preprocessing" in why and "fewer than 16" in why and "thresholds" in why
@@ -82,7 +84,7 @@ def test_a_report_under_loosened_tolerance_never_verifies(torch_runtime, tmp_pat
     loose = _report(tmp_path / "loose.json", tolerances={"mask_iou": 0.5})
     assert json.loads(loose.read_text())["rows"][0]["status"] == "pass"
     with pytest.raises(GateFailed, match="thresholds other than the defaults"):
-        create_app(MODEL, weights="random", runtime=torch_runtime, reference=loose)
+        create_app(MODEL, weights="random", runtime=torch_runtime, reference=loose, max_batch_size=1)
 
 
 def test_a_report_on_another_artifact_does_not_verify_the_served_file(plugin_dir, tmp_path, monkeypatch):

@@ -205,6 +205,9 @@ def test_worker_killed_mid_job_still_writes_every_output_once(local_ray, images,
     assert marker.exists()  # the actor really died once
     assert rc == 1 and summary["written"] == 37 and len(summary["failed"]) == 3
     assert summary["stages"]["ray"]["stray_temporaries_removed"] == 1  # the write the kill cut short
+    from segdeploy.cli.engine import ray_note
+
+    assert "lost and replaced" in ray_note(summary["stages"])  # the summary says a worker died
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     assert tree(out) == tree(local_out)
 

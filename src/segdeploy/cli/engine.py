@@ -68,6 +68,7 @@ def ray_note(stages: dict[str, Any] | None) -> str | None:
     if lost or stray:
         # Ray replaces a lost actor and reruns its unfinished inputs: the masks are complete, but the
         # user should know that a worker died (memory, a node going away) and the run took longer.
-        note += (f"; {lost or 'a'} worker(s) lost and replaced, their unfinished inputs rerun"
+        note += ((f"; {lost} worker(s) lost" if lost else "; a worker was lost")
+                 + " and replaced, their unfinished inputs rerun"
                  + (f" ({stray} partial file(s) of theirs removed)" if stray else ""))
     return note

@@ -5,8 +5,10 @@ grayscale expanded, 16-bit scaled to 8 bits, CMYK converted, alpha composited on
 
 Memory: :func:`load_image` reads the header first, refuses images above a pixel limit, and when the
 caller says how large the image needs to be (``fit``), decodes a JPEG at a reduced scale
-(``draft``) and reduces other formats as early as Pillow allows, so a 144-megapixel 1-bit PNG never
-becomes a 432 MB RGB array plus copies.
+(``draft``), decodes a large 8-bit PNG strip by strip, box-reducing each strip as it comes
+(:mod:`segdeploy.engine.png_strips`), and reduces other formats as early as Pillow allows, so a
+144-megapixel PNG never becomes a 576 MB decoded image plus copies. Size and EXIF orientation come
+from the header (for a PNG, from its eXIf chunk) before any pixel is decoded.
 """
 
 from __future__ import annotations

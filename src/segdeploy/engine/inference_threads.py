@@ -25,8 +25,9 @@ class InferenceThreads:
     """Runs the runtime in ``count`` daemon threads, so that the caller waits interruptibly.
 
     A forward pass inside a C++ kernel does not return to Python for seconds; a Ctrl-C then reaches
-    the waiting main thread at once (lock waits are interruptible), and, the threads being daemons,
-    the process can exit without waiting for the kernel. With one thread the runtime is called one
+    the waiting main thread at once (lock waits are interruptible). The CLI then gives the threads a
+    moment (:func:`wait_for_workers`) and leaves with ``os._exit`` rather than tearing the runtime
+    down under a running kernel (segdeploy.cli.main). With one thread the runtime is called one
     call at a time; with ``count`` > 1 (a runtime whose ``concurrent_calls`` says it takes that
     many at once, e.g. OpenVINO streams) up to ``count`` calls run together.
     """

@@ -8,6 +8,10 @@ from typing import Any
 from segdeploy.core.errors import WeightsError
 from segdeploy.recipes.catalog import Recipe, RunOptions, get_recipe
 
+
+class MissingWeightsFile(WeightsError, FileNotFoundError):
+    """--weights names no file: a usage error (one line, exit 2), still a FileNotFoundError for callers."""
+
 #: Seed of the synthetic images the compare step uses when the recipe has no dataset.
 SYNTHETIC_SEED = 0
 
@@ -61,7 +65,7 @@ def resolve_options(
                          "Or pass --weights random to try the whole pipeline with deterministic random weights "
                          "(accuracy then means nothing).")
     if str(weights) != "random" and not Path(weights).is_file():
-        raise WeightsError(f"--weights {weights}: no such file; give the path of the checkpoint file "
+        raise MissingWeightsFile(f"--weights {weights}: no such file; give the path of the checkpoint file "
                            "(see 'segdeploy info MODEL' for where to get it), or 'random' for a trial run")
     if device == "auto":
         import torch

@@ -324,11 +324,6 @@ def main(argv=None) -> int:
     from segdeploy.core.environment import environment
 
     args = parse_args(argv)
-    # Judge with the gate the CLI and --backend auto use (verify's per-image quantile + worst-image
-    # rule and tensor check), not the simpler fallback the backends layer carries.
-    from segdeploy.verify.auto_gate import install
-
-    install()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown:

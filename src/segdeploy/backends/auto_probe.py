@@ -21,13 +21,13 @@ from segdeploy.backends.auto import (
     _gate_size,
     cache_path_for,
     candidates_for,
-    fidelity_gate,
     generated_images,
     probe_key,
     probing_enabled,
     static_choice,
 )
 from segdeploy.backends.base import RuntimeUnavailable
+from segdeploy.engine.fidelity import fidelity_gate
 from segdeploy.engine.inference_threads import calls_in_flight
 
 #: seeds of the generated gate and calibration images (different: the sets are disjoint)

@@ -82,9 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        from segdeploy.verify.auto_gate import install
-
-        install()  # --backend auto judges candidates with compare's gate
         code = int(args.func(args) or 0)
         # Flush here, inside the handler: a reader that went away (`| head`) must end in the
         # BrokenPipeError branch below, not in Python's "Exception ignored" message at exit.

@@ -94,7 +94,7 @@ def resolve_options(
         extra["num_calib"] = int(num_calib)
     if allow_few_images:
         extra["allow_few_images"] = True
-    from segdeploy.verify.gate import MIN_IMAGES
+    from segdeploy.engine.gate import MIN_IMAGES
 
     judged = compare_images or recipe.compare_images
     if judged < 1:

@@ -91,7 +91,7 @@ class CompareSteps:
             source = source.replace(f"first {n} ", f"first {max(counts)} ").replace(f"{n} synthetic",
                                                                                   f"{max(counts)} synthetic")
         return {"reference": f"{REFERENCE.label}, eager, on the CPU (segdeploy.verify.compare)", "inputs": source,
-                "gate": "segdeploy.verify.gate: per-image task measures on the 5th percentile and the worst image, "
+                "gate": "segdeploy.engine.gate: per-image task measures on the 5th percentile and the worst image, "
                         "tensor error atol x scale + rtol x |ref| per checked output, thresholds per task x "
                         "precision (docs/verification.md)",
                 "configs": out}

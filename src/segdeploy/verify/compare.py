@@ -6,8 +6,8 @@ through the same streaming pipeline as ``predict`` (:func:`segdeploy.engine.pipe
 same reading, preprocessing, batching and decoding), so what is verified is what is deployed.
 
 Per image and per candidate the task's measures (:meth:`segdeploy.tasks.base.Task.fidelity`) and
-the tensor error of every checked output are taken (:mod:`segdeploy.verify.measures`); the gate
-(:mod:`segdeploy.verify.gate`) judges them on a low quantile and on the worst image, with
+the tensor error of every checked output are taken (:mod:`segdeploy.engine.fidelity`); the gate
+(:mod:`segdeploy.engine.gate`) judges them on a low quantile and on the worst image, with
 thresholds written once per task x precision. At least 16 images are judged unless
 ``allow_few_images`` (marked in the report). An int8 row without a quantized model or calibration
 images is calibrated on a quarter of the inputs and judged on the others (disjoint by default).
@@ -27,8 +27,8 @@ import numpy as np
 
 from segdeploy.core.errors import UsageError
 from segdeploy.core.specs import ModelSpec
-from segdeploy.verify.gate import MIN_IMAGES, default_gate, judge, with_overrides
-from segdeploy.verify.measures import checked_outputs, image_measures
+from segdeploy.engine.gate import MIN_IMAGES, default_gate, judge, with_overrides
+from segdeploy.engine.fidelity import checked_outputs, image_measures
 from segdeploy.verify.reference import (Reference, ReferenceImage, image_id, preprocessing_fingerprint,
                                         weights_fingerprint)
 from segdeploy.verify.report import CompareReport, CompareRow, write_report
@@ -173,7 +173,7 @@ def compare(
         images: folder, image paths, HxWx3 uint8 arrays (named "array<i>" in reports), or (name, array) pairs.
         samples: dataset samples with ``id``, ``image`` and ``mask`` (ground truth) attributes.
         tolerances: gate overrides, flat ({"mask_iou": 0.99}) or per precision ({"bf16": {...}}),
-            see :func:`segdeploy.verify.gate.with_overrides`.
+            see :func:`segdeploy.engine.gate.with_overrides`.
         device: device of the candidates; the reference always runs on the CPU.
         input_size: (H, W) to squash images to instead of the spec's preprocessing size.
         onnx_path: fp32 ONNX for onnxruntime / openvino (default: the cached export).

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from segdeploy.core.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
-from segdeploy.verify.gate import Gate
+from segdeploy.engine.gate import Gate
 
 
 @dataclass(frozen=True)

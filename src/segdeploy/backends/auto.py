@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from segdeploy.backends.base import RuntimeUnavailable, get_runtime_class, physical_cores
+from segdeploy.backends.base import (RuntimeUnavailable, backend_names, by_preference, get_runtime_class,
+                                    module_backends, physical_cores)
 
 GATE_IMAGES = 16
 CALIB_IMAGES = 16
@@ -208,18 +209,8 @@ def probing_enabled() -> bool:
 
 
 def auto_options(backend: str, device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
-    """Backend options ``auto`` opens its choice with (and probes it with).
-
-    OpenVINO on a CPU with several cores: one stream per physical core (``streams``), so that the
-    pipeline keeps that many images in flight and a core busy with JPEG decoding or PNG encoding
-    stalls one stream rather than every layer of one shared forward pass (measured on the 2-core
-    EPYC, u2netp int8 end to end: 4.5 → 5.9-6.6 images/s). ``threads`` (a caller's thread limit,
-    e.g. a Ray worker's CPUs) caps the streams: one thread per stream at least.
-    """
-    cores = physical_cores() if threads is None else min(physical_cores(), max(1, int(threads)))
-    if backend == "openvino" and not str(device).startswith("cuda") and cores > 1:
-        return {"streams": cores}
-    return {}
+    """Backend options ``auto`` opens its choice with (and probes it with): the backend's own."""
+    return get_runtime_class(backend).auto_options(device, threads)
 
 
 def static_choice(device: str = "cpu", precision: str | None = None) -> AutoChoice:
@@ -227,15 +218,14 @@ def static_choice(device: str = "cpu", precision: str | None = None) -> AutoChoi
     that can run it — OpenVINO, ONNX Runtime, PyTorch on CPU; PyTorch (fp16) on CUDA."""
     if str(device).startswith("cuda"):
         want = precision or "fp16"
-        get_runtime_class("torch").check(device, want, {})
-        return AutoChoice("torch", want, f"on CUDA segdeploy runs PyTorch ({want}); probing is off", "static")
+        reference = module_backends()[0]
+        get_runtime_class(reference).check(device, want, {})
+        return AutoChoice(reference, want, f"on CUDA segdeploy runs PyTorch ({want}); probing is off", "static")
     want = precision or "fp32"
-    for backend in ("openvino", "onnxruntime", "torch"):
+    for backend in by_preference():
         try:
             get_runtime_class(backend).check(device, want, {})
         except (RuntimeUnavailable, ValueError):
-            continue
-        if want == "int8" and backend == "torch":
             continue
         return AutoChoice(backend, want, f"{backend} {want}: the fastest engine here for {want} without a probe "
                           "(probing is off, so no lower precision is chosen unjudged)", "static")
@@ -244,12 +234,10 @@ def static_choice(device: str = "cpu", precision: str | None = None) -> AutoChoi
 
 def candidates_for(device: str, precision: str | None) -> list[Candidate]:
     """Configurations worth probing on ``device`` (those that cannot run here are reported, not tried)."""
-    if str(device).startswith("cuda"):
-        out = [Candidate("torch", p) for p in ("fp32", "fp16", "bf16")]
-    else:
-        out = [Candidate("torch", "fp32"), Candidate("onnxruntime", "fp32"), Candidate("openvino", "fp32"),
-               Candidate("openvino", "bf16"), Candidate("onnxruntime", "int8", "ort-qdq"),
-               Candidate("openvino", "int8", "ort-qdq"), Candidate("openvino", "int8", "nncf")]
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    out = [Candidate(name, p, q) for name in backend_names()  # what each declares (Runtime.auto_candidates)
+           for p, q in get_runtime_class(name).auto_candidates.get(kind, ())]
+    if kind == "cpu":
         if os.environ.get("SEGDEPLOY_AUTO_INT8", "1").strip() in ("0", "false", "no", "off"):
             out = [c for c in out if c.precision != "int8"]
     if precision is not None:

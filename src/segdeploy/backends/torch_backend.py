@@ -76,12 +76,22 @@ class TorchRuntime(Runtime):
     name = "torch"
     library = "torch"
     precisions = ("fp32", "tf32", "fp16", "bf16")
+    consumes = "module"
+    reads = ()
+    devices = ("cpu", "cuda")
+    auto_candidates = {"cpu": (("fp32", None),), "cuda": (("fp32", None), ("fp16", None), ("bf16", None))}
+    preference = 90  # last in the static choice on a CPU: the ONNX engines run the same graph faster
     option_names = ("mode", "channels_last", "compile", "compile_mode", "cuda_graph", "cast", "threads",
                     "cudnn_benchmark", "max_graphs", "batch_buckets", "recompile_limit")
 
     @classmethod
     def unavailable_reason(cls) -> str:
         return "PyTorch is not installed (pip install torch)"
+
+    @classmethod
+    def modifies_module(cls, device: str, precision: str, options: dict[str, Any]) -> bool:
+        return bool(device != "cpu" or options.get("channels_last") or
+                    (precision in ("fp16", "bf16") and options.get("cast") == "half"))
 
     @classmethod
     def check(cls, device: str, precision: str, options: dict[str, Any] | None = None) -> None:

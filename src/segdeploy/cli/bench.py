@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import int_list, model_argument, size_hw, torch_arguments, torch_options, weights_argument
+from segdeploy.cli.common import BackendsHelp, int_list, model_argument, size_hw, torch_arguments, torch_options, weights_argument
 
 DESCRIPTION = """\
 Measure throughput and per-batch latency of one model on one runtime and precision.
@@ -36,8 +36,8 @@ def register(sub) -> None:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     model_argument(parser)
     parser.add_argument("--backend", default="torch",
-                        help="torch | onnxruntime | openvino | auto (default: torch); auto prints the probe table "
-                        "behind its choice")
+                        help=BackendsHelp("{backends} | auto (default: torch); auto prints the probe table "
+                                          "behind its choice"))
     parser.add_argument("--precision", default="fp32",
                         help="fp32 | fp16 | bf16 | int8 | auto (auto: with --backend auto) (default: fp32)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda[:N] (default: cpu); never silently falls back")
@@ -111,11 +111,11 @@ def run(args) -> int:
                                precision=None if args.precision == "auto" else args.precision,
                                weights=args.weights, seed=args.seed, onnx_path=args.onnx)
         print_selection(runtime.selection, out)
-        if options and runtime.name == "torch":
+        if options and _accepts(runtime.name, options):
             err.print("[yellow]note:[/] --torch-mode/--channels-last apply when auto picks torch; reopening with them")
-            runtime = open_runtime(spec.name, "torch", device=args.device, precision=runtime.precision,
+            runtime = open_runtime(spec.name, runtime.name, device=args.device, precision=runtime.precision,
                                    weights=args.weights, seed=args.seed, **options)
-    elif args.backend != "torch" and options:
+    elif options and not _accepts(args.backend, options):
         raise ValueError("--torch-mode and --channels-last are options of --backend torch")
     report = benchmark(
         spec.name, args.backend, args.precision, args.batch_sizes, warmup=args.warmup, iters=args.iters,
@@ -180,3 +180,10 @@ def print_selection(selection: dict | None, console) -> None:
         table.add_row(row["configuration"], row["status"], "—" if not ips else f"{ips:.2f}", measures,
                       row.get("reason") or "", "←" if row["configuration"] == chosen_label else "")
     console.print(table)
+
+
+def _accepts(backend: str, options: dict) -> bool:
+    """True when ``backend`` takes every one of ``options``."""
+    from segdeploy.backends import get_runtime_class
+
+    return set(options) <= set(get_runtime_class(backend).option_names)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import csv_list, model_argument, size_hw, weights_argument
+from segdeploy.cli.common import BackendsHelp, csv_list, model_argument, size_hw, weights_argument
 from segdeploy.core.errors import exit_code_table
 
 DESCRIPTION = """\
@@ -44,8 +44,8 @@ def register(sub) -> None:
     parser.epilog = EPILOG + exit_code_table()
     model_argument(parser)
     weights_argument(parser)
-    parser.add_argument("--backends", type=csv_list, default=["torch", "onnxruntime", "openvino"],
-                        help="comma-separated: torch, onnxruntime, openvino (default: all three)")
+    parser.add_argument("--backends", type=csv_list, default=None,
+                        help=BackendsHelp("comma-separated, of {backends} (default: every one)"))
     parser.add_argument("--precisions", type=csv_list, default=["fp32"],
                         help="comma-separated: fp32, tf32 (CUDA), fp16, bf16, int8 (default: fp32; on CUDA fp32 "
                         "runs without TF32)")
@@ -109,6 +109,7 @@ def parse_tolerances(items: list[str]) -> dict:
 def run(args) -> int:
     from rich.console import Console
 
+    from segdeploy.backends import backend_names
     from segdeploy.core.errors import UsageError
     from segdeploy.verify.compare import compare, write_report
 
@@ -117,7 +118,8 @@ def run(args) -> int:
     say = (lambda message: None) if args.quiet else (lambda message: err.print(f"[dim]{message}[/]", highlight=False))
     tolerances = parse_tolerances(args.tolerance)
     common = dict(
-        backends=args.backends, precisions=args.precisions, tolerances=tolerances or None, device=args.device,
+        backends=args.backends or backend_names(), precisions=args.precisions, tolerances=tolerances or None,
+        device=args.device,
         batch_size=args.batch_size, input_size=args.input_size, onnx_path=args.onnx, int8_onnx=args.int8_onnx,
         calib=args.calib, num_calib=args.num_calib, require_all=args.require_all, seed=args.seed, progress=say,
         reference=args.reference, save_reference=args.save_reference, allow_few_images=args.allow_few_images)

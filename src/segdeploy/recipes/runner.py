@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from segdeploy.backends import consumes
 from segdeploy.recipes.catalog import Recipe, RunOptions, get_recipe
 from segdeploy.recipes.options import SYNTHETIC_SEED, resolve_options
 from segdeploy.recipes.step_compare import CompareSteps
@@ -152,11 +153,11 @@ class Runner(UnitStore, ExportStep, CompareSteps, MeasureSteps):
             raise StepSkipped(excluded[(config.backend, config.precision)])
         kwargs: dict[str, Any] = {"backend": config.backend, "device": self.options.device,
                                   "precision": config.precision}
-        if config.backend != "torch":
+        if consumes(config.backend) == "onnx":
             if self._onnx is None:
                 raise StepSkipped("no ONNX export (the export step did not produce one)")
             kwargs["onnx_path"] = self._onnx
-        if config.precision == "int8" and config.backend != "torch":
+        if config.precision == "int8" and consumes(config.backend) == "onnx":
             if config.backend not in self._int8:
                 raise StepSkipped("no int8 model (the export step's quantization did not produce one)")
             kwargs["onnx_path"] = self._int8[config.backend][0]
@@ -168,7 +169,7 @@ class Runner(UnitStore, ExportStep, CompareSteps, MeasureSteps):
     def _deps(self, config: Config) -> dict[str, Any]:
         """What a unit of ``config`` depends on besides its own settings: the ONNX it runs."""
         onnx = None
-        if config.backend != "torch":
+        if consumes(config.backend) == "onnx":
             onnx = self._int8.get(config.backend, (None, None))[1] if config.precision == "int8" else self._export_fp
         return {"config": [config.backend, config.precision], "onnx": onnx}
 

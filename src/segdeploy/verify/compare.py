@@ -113,11 +113,11 @@ def _full_outputs(spec, stored: dict[str, np.ndarray]) -> list[np.ndarray | None
 
 
 def _compute_reference(module, spec, inputs, batch_size, workers) -> list[ReferenceImage]:
-    from segdeploy.backends import open_runtime
+    from segdeploy.backends import module_backends, open_runtime
     from segdeploy.core.errors import InferenceError
 
     names = checked_outputs(spec)
-    runtime = open_runtime(module, backend="torch", device="cpu", precision="fp32", spec=spec)
+    runtime = open_runtime(module, backend=module_backends()[0], device="cpu", precision="fp32", spec=spec)
     images = []
     for item, outcome in _stream(inputs, runtime, spec, batch_size, workers):
         if not outcome.ok:
@@ -138,7 +138,7 @@ def _valid_hw(image: np.ndarray, spec) -> tuple[int, int] | None:
 def compare(
     model,
     weights=None,
-    backends: Sequence[str] = ("onnxruntime", "openvino"),
+    backends: Sequence[str] | None = None,
     precisions: Sequence[str] = ("fp32",),
     images=None,
     *,
@@ -169,7 +169,8 @@ def compare(
     Args:
         model: registry name, ModelSpec, or a module from :func:`segdeploy.create_model`.
         weights: checkpoint path or "random" (ignored for a module).
-        backends, precisions: the grid (``combos`` gives explicit (backend, precision) pairs instead).
+        backends, precisions: the grid (``combos`` gives explicit (backend, precision) pairs instead);
+            default backends: every registered one that runs a file (not the reference's).
         images: folder, image paths, HxWx3 uint8 arrays (named "array<i>" in reports), or (name, array) pairs.
         samples: dataset samples with ``id``, ``image`` and ``mask`` (ground truth) attributes.
         tolerances: gate overrides, flat ({"mask_iou": 0.99}) or per precision ({"bf16": {...}}),
@@ -192,7 +193,8 @@ def compare(
     """
     import torch
 
-    from segdeploy.backends import PRECISIONS, RuntimeUnavailable, backend_names, open_runtime
+    from segdeploy.backends import (PRECISIONS, RuntimeUnavailable, backend_names, consumes, module_backends,
+                                    open_runtime)
     from segdeploy.convert.export import resolve_module, spec_with_input_size
     from segdeploy.core.registry import get_spec
     from segdeploy.engine.transforms import decode
@@ -209,6 +211,8 @@ def compare(
         _inputs_from_images(images, max_images)
     if not inputs:
         raise UsageError("no inputs to compare")
+    if backends is None:  # every registered backend that does not run the reference's module
+        backends = [b for b in backend_names() if consumes(b) != "module"]
     combos = list(combos) if combos is not None else [(b, p) for b in backends for p in precisions]
     for backend, precision in combos:  # a typo is a usage error, not an "error" row
         if backend not in backend_names():
@@ -238,7 +242,8 @@ def compare(
         ref_images = None
         ref_label = "PyTorch fp32, eager, CPU"
 
-    int8_split = [c for c in combos if c[1] == "int8" and c[0] != "torch"] and int8_onnx is None and calib is None
+    int8_split = ([c for c in combos if c[1] == "int8" and consumes(c[0]) != "module"] and int8_onnx is None
+                  and calib is None)
     judged_int8 = inputs
     if int8_split:
         k = max(1, len(inputs) // 4)
@@ -281,7 +286,7 @@ def compare(
         try:
             path = None
             calib_src = None
-            if backend != "torch":
+            if consumes(backend) != "module":
                 path = onnx_path
                 if precision == "int8":
                     # one quantized model per backend: OpenVINO may run an NNCF IR, ORT a QDQ ONNX
@@ -309,7 +314,7 @@ def compare(
 
     for backend, precision, runtime, row_notes in candidates:
         gate = with_overrides(default_gate(spec.task, precision), _overrides_for(tolerances, precision))
-        row_inputs = judged_int8 if (precision == "int8" and int8_split and backend != "torch") else inputs
+        row_inputs = judged_int8 if (precision == "int8" and int8_split and backend not in module_backends()) else inputs
         say(f"running {backend} {precision} on {len(row_inputs)} images")
         start = time.perf_counter()
         results: list[dict[str, Any]] = []

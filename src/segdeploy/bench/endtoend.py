@@ -14,7 +14,7 @@ from segdeploy.bench.timing import now, throughput
 
 
 
-def _image_files(folder: Path, limit: int | None) -> list[tuple[Path, Path]]:
+def image_files(folder: Path, limit: int | None) -> list[tuple[Path, Path]]:
     from segdeploy.engine.images import find_images
 
     files = find_images([folder])

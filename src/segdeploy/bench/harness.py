@@ -12,7 +12,7 @@ as well as the host clock; it resets and reads ``torch.cuda.max_memory_allocated
 from ``cudaMemGetInfo``). If the runtime also offers the optional extension
 ``run_device(x: torch.Tensor) -> list[torch.Tensor]`` (input and outputs already on the device), a
 second loop times the forward alone with CUDA events ("device-only" throughput, comparable to the
-figures in PERFORMANCE.md §3) and splits a batch into H2D / compute / D2H, the copies being timed on
+figures in docs/performance.md §3) and splits a batch into H2D / compute / D2H, the copies being timed on
 pinned host buffers of the same byte sizes. When the runtime's ``staging`` can time its own copies
 (segdeploy's torch backend: ``Staging.time_copies``), the split is read from CUDA events recorded
 inside ``run`` around the copies it really does and the compute between them (``method="run-events"``,
@@ -40,37 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from segdeploy.bench.endtoend import _image_files, run_end_to_end
-from segdeploy.bench.memory import (  # noqa: F401  (re-exported: the harness's public surface)
-    DEVICE_LIMITS,
-    MEASURED_PEAK_TFLOPS,
-    _Cuda,
-    _unavailable,
-    device_limit,
-    host_peak_rss_bytes,
-    reset_host_peak,
-)
-from segdeploy.bench.records import (  # noqa: F401
-    E2E_INCLUDES,
-    MIB,
-    PURE_INCLUDES,
-    BatchResult,
-    BenchReport,
-    DeviceOnly,
-    DeviceSplit,
-    EndToEnd,
-    load_report,
-)
-from segdeploy.bench.render import (  # noqa: F401
-    CSV_COLUMNS,
-    _fmt,
-    plot_reports,
-    render_csv,
-    render_markdown,
-    table_rows,
-)
-
-from segdeploy.bench.pure import MIN_BUFFERS, _count_rows, _measure_batch, make_inputs  # noqa: F401
+from segdeploy.bench.endtoend import image_files, run_end_to_end
+from segdeploy.bench.memory import CudaCounters, device_limit
+from segdeploy.bench.records import BatchResult, BenchReport
+from segdeploy.bench.pure import MIN_BUFFERS, measure_batch
 
 
 # ----------------------------------------------------------------------------------------------
@@ -95,7 +68,7 @@ def _environment() -> tuple[dict[str, Any], str | None]:
     return environment(), None
 
 
-def _cuda_name(cuda: _Cuda | None) -> str | None:
+def _cuda_name(cuda: CudaCounters | None) -> str | None:
     if cuda is None:
         return None
     return cuda.torch.cuda.get_device_name(cuda.device)
@@ -112,11 +85,6 @@ def _decode_outputs(runtime: Any, spec: Any) -> tuple[int, ...] | None:
     except (TypeError, ValueError):
         takes = False
     return decode_outputs(spec) if takes else None
-
-
-def _default_limit(device_name: str | None, precision: str) -> float | None:
-    found = device_limit(device_name, precision)
-    return found[0] if found else None
 
 
 def _parse_size(size: Any) -> tuple[int, int]:
@@ -176,8 +144,8 @@ def benchmark(
         num_buffers: rotated input buffers per batch size (>= 3).
         runtime: an already opened runtime (``run``, ``warmup``, ``describe``); overrides opening one.
         limit_tflops: compute ceiling for ``share_of_limit``; default a measured ceiling from
-            PERFORMANCE.md §2 when the device is known there, else None.
-        limit_images_per_s: the model's images/s limit (PERFORMANCE.md §2) for
+            docs/performance.md §2 when the device is known there, else None.
+        limit_images_per_s: the model's images/s limit (docs/performance.md §2) for
             ``share_of_image_limit``.
         count_flops: count FLOP per image with :func:`segdeploy.bench.flops.flops_for_model`.
         e2e_workers: threads for reading and for writing (default min(8, CPU count)).
@@ -215,13 +183,13 @@ def benchmark(
         folder = Path(images)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: --images must be a folder of images")
-        files = _image_files(folder, e2e_max_images)
+        files = image_files(folder, e2e_max_images)
         if not files:
             raise ValueError(f"{folder}: no image files found")
     say = progress or (lambda message: None)
     notes: list[str] = []
 
-    cuda = _Cuda(device) if str(device).startswith("cuda") else None
+    cuda = CudaCounters(device) if str(device).startswith("cuda") else None
     if runtime is None:
         from segdeploy.backends import open_runtime
 
@@ -248,7 +216,7 @@ def benchmark(
     workers = e2e_workers or min(8, os.cpu_count() or 1)  # = pipeline.default_workers()
     for bs in sizes:
         say(f"batch {bs}: warm-up {warmup}, then {'%d calls' % iters if iters else '%.1f s' % duration}")
-        result = _measure_batch(
+        result = measure_batch(
             runtime, bs, hw, warmup=warmup, iters=iters, duration=duration, num_buffers=num_buffers,
             seed=seed, cuda=cuda, flops_per_image=flops, limit_tflops=limit_tflops,
             limit_images_per_s=limit_images_per_s, wanted=_decode_outputs(runtime, spec),

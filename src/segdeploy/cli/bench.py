@@ -66,7 +66,7 @@ def register(sub) -> None:
                         help="compute ceiling for the '%% limit' column (default: a measured one for a "
                         "known GPU, else none)")
     parser.add_argument("--limit-images-per-s", type=float, default=None, metavar="R",
-                        help="the model's images/s limit on this device (PERFORMANCE.md §2), for the share")
+                        help="the model's images/s limit on this device (docs/performance.md §2), for the share")
     parser.add_argument("--label", default=None, help="name of this configuration in tables and plots")
     parser.add_argument("--json", metavar="PATH", help="write the full report as JSON")
     parser.add_argument("--csv", metavar="PATH", help="write one CSV row per batch size")
@@ -76,26 +76,13 @@ def register(sub) -> None:
     parser.set_defaults(func=run)
 
 
-def resolve_auto(model: str, backend: str, precision: str, device: str, weights=None,
-                 seed: int = 0) -> tuple[str, str]:
-    """Turn ``auto`` backend/precision into concrete ones via ``segdeploy.backends.select_auto``
-    (probed for ``weights`` when given and probing is on, else the static choice)."""
-    if backend != "auto" and precision != "auto":
-        return backend, precision
-    if backend != "auto":
-        raise ValueError("--precision auto needs --backend auto")
-    from segdeploy.backends import select_auto
-
-    return select_auto(model, device=device, precision=None if precision == "auto" else precision,
-                       weights=weights, seed=seed)
-
-
 def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
     from segdeploy.backends import open_runtime
-    from segdeploy.bench.harness import benchmark, plot_reports, render_csv, render_markdown, table_rows
+    from segdeploy.bench.harness import benchmark
+    from segdeploy.bench.render import plot_reports, render_csv, render_markdown, table_rows
     from segdeploy.core.registry import get_spec
     from segdeploy.engine.writers import atomic_write_text
 

@@ -187,14 +187,14 @@ def print_summary(console, results: dict, run_dir) -> None:
 
 
 def _dataset_options(items: list[str]) -> dict:
-    from segdeploy.data.registry import _parse_value
+    from segdeploy.data.registry import parse_value
 
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--dataset-opt expects KEY=VALUE, got {item!r}")
-        options[key.strip().replace("-", "_")] = _parse_value(value.strip())
+        options[key.strip().replace("-", "_")] = parse_value(value.strip())
     return options
 
 

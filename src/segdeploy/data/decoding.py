@@ -1,7 +1,7 @@
 """Decoding a dataset's files: input images through :mod:`segdeploy.engine.images`, ground-truth
 masks through Pillow into the encodings ``Layout.mask_encoding`` names (gray, binary, class ids).
 
-Split from :mod:`segdeploy.data.base`: decoding rules (palette indices, bit depths, the VOC colour
+Decoding rules (palette indices, bit depths, the VOC colour
 map) change independently of how a layout finds and pairs its files.
 Pillow is imported only when a mask is read.
 """

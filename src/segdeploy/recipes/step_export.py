@@ -156,11 +156,11 @@ class ExportStep:
 
         def compute() -> dict[str, Any]:
             from segdeploy.convert.nncf_quantize import nncf_quantize
-            from segdeploy.convert.quantize import _calib_entries, _calib_input
+            from segdeploy.convert.quantize import calib_entries, calib_input
             from segdeploy.zoo.checkpoints import file_sha256
 
-            entries, source = _calib_entries(calib_dir or self._calibration(), self.spec, self._num_calib())
-            inputs = [_calib_input(entry, self.spec) for entry in entries]
+            entries, source = calib_entries(calib_dir or self._calibration(), self.spec, self._num_calib())
+            inputs = [calib_input(entry, self.spec) for entry in entries]
             nncf_quantize(self._onnx, self.spec, inputs, out, metadata={"source_onnx": str(self._onnx)})
             bin_path = out.with_suffix(".bin")
             info = json.loads(Path(str(out) + ".json").read_text())

@@ -134,8 +134,8 @@ def test_plugin_backend_serves_a_request(plugin_site, tmp_path):
         import io
 
         assert np.asarray(Image.open(io.BytesIO(reply.content))).shape == (40, 56)
-        model = httpx.get(base + "/v1/models/tinyseg", timeout=30).json()
-        assert "onnxref" in json.dumps(model)
+        served = httpx.get(base + "/v1/models", timeout=30).json()["models"][0]
+        assert served["backend"] == "onnxref" and served["verified"]
     finally:
         proc.kill()
         proc.wait(60)

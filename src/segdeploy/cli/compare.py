@@ -124,7 +124,7 @@ def run(args) -> int:
         calib=args.calib, num_calib=args.num_calib, require_all=args.require_all, seed=args.seed, progress=say,
         reference=args.reference, save_reference=args.save_reference, allow_few_images=args.allow_few_images)
     if args.dataset or (args.images and args.masks):
-        from segdeploy.verify.compare import dataset_samples
+        from segdeploy.verify.inputs import dataset_samples
         from segdeploy.data.registry import layout_from_args
 
         layout = layout_from_args(args, require_masks=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import csv_list, int_list, size_hw
+from segdeploy.cli.common import BackendsHelp, csv_list, int_list, size_hw
 from segdeploy.core.errors import exit_code_table
 
 DESCRIPTION = """\
@@ -78,7 +78,7 @@ def add_run_arguments(parser, *, demo: bool = False) -> None:
                         help="cpu | cuda[:N] | auto (cuda when present)" + (" (default: cpu)" if demo else
                                                                              " (default: auto)"))
     parser.add_argument("--backends", type=csv_list, metavar="LIST",
-                        help="backends to try (default: torch,onnxruntime,openvino)")
+                        help=BackendsHelp("backends to try, of {backends} (default: every one)"))
     parser.add_argument("--precisions", type=csv_list, metavar="LIST",
                         help="precisions to try: fp32,fp16,bf16,int8 (default: the recipe's for the device)")
     parser.add_argument("--batch-sizes", type=int_list, metavar="LIST",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import model_argument, weights_argument
+from segdeploy.cli.common import BackendsHelp, model_argument, weights_argument
 
 DESCRIPTION = """\
 Serve a model over HTTP (FastAPI + uvicorn, or Ray Serve with --ray).
@@ -45,7 +45,7 @@ def register(sub) -> None:
     model_argument(parser)
     weights_argument(parser)
     parser.add_argument("--onnx", metavar="FILE", help="ONNX file for onnxruntime / openvino (default: cached export)")
-    parser.add_argument("--backend", default="auto", help="auto | torch | onnxruntime | openvino (default: auto)")
+    parser.add_argument("--backend", default="auto", help=BackendsHelp("auto | {backends} (default: auto)"))
     parser.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
     parser.add_argument("--precision", default=None, help="fp32 | fp16 | bf16 | int8 (default: fp32 or the auto choice)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, this machine only)")

@@ -58,6 +58,13 @@ def test_readme_example_is_the_installed_backend_plugin():
     assert "## Adding a backend" in readme and source.strip() in readme
 
 
+def test_help_lists_the_plugin_backend(plugin_site):
+    for command in ("predict", "compare", "bench", "serve"):
+        proc = subprocess.run([sys.executable, "-m", "segdeploy.cli.main", command, "--help"], env=_env(plugin_site),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and "onnxref" in proc.stdout, command
+
+
 def test_plugin_backend_runs_through_predict_compare_and_bench(plugin_site, tmp_path):
     images = _images(tmp_path / "images")
     out, cmp_json, bench_json = tmp_path / "out", tmp_path / "cmp.json", tmp_path / "bench.json"

@@ -21,7 +21,8 @@ from segdeploy.engine.writers import atomic_write_bytes, atomic_write_text, enco
 from segdeploy.engine.inference_threads import calls_in_flight
 from segdeploy.jobs.outputs import encode_output
 from segdeploy.jobs.plan import PredictSummary, failure_reason, plan_predict_job, planned_outputs
-from segdeploy.jobs.session import Session, open_model_runtime
+from segdeploy.jobs import session as session_module
+from segdeploy.jobs.session import Session
 from segdeploy.jobs.sizing import check_memory
 from segdeploy.tasks import Prediction, get_task
 
@@ -127,8 +128,8 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
             options["onnx_path"] = onnx_path
         if calib is not None:
             options["calib"] = calib
-        runtime = open_model_runtime(spec.name, weights=weights, backend=backend, device=device,
-                                     precision=precision, **options)
+        runtime = session_module.open_model_runtime(spec.name, weights=weights, backend=backend, device=device,
+                                                    precision=precision, **options)
     warm_up(runtime, spec, min(batch_size, len(todo)))
     summary.runtime = runtime.describe() if hasattr(runtime, "describe") else None
     summary.selection = getattr(runtime, "selection", None)

@@ -27,10 +27,6 @@ DEVICE_LIMITS: tuple[tuple[str, dict[str, float], str], ...] = (
     ("T4", {"fp16": 65.0}, "datasheet"),
 )
 
-#: kept for callers of the older name: (device substring, precision) -> TFLOP/s
-MEASURED_PEAK_TFLOPS = {("H100", "fp16"): 810.0, ("H100", "bf16"): 804.0}
-
-
 def device_limit(device_name: str | None, precision: str) -> tuple[float, str] | None:
     """(TFLOP/s, source) of ``device_name`` at ``precision`` (fp32 on CUDA counts as tf32 only when
     asked for as "tf32"), or None when the device or precision is not in :data:`DEVICE_LIMITS`."""

@@ -68,7 +68,7 @@ class QuantizeResult:
 
 def calib_entries(calib, spec: ModelSpec, num_calib: int) -> tuple[list[Any], str]:
     """The first ``num_calib`` calibration entries (paths or arrays) and a description of them."""
-    from segdeploy.engine.images import find_images
+    from segdeploy.engine.finder import find_images
 
     if calib is None:
         raise ValueError("quantization needs calibration images (a folder, image paths, or arrays)")

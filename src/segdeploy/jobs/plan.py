@@ -220,6 +220,6 @@ def _pattern_base(item: str) -> str | None:
 
 def find_inputs(inputs: Iterable, recursive: bool, out_dir: Path) -> list[tuple[Path, Path]]:
     """Inputs with their output-relative paths; the output tree is never searched."""
-    from segdeploy.engine.images import find_images
+    from segdeploy.engine.finder import find_images
 
     return find_images(inputs, recursive=recursive, exclude=[out_dir])

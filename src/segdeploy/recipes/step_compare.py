@@ -126,7 +126,8 @@ class CompareSteps:
             return {"samples": samples}
         photos = dict(self.options.extra).get("images")
         if photos:
-            from segdeploy.engine.images import find_images, read_image
+            from segdeploy.engine.finder import find_images
+            from segdeploy.engine.images import read_image
 
             # (name, pixels): the verdict names a failing photo by its file name
             return {"images": [(Path(path).stem, read_image(path)) for path, _ in find_images([photos])[:n]]}

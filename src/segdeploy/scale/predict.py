@@ -24,7 +24,8 @@ from typing import Any
 
 from segdeploy.core.errors import UsageError
 from segdeploy.core.registry import get_spec
-from segdeploy.engine.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from segdeploy.engine.finder import IMAGE_SUFFIXES
+from segdeploy.engine.images import DEFAULT_MAX_PIXELS
 from segdeploy.jobs.plan import PredictSummary, find_inputs, plan_predict_job, planned_outputs
 from segdeploy.jobs.predict import progress_bar
 from segdeploy.scale.cluster import RayOptions, pool_arguments, ray_session

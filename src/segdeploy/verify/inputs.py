@@ -24,7 +24,8 @@ class CompareInput:
 
 
 def inputs_from_images(images, limit: int | None) -> list[CompareInput]:
-    from segdeploy.engine.images import find_images, read_image
+    from segdeploy.engine.finder import find_images
+    from segdeploy.engine.images import read_image
 
     if isinstance(images, (str, os.PathLike, np.ndarray)):
         images = [images]

@@ -31,13 +31,13 @@ from segdeploy.recipes.options import SYNTHETIC_SEED, resolve_options
 from segdeploy.recipes.step_compare import CompareSteps
 from segdeploy.recipes.step_export import NNCF_QUANTIZER, QDQ_QUANTIZER, ExportStep
 from segdeploy.recipes.step_measure import MeasureSteps
-from segdeploy.recipes.unit_store import (REFERENCE, Config, StepSkipped, UnitStore, finite, fingerprint,
+from segdeploy.recipes.unit_store import (Config, StepSkipped, UnitStore, finite, fingerprint, reference_config,
                                           json_default, pending_step, utc_now)
 from segdeploy.report.document import summarise
 from segdeploy.report.render import SCHEMA_ID, STEP_NAMES, check_results, write_reports
 
 # Names callers import from here (segdeploy.cli.run / demo, tests): the runner is the entry point.
-__all__ = ["Config", "NNCF_QUANTIZER", "QDQ_QUANTIZER", "REFERENCE", "Reporter", "Runner", "StepSkipped",
+__all__ = ["Config", "NNCF_QUANTIZER", "QDQ_QUANTIZER", "Reporter", "Runner", "StepSkipped",
            "SYNTHETIC_SEED", "fingerprint", "resolve_options", "run_recipe"]
 
 
@@ -325,8 +325,8 @@ class Runner(UnitStore, ExportStep, CompareSteps, MeasureSteps):
                 if unit.get("status") == "failed":
                     out.append(f"{name} {unit.get('label')} failed: {unit.get('reason')}")
                 if name == "compare" and unit.get("passed") is False:
-                    out.append(f"{unit.get('label')} does not pass the fidelity gate against {REFERENCE.label}: "
-                               "its masks differ beyond the tolerance (see Fidelity).")
+                    out.append(f"{unit.get('label')} does not pass the fidelity gate against "
+                               f"{reference_config().label}: its masks differ beyond the tolerance (see Fidelity).")
         if not self.options.device.startswith("cuda"):
             out.append("Measured on a CPU: the guides' throughput rows come from accelerators (Ascend, MLU, T4) "
                        "and are context, not a target for this machine.")

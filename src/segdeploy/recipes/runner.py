@@ -335,7 +335,7 @@ class Runner(UnitStore, ExportStep, CompareSteps, MeasureSteps):
     def exit_code(self) -> int:
         """0 when nothing failed (skips are fine); 3 when a fidelity gate failed and nothing else did;
         4 when a step or a configuration failed otherwise (a runtime error, a crash)."""
-        from segdeploy.core.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_RUNTIME
+        from segdeploy.core.errors import EXIT_FIDELITY_FAILED, EXIT_OK, EXIT_RUNTIME
 
         gate = runtime = False
         for name in STEP_NAMES:
@@ -346,7 +346,7 @@ class Runner(UnitStore, ExportStep, CompareSteps, MeasureSteps):
             runtime = runtime or any(u.get("error") != "gate" for u in failed)
             if step["status"] == "failed" and not failed:
                 runtime = True
-        return EXIT_RUNTIME if runtime else EXIT_GATE_FAILED if gate else EXIT_OK
+        return EXIT_RUNTIME if runtime else EXIT_FIDELITY_FAILED if gate else EXIT_OK
 
 def run_recipe(recipe: str | Recipe, run_dir: str | os.PathLike, *, force: bool = False, skip: tuple[str, ...] = (),
                reporter: Reporter | None = None, **options: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segdeploy.core.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from segdeploy.core.errors import EXIT_FIDELITY_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from segdeploy.engine.gate import Gate
 
 
@@ -73,7 +73,7 @@ class CompareReport:
         if any(r.status == "error" for r in self.rows):
             return EXIT_RUNTIME
         if not self.passed:
-            return EXIT_GATE_FAILED
+            return EXIT_FIDELITY_FAILED
         if not self.compared:
             return EXIT_USAGE
         return EXIT_OK

@@ -24,6 +24,7 @@ from segdeploy.backends.base import (
     decode_outputs,
     file_backends,
     get_runtime_class,
+    is_auto,
     module_backends,
     physical_cores,
     plugin_errors,
@@ -235,5 +236,6 @@ def select_auto(model=None, device: str = "cpu", precision: str | None = None, *
 
 
 __all__ = ["open_runtime", "open_configured", "Runtime", "RuntimeUnavailable", "register_runtime",
-           "get_runtime_class", "backend_names", "by_preference", "consumes", "file_backends", "module_backends",
-           "plugin_errors", "available_backends", "select_auto", "physical_cores", "PRECISIONS", "decode_outputs"]
+           "get_runtime_class", "backend_names", "by_preference", "consumes", "is_auto", "file_backends",
+           "module_backends", "plugin_errors", "available_backends", "select_auto", "physical_cores", "PRECISIONS",
+           "decode_outputs"]

@@ -335,6 +335,11 @@ def by_preference(names=None) -> list[str]:
     return sorted(names, key=lambda n: get_runtime_class(n).preference)
 
 
+def is_auto(backend: str) -> bool:
+    """True for "auto", the choice :func:`segdeploy.backends.open_runtime` makes by probing (no backend)."""
+    return backend == "auto"
+
+
 def consumes(backend: str) -> str:
     """What ``backend`` loads: "module", "onnx" or "artifact" (see :attr:`Runtime.consumes`)."""
     return get_runtime_class(backend).consumes

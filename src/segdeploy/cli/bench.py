@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import BackendsHelp, int_list, model_argument, size_hw, torch_arguments, torch_options, weights_argument
+from segdeploy.cli.common import (BackendsHelp, int_list, model_argument, size_hw, torch_arguments, torch_options,
+                                  weights_argument)
 
 DESCRIPTION = """\
 Measure throughput and per-batch latency of one model on one runtime and precision.
@@ -80,7 +81,7 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from segdeploy.backends import open_runtime
+    from segdeploy.backends import is_auto, open_runtime
     from segdeploy.bench.harness import benchmark
     from segdeploy.bench.render import plot_reports, render_csv, render_markdown, table_rows
     from segdeploy.core.registry import get_spec
@@ -91,8 +92,8 @@ def run(args) -> int:
     out = Console()
     runtime = None
     options = torch_options(args)
-    if args.backend == "auto" or args.precision == "auto":
-        if args.backend != "auto":
+    if is_auto(args.backend) or args.precision == "auto":
+        if not is_auto(args.backend):
             raise ValueError("--precision auto needs --backend auto")
         runtime = open_runtime(spec.name, "auto", device=args.device,
                                precision=None if args.precision == "auto" else args.precision,

@@ -92,7 +92,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import sys
 
-    from segdeploy.backends import get_runtime_class
+    from segdeploy.backends import get_runtime_class, is_auto
     from segdeploy.cli.common import size_hw
     from segdeploy.core.errors import UsageError
     from segdeploy.core.registry import get_spec
@@ -112,7 +112,7 @@ def run(args) -> int:
     if args.streams is not None:
         if args.streams < 1:
             raise UsageError(f"--streams must be at least 1, got {args.streams}")
-        if args.backend != "auto" and "streams" not in get_runtime_class(args.backend).option_names:
+        if not is_auto(args.backend) and "streams" not in get_runtime_class(args.backend).option_names:
             raise UsageError(f"--streams is an OpenVINO setting; --backend {args.backend} has no streams "
                              "(use --workers for more runtimes)")
         options["streams"] = args.streams

@@ -80,7 +80,7 @@ class CompareReport:
 
     def row(self, backend: str, precision: str) -> CompareRow:
         for r in self.rows:
-            if r.backend == backend and r.precision == precision:
+            if (r.backend, r.precision) == (backend, precision):
                 return r
         raise KeyError(f"no row {backend} {precision}")
 

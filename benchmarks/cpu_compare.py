@@ -197,7 +197,7 @@ def variants_for(model: str, onnx_path: Path, args) -> list[Variant]:
 def judge(model: str, variants: list[Variant], onnx_path: Path, weights: str) -> dict:
     """Fidelity of every segdeploy variant vs fp32 on the judging photos (see module doc)."""
     from segdeploy.backends import open_runtime
-    from segdeploy.backends.auto import fidelity_gate
+    from segdeploy.engine.fidelity import fidelity_gate
     from segdeploy.core.registry import get_spec
     from segdeploy.engine.transforms import preprocess_with_valid
 

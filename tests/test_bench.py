@@ -214,6 +214,8 @@ def test_plot_written(tmp_path):
 
 @pytest.fixture
 def fake_runtimes(monkeypatch):
+    from segdeploy.backends import is_auto
+
     opened = []
     module = types.ModuleType("segdeploy.backends")
 
@@ -239,6 +241,7 @@ def fake_runtimes(monkeypatch):
         return ("openvino", precision or "bf16")
 
     module.RuntimeUnavailable = RuntimeUnavailable
+    module.is_auto = is_auto
     module.open_runtime = open_runtime
     module.select_auto = select_auto
     monkeypatch.setitem(sys.modules, "segdeploy.backends", module)

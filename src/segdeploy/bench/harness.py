@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 
-from segdeploy.backends import open_runtime
 from segdeploy.bench.endtoend import image_files, run_end_to_end
 from segdeploy.bench.memory import CudaCounters, device_limit
 from segdeploy.bench.records import BatchResult, BenchReport
@@ -101,6 +100,13 @@ def _parse_size(size: Any) -> tuple[int, int]:
     if h <= 0 or w <= 0:
         raise ValueError(f"input size {size!r} must be positive")
     return h, w
+
+
+def _open(spec, backend: str, device: str, precision: str, weights, onnx_path, runtime_options):
+    from segdeploy.backends import open_runtime
+
+    return open_runtime(spec.name, backend=backend, device=device, precision=precision, weights=weights,
+                        onnx_path=onnx_path, **(runtime_options or {}))
 
 
 def _checked_plan(iters, duration, warmup: int, batch_sizes, num_buffers: int) -> tuple[int | None, list[int]]:
@@ -231,8 +237,7 @@ def benchmark(
     cuda = CudaCounters(device) if str(device).startswith("cuda") else None
     if runtime is None:
         say(f"opening {backend} {precision} on {device}")
-        runtime = open_runtime(spec.name, backend=backend, device=device, precision=precision,
-                               weights=weights, onnx_path=onnx_path, **(runtime_options or {}))
+        runtime = _open(spec, backend, device, precision, weights, onnx_path, runtime_options)
     flops, flops_method = _flops(spec, hw, notes) if count_flops else (None, None)
     if limit_tflops is None:
         limit_tflops = _device_ceiling(runtime, cuda, precision, notes)

@@ -197,7 +197,7 @@ def variants_for(model: str, onnx_path: Path, args) -> list[Variant]:
 def judge(model: str, variants: list[Variant], onnx_path: Path, weights: str) -> dict:
     """Fidelity of every segdeploy variant vs fp32 on the judging photos (see module doc)."""
     from segdeploy.backends import open_runtime
-    from segdeploy.backends.auto import fidelity_gate
+    from segdeploy.engine.fidelity import fidelity_gate
     from segdeploy.core.registry import get_spec
     from segdeploy.engine.transforms import preprocess_with_valid
 
@@ -324,11 +324,6 @@ def main(argv=None) -> int:
     from segdeploy.core.environment import environment
 
     args = parse_args(argv)
-    # Judge with the gate the CLI and --backend auto use (verify's per-image quantile + worst-image
-    # rule and tensor check), not the simpler fallback the backends layer carries.
-    from segdeploy.verify.auto_gate import install
-
-    install()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown:

@@ -28,7 +28,7 @@ def calib_sets(spec, count: int) -> dict[str, list[np.ndarray]]:
     """Calibration sources: scikit-image crops (disjoint regions of the judged photos), the photos
     shipped for calibration, and the demo's synthetic images."""
     import trained_u2netp as tu
-    from segdeploy.convert.quantize import _calib_input
+    from segdeploy.convert.quantize import calib_input
 
     out = {"skimage-crops": [im for _, im in tu.real_photos()[16:16 + count]]}
     shipped = Path(__file__).resolve().parents[1] / "src/segdeploy/assets/calibration"
@@ -37,7 +37,7 @@ def calib_sets(spec, count: int) -> dict[str, list[np.ndarray]]:
     from segdeploy.recipes.demo import render_sample
 
     out["synthetic"] = [render_sample(16 + i, seed=0).image for i in range(count)]  # the demo's calibration
-    return {name: [_calib_input(e, spec) for e in entries] for name, entries in out.items()}
+    return {name: [calib_input(e, spec) for e in entries] for name, entries in out.items()}
 
 
 def nncf_ir(fp32_onnx, inputs, out_xml, *, ignore_last=0, fast_bias=True, preset="mixed", smooth=None,
@@ -130,7 +130,7 @@ def main() -> int:
     from segdeploy.backends import open_runtime
     from segdeploy.convert.export_cache import cached_export
     from segdeploy.convert.nncf_quantize import nncf_quantize
-    from segdeploy.convert.quantize import _calib_input, quantize_onnx
+    from segdeploy.convert.quantize import calib_input, quantize_onnx
     from segdeploy.core.registry import get_spec
     from segdeploy.verify.compare import compare
 
@@ -145,7 +145,7 @@ def main() -> int:
     compare(module, combos=[], images=judged, save_reference=ref)
     sources = calib_sets(spec, args.num_calib)
     threads = {"threads": args.threads}
-    x = _calib_input(judged[0], spec)
+    x = calib_input(judged[0], spec)
     results = {"load_before": os.getloadavg(), "threads": args.threads, "rows": []}
     if args.time_s:
         for backend in ("onnxruntime", "openvino"):

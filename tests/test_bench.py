@@ -10,17 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdeploy.bench.harness import (
-    MIN_BUFFERS,
-    BenchReport,
-    benchmark,
-    host_peak_rss_bytes,
-    load_report,
-    make_inputs,
-    plot_reports,
-    render_csv,
-    render_markdown,
-)
+from segdeploy.bench.harness import benchmark
+from segdeploy.bench.memory import host_peak_rss_bytes
+from segdeploy.bench.pure import MIN_BUFFERS, make_inputs
+from segdeploy.bench.records import BenchReport, load_report
+from segdeploy.bench.render import plot_reports, render_csv, render_markdown
 from tests.image_zoo import photo
 
 
@@ -220,6 +214,8 @@ def test_plot_written(tmp_path):
 
 @pytest.fixture
 def fake_runtimes(monkeypatch):
+    from segdeploy.backends import is_auto
+
     opened = []
     module = types.ModuleType("segdeploy.backends")
 
@@ -245,6 +241,7 @@ def fake_runtimes(monkeypatch):
         return ("openvino", precision or "bf16")
 
     module.RuntimeUnavailable = RuntimeUnavailable
+    module.is_auto = is_auto
     module.open_runtime = open_runtime
     module.select_auto = select_auto
     monkeypatch.setitem(sys.modules, "segdeploy.backends", module)
@@ -270,7 +267,7 @@ def test_cli_writes_json_csv_plot_and_prints_json_numbers(tmp_path, fake_runtime
     assert len((tmp_path / "r.csv").read_text().splitlines()) == 3
     printed = capsys.readouterr().out
     for r in report.results:  # the images/s shown in the table are the JSON's, formatted
-        from segdeploy.bench.harness import _fmt
+        from segdeploy.bench.render import _fmt
 
         assert _fmt(r.images_per_s) in printed
     assert f"best: batch {report.best_batch_size}" in printed
@@ -375,7 +372,7 @@ class DeviceFake(FakeRuntime):
 def test_cuda_code_path_with_cpu_stand_in(monkeypatch, with_run_device):
     import segdeploy.bench.harness as bench
 
-    monkeypatch.setattr(bench, "_Cuda", _CpuStandInForCuda)
+    monkeypatch.setattr(bench, "CudaCounters", _CpuStandInForCuda)
     fake = DeviceFake() if with_run_device else FakeRuntime()
     report = benchmark("unetpp_dsb2018", runtime=fake, device="cuda", batch_sizes=[1, 2], warmup=1, iters=4,
                        count_flops=False, precision="fp16")
@@ -429,7 +426,7 @@ class SelectingFake(FakeRuntime):
 def test_cuda_split_comes_from_the_copies_run_really_does(monkeypatch):
     import segdeploy.bench.harness as bench
 
-    monkeypatch.setattr(bench, "_Cuda", _CpuStandInForCuda)
+    monkeypatch.setattr(bench, "CudaCounters", _CpuStandInForCuda)
     fake = SelectingFake()
     report = benchmark("u2netp", runtime=fake, device="cuda", batch_sizes=[1], warmup=1, iters=5,
                        count_flops=False, input_size=(32, 32))

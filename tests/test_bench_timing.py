@@ -124,11 +124,11 @@ def test_flops_leave_module_untouched():
 
 
 @pytest.mark.parametrize("name, size, gflop", [
-    ("u2netp", (320, 320), 39.5),          # MODELS.md §6
+    ("u2netp", (320, 320), 39.5),          # docs/models.md §6
     ("unetpp_dsb2018", (96, 96), 9.7),
     ("unet_carvana", (512, 512), 385.4),
 ])
-def test_flops_registry_models_match_models_md(name, size, gflop):
+def test_flops_registry_models_match_docs_models_md(name, size, gflop):
     pytest.importorskip("torch")
     from segdeploy.bench.flops import flops_for_model
     from segdeploy.core.registry import get_spec

@@ -10,9 +10,9 @@ import pytest
 from segdeploy.core.errors import UsageError
 from segdeploy.tasks import get_task
 from segdeploy.tasks.base import Prediction
-from segdeploy.verify.gate import (MIN_IMAGES, PRECISIONS, TensorLimit, default_gate, gate_table, judge,
+from segdeploy.engine.gate import (MIN_IMAGES, PRECISIONS, TensorLimit, default_gate, gate_table, judge,
                                    with_overrides)
-from segdeploy.verify.measures import checked_outputs, tensor_measures
+from segdeploy.engine.fidelity import checked_outputs, tensor_measures
 
 
 def _binary(mask: np.ndarray) -> Prediction:

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from segdeploy.core.errors import ImageReadError, UsageError
-from segdeploy.engine.images import find_images, read_image
+from segdeploy.engine.finder import find_images
+from segdeploy.engine.images import read_image
 from segdeploy.jobs.outputs import plan_outputs
 from tests.image_zoo import photo
 

@@ -2,8 +2,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segdeploy.engine.images import ImageReadError, find_images, read_image
-from segdeploy.engine.writers import atomic_write_bytes, voc_palette, write_png
+from segdeploy.engine.finder import find_images
+
+from segdeploy.engine.images import ImageReadError, read_image
+from segdeploy.engine.writers import atomic_write_bytes, write_png
+from segdeploy.tasks import voc_palette
 from tests.image_zoo import exif_rotated_jpeg, make_mixed_folder, photo
 
 

@@ -38,6 +38,8 @@ def _threads():
 @pytest.mark.parametrize("name", model_params())
 def test_state_dict_layout_equals_upstream_manifest(name):
     spec = get_spec(name)
+    if spec.manifest is None:  # ModelSpec allows a model without an upstream layout
+        pytest.skip(f"{name} registers no manifest")
     model = spec.build()
     got = [(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()]
     assert got == manifest(spec.manifest)

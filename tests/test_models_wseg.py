@@ -24,7 +24,7 @@ from segdeploy.zoo.wseg import PAMR, SoftMaxAE
 from segdeploy.zoo.checkpoints import manifest
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
-# MODELS.md table: upstream get_model(cfg.NET, num_classes=21) parameter count.
+# docs/models.md table: upstream get_model(cfg.NET, num_classes=21) parameter count.
 UPSTREAM_PARAMS = 137_973_172
 
 

@@ -108,9 +108,6 @@ def test_int8_options_reach_the_runtime(jpg, tmp_path, monkeypatch):
     assert seen["calib"] == str(calib) and seen["precision"] == "int8" and seen["backend"] == "onnxruntime"
     onnx = tmp_path / "q.onnx"
     onnx.write_bytes(b"onnx")
-    import segdeploy.jobs.predict as job
-
-    monkeypatch.setattr(job, "open_model_runtime", capture)
     with pytest.raises(RuntimeError, match="stop here"):
         run_cli("predict", "u2netp", jpg, "-o", tmp_path / "d", "--backend", "onnxruntime", "--onnx", onnx)
     assert seen["onnx_path"] == str(onnx)

@@ -27,12 +27,12 @@ def _save(path, h=24, w=32, seed=0):
 @pytest.fixture
 def no_model(monkeypatch):
     """Fail the test if a runtime is opened (errors must come before the model loads)."""
-    import segdeploy.jobs.predict as job
+    import segdeploy.jobs.session as session_module
 
     def refuse(*a, **k):
         raise AssertionError("the model was loaded before the error")
 
-    monkeypatch.setattr(job, "open_model_runtime", refuse)
+    monkeypatch.setattr(session_module, "open_model_runtime", refuse)
 
 
 def test_same_name_in_two_folders_gives_two_masks(tmp_path):

@@ -42,7 +42,7 @@ def test_recipe_fields_refer_to_real_things(name):
 
 
 def test_guide_throughput_rows_agree_with_performance_md_summary():
-    """PERFORMANCE.md §1 summarises the seeds; the recipes must carry the same Ascend figures."""
+    """docs/performance.md §1 summarises the seeds; the recipes must carry the same Ascend figures."""
     u2 = {r.batch_size: r.value for r in RECIPES["u2net-ecssd"].published
           if r.kind == "throughput" and r.hardware == "Ascend 310P"}
     assert [round(u2[b], 1) for b in (1, 4, 8, 16, 32, 64)] == [241.0, 208.3, 202.5, 198.6, 197.4, 199.1]

@@ -547,9 +547,11 @@ def test_openvino_int8_runs_its_own_nncf_ir_and_onnxruntime_int8_the_qdq_model(t
 
 
 def test_without_nncf_openvino_int8_falls_back_to_the_qdq_model(tmp_path, cache, monkeypatch):
-    from segdeploy.recipes import runner, step_export
+    from segdeploy.backends import base
+    from segdeploy.recipes import runner
 
-    monkeypatch.setattr(step_export, "_has_nncf", lambda: False)
+    # as if nncf were not installed: the library it needs is one that does not exist
+    monkeypatch.setitem(base.QUANTIZER_LIBRARIES, "nncf", "segdeploy_no_such_module")
     results = runner.run_recipe("unetpp-dsb2018", tmp_path / "run", weights="random", device="cpu",
                                 backends=["onnxruntime", "openvino"], precisions=["fp32", "int8"], num_calib=2,
                                 skip=("compare", "eval", "bench"))

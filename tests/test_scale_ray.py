@@ -237,7 +237,7 @@ def test_two_node_cluster_on_loopback(images, local_outputs, tmp_path):
 def test_uris_are_listed_and_read_through_pyarrow(images):
     """A pyarrow filesystem URI (file:// here; s3:// alike) expands like a local folder and reads the same."""
     from segdeploy.engine.images import read_image
-    from segdeploy.engine.images import find_images
+    from segdeploy.engine.finder import find_images
     from segdeploy.scale.predict import find_sources
     from segdeploy.scale.workers import read_source
 

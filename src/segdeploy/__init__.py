@@ -42,9 +42,6 @@ __all__ = sorted(_LAZY) + ["__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("open_runtime", "predict", "Session", "evaluate", "compare", "run_recipe"):
-        # --backend auto judges its candidates with compare's gate (verify sits above backends)
-        importlib.import_module("segdeploy.verify.auto_gate").install()
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'segdeploy' has no attribute {name!r}")

@@ -10,7 +10,6 @@ See :mod:`segdeploy.backends.base` for the protocol and each backend module for 
 from __future__ import annotations
 
 import copy
-import importlib
 import os
 from typing import Any
 
@@ -20,22 +19,17 @@ from segdeploy.backends.base import (
     Runtime,
     RuntimeUnavailable,
     backend_names,
-    get_runtime_class,
+    by_preference,
+    consumes,
     decode_outputs,
+    file_backends,
+    get_runtime_class,
+    is_auto,
+    module_backends,
     physical_cores,
+    plugin_errors,
     register_runtime,
 )
-
-_BUILTIN = ("torch_backend", "onnxruntime_backend", "openvino_backend")
-_loaded = False
-
-
-def _load_builtin() -> None:
-    global _loaded
-    if not _loaded:
-        for name in _BUILTIN:
-            importlib.import_module(f"{__name__}.{name}")
-        _loaded = True
 
 
 def _spec_and_module(model):
@@ -71,7 +65,7 @@ def open_runtime(
     Args:
         model: registry name, ModelSpec, or an nn.Module from :func:`segdeploy.create_model`
             (PyTorch runs a copy of it when a setting would change it in place; ONNX backends export it).
-        backend: "auto", "torch", "onnxruntime" or "openvino". "auto" picks the fastest backend and
+        backend: "auto" or a registered backend (:func:`backend_names`). "auto" picks the fastest backend and
             precision whose fidelity gate passes (:func:`select_auto`); the choice and its reason are
             on ``runtime.selection``.
         device: "cpu" or "cuda" ("cuda:N").
@@ -94,29 +88,25 @@ def open_runtime(
     """
     selection = None
     file_info = None
-    if onnx_path is not None and str(onnx_path).lower().endswith(".xml") and backend == "torch":
-        raise UsageError("an OpenVINO IR (.xml) runs on --backend openvino, not torch")
-    if onnx_path is not None and not str(onnx_path).lower().endswith(".xml"):  # OpenVINO IR: its own reader
+    if onnx_path is not None and backend != "auto":
+        _check_reads(backend, onnx_path)
+    if onnx_path is not None and _file_kind(onnx_path) == ".onnx":
         from segdeploy.backends.onnx_file import check_onnx_file, inspect_onnx
 
         file_info = inspect_onnx(onnx_path)
         check_onnx_file(file_info, spec or _spec_and_module(model)[0])
-        if backend == "torch":
-            raise UsageError("--onnx runs the file on onnxruntime or openvino; the torch backend runs the "
-                             "PyTorch module (drop --onnx or choose --backend onnxruntime|openvino)")
     if backend == "auto" and file_info is not None:
         # A given file: its own precision (a quantized file is int8), on the fastest ONNX runtime here.
         from segdeploy.convert.onnx_info import is_quantized
 
         precision = precision or ("int8" if is_quantized(file_info.path) else "fp32")
-        chosen = next((b for b in ("openvino", "onnxruntime") if get_runtime_class(b).is_available()), "onnxruntime")
+        readers = file_backends()
+        chosen = next((b for b in readers if get_runtime_class(b).is_available()), readers[0])
         selection = {"requested": "auto", "backend": chosen, "precision": precision,
                      "why": f"a given ONNX file runs on {chosen} (the fastest ONNX runtime installed), in its own "
                             f"precision ({precision})"}
         backend = chosen
-        from segdeploy.backends.auto import auto_options
-
-        options = {**auto_options(backend, device, options.get("threads")), **options}
+        options = {**get_runtime_class(backend).auto_options(device, options.get("threads")), **options}
     elif backend == "auto":
         choice = _auto_choice(model, device, precision, weights, onnx_path, seed)
         from segdeploy.backends.auto_probe import describe_choice
@@ -132,16 +122,14 @@ def open_runtime(
             selection["ignored_options"] = dropped
             options = {k: v for k, v in options.items() if k in accepted}
         # How auto runs its choice (e.g. OpenVINO streams); options the caller gave win.
-        from segdeploy.backends.auto import auto_options
-
-        chosen_options = auto_options(backend, device, options.get("threads"), spec=_spec_and_module(model)[0],
-                                      precision=precision)
+        chosen_options = get_runtime_class(backend).auto_options(
+            device, options.get("threads"), spec=_spec_and_module(model)[0], precision=precision)
         if chosen_options:
             selection["options"] = chosen_options
         options = {**chosen_options, **options}
     precision = precision or "fp32"
-    runtime = _open(model, backend, device, precision, weights, onnx_path, seed=seed, spec=spec,
-                    export_options=export_options, calib=calib, num_calib=num_calib, **options)
+    runtime = open_configured(model, backend, device, precision, weights, onnx_path, seed=seed, spec=spec,
+                              export_options=export_options, calib=calib, num_calib=num_calib, **options)
     runtime.selection = selection
     if file_info is not None and file_info.static_batch is not None:
         from segdeploy.backends.onnx_file import FixedBatch
@@ -160,8 +148,8 @@ def _auto_choice(model, device, precision, weights, onnx_path, seed):
     no_weights = module is None and weights is None and spec.default_weights is None
     if onnx_path is not None or not probing_enabled() or no_weights:
         choice = static_choice(device, precision)
-        if onnx_path is not None and choice.backend == "torch":
-            raise RuntimeUnavailable("an ONNX file needs onnxruntime or openvino; neither is installed")
+        if onnx_path is not None and consumes(choice.backend) == "module":
+            raise RuntimeUnavailable(f"an ONNX file needs {' or '.join(file_backends())}; none is installed")
         return choice
     if module is None:
         from segdeploy.zoo import create_model
@@ -176,69 +164,53 @@ def _auto_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def auto_reason(backend: str, precision: str, device: str) -> str:
-    """Why a static ``auto`` choice is what it is (kept for callers of the older API)."""
-    if str(device).startswith("cuda"):
-        return f"on CUDA segdeploy runs PyTorch ({precision})"
-    return f"{backend} {precision}: the conservative choice without a probe"
+def _file_kind(path) -> str:
+    """The suffix a backend declares it reads (``Runtime.reads``) for ``path``; any other file is ONNX."""
+    suffix = os.path.splitext(str(path))[1].lower()
+    return suffix if any(suffix in get_runtime_class(n).reads for n in backend_names()) else ".onnx"
 
 
-def _open(model, backend, device, precision, weights, onnx_path, *, seed, spec, export_options, calib, num_calib,
-          **options) -> Runtime:
+def _check_reads(backend: str, path) -> None:
+    """UsageError when ``backend`` does not read a file like ``path`` (it runs the module, or reads
+    other formats)."""
+    cls = get_runtime_class(backend)
+    suffix = _file_kind(path)
+    if suffix in cls.reads:
+        return
+    readers = [n for n in by_preference() if suffix in get_runtime_class(n).reads]
+    where = "|".join(readers) or "no installed backend"
+    if cls.consumes == "module":
+        raise UsageError(f"--onnx runs the file on {where}; the {backend} backend runs the PyTorch module "
+                         f"(drop --onnx or choose --backend {where})")
+    raise UsageError(f"a {suffix} file runs on --backend {where}, not {backend}")
+
+
+def open_configured(model, backend, device, precision, weights, onnx_path, *, seed, spec, export_options, calib,
+                    num_calib, **options) -> Runtime:
+    """Open ``backend`` exactly as configured (no auto, no file checks): the module for a backend
+    that runs it, else ``onnx_path`` or the file the backend's ``make_artifact`` builds (cached)."""
     cls = get_runtime_class(backend)
     base_spec, module = _spec_and_module(model)
     spec = spec or base_spec
     cls.check(device, precision, options)
-    if backend == "torch":
+    if cls.consumes == "module":
         if onnx_path is not None:
-            raise ValueError("the torch backend runs the PyTorch module; onnx_path is for onnxruntime / openvino")
+            raise ValueError(f"the {backend} backend runs the PyTorch module; onnx_path is for "
+                             f"{' / '.join(file_backends())}")
         if module is None:
             from segdeploy.zoo import create_model
 
             module = create_model(spec, weights, seed=seed)
-        elif _changes_module(device, precision, options):
+        elif cls.modifies_module(device, precision, options):
             module = copy.deepcopy(module)
-        runtime = cls(spec, device, precision, **options)
-        return runtime.load(module)
-
+        return cls(spec, device, precision, **options).load(module)
     artifact = onnx_path
     if artifact is None:
         # The graph does not depend on the preprocessing, so the export (and its cache entry and
         # metadata) is made from the model's own spec; ``spec`` only drives calibration and running.
-        source = module if module is not None else base_spec
-        if precision == "int8":
-            if calib is None:
-                from segdeploy.core.errors import UsageError
-
-                raise UsageError(
-                    "int8 needs a quantized model or calibration images to make one: add --onnx FILE (made with "
-                    "`segdeploy quantize`) or, where the command has it, --calib DIR (photos like the ones to "
-                    "predict; Python: onnx_path= / calib=)")
-            from segdeploy.convert.quantize import cached_quantize
-
-            import importlib.util
-
-            if cls.name == "openvino" and importlib.util.find_spec("nncf") is not None:
-                # OpenVINO's own quantizer: on the trained U²-Netp its IR passes the int8 gate where
-                # the ORT QDQ model run by OpenVINO does not (benchmarks/results/int8_trained_u2netp_cpu.md).
-                from segdeploy.convert.nncf_quantize import cached_nncf_quantize
-
-                artifact = cached_nncf_quantize(source, weights, calib, num_calib=num_calib, seed=seed, spec=spec,
-                                                export_options=export_options)
-            else:
-                artifact = cached_quantize(source, weights, calib, num_calib=num_calib, seed=seed, spec=spec,
-                                           export_options=export_options)
-        else:
-            from segdeploy.convert.export_cache import cached_export
-
-            artifact = cached_export(source, weights, seed=seed, spec=base_spec, **(export_options or {}))
-    runtime = cls(spec, device, precision, **options)
-    return runtime.load(artifact)
-
-
-def _changes_module(device: str, precision: str, options: dict[str, Any]) -> bool:
-    return (device != "cpu" or options.get("channels_last") or
-            (precision in ("fp16", "bf16") and options.get("cast") == "half"))
+        artifact = cls.make_artifact(module if module is not None else base_spec, weights, precision, seed=seed,
+                                     spec=spec, export_options=export_options, calib=calib, num_calib=num_calib)
+    return cls(spec, device, precision, **options).load(artifact)
 
 
 def available_backends() -> dict[str, str | None]:
@@ -264,6 +236,7 @@ def select_auto(model=None, device: str = "cpu", precision: str | None = None, *
     return choice.backend, choice.precision
 
 
-__all__ = ["open_runtime", "Runtime", "RuntimeUnavailable", "register_runtime", "get_runtime_class",
-           "backend_names", "available_backends", "select_auto", "physical_cores", "PRECISIONS",
+__all__ = ["open_runtime", "open_configured", "Runtime", "RuntimeUnavailable", "register_runtime",
+           "get_runtime_class", "backend_names", "by_preference", "consumes", "is_auto", "file_backends",
+           "module_backends", "plugin_errors", "available_backends", "select_auto", "physical_cores", "PRECISIONS",
            "decode_outputs"]

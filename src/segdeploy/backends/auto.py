@@ -8,7 +8,7 @@ For a model, its weights and this machine, :func:`choose_auto` runs a short prob
    fails on one of those photos, so judging generated images alone would pick it;
 2. every candidate that can run here (CPU: ONNX Runtime fp32 / int8, OpenVINO fp32 / bf16 / int8
    (ONNX Runtime QDQ and NNCF), PyTorch fp32 itself; CUDA: PyTorch fp32 / fp16 / bf16) runs the
-   same images and is judged by :func:`fidelity_gate` against the reference, then is timed
+   same images and is judged by :func:`segdeploy.engine.fidelity.fidelity_gate` against the reference, then is timed
    (batch 1, warm-up outside the timing, median of at least 3 calls and ~``PROBE_SECONDS``);
 3. the choice is the fastest candidate that passed. The table (images/s, gate measures, why a
    candidate failed or could not run) is kept on the choice, printed by ``segdeploy bench
@@ -34,30 +34,18 @@ import os
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from segdeploy.backends.base import RuntimeUnavailable, get_runtime_class, physical_cores
+from segdeploy.backends.base import (RuntimeUnavailable, backend_names, by_preference, get_runtime_class,
+                                    module_backends, physical_cores)
 
 GATE_IMAGES = 16
 CALIB_IMAGES = 16
 PROBE_SECONDS = 1.5
 CACHE_VERSION = 4  # 2: OpenVINO streams; 3: the OpenVINO QDQ candidate is QDQ; 4: real photos judged for trained weights
 
-# Thresholds of segdeploy.verify.compare.DEFAULT_TOLERANCES at the time of writing (backends sit
-# below verify in the layer contract and cannot import it). verify may install its own gate with
-# set_fidelity_gate(); until then this copy is the gate.
-_LOW = {"fp16": {"binary": {"mask_iou": 0.98}, "saliency": {"map_mae": 0.01, "mask_iou": 0.95},
-                 "semantic": {"pixel_agreement": 0.99}},
-        "bf16": {"binary": {"mask_iou": 0.98}, "saliency": {"map_mae": 0.01, "mask_iou": 0.95},
-                 "semantic": {"pixel_agreement": 0.98}},
-        "int8": {"binary": {"mask_iou": 0.95}, "saliency": {"map_mae": 0.02, "mask_iou": 0.90},
-                 "semantic": {"pixel_agreement": 0.97}}}
-_FP32_REL = 1e-4
-_FP32_ATOL = 1e-6
-#: masks whose union is smaller than this share of the image are judged as if it were this large
-_MIN_UNION_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -114,83 +102,6 @@ class AutoChoice:
     def from_dict(cls, data: dict[str, Any]) -> "AutoChoice":
         table = [ProbeRow(**row) for row in data.get("table", [])]
         return cls(**{**data, "table": table})
-
-
-# ----------------------------------------------------------------------------------------------
-# The fidelity gate (one adapter: the lead rewires it to segdeploy.verify)
-# ----------------------------------------------------------------------------------------------
-
-GateFn = Callable[[Any, str, list[list[np.ndarray]], list[list[np.ndarray]], list[tuple[int, int]]],
-                  tuple[bool, dict[str, float], str]]
-_GATE: GateFn | None = None
-
-
-def set_fidelity_gate(gate: GateFn | None) -> None:
-    """Install the gate ``auto`` uses (None = the built-in one): ``gate(spec, precision, reference
-    outputs, candidate outputs, original sizes) -> (passed, measures, reason)``; outputs are per
-    image lists of CxHxW arrays in ``spec.output_names`` order."""
-    global _GATE
-    _GATE = gate
-
-
-def fidelity_gate(spec, precision: str, reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
-                  sizes: list[tuple[int, int]]) -> tuple[bool, dict[str, float], str]:
-    """Judge ``candidate`` against PyTorch fp32 ``reference`` outputs on the same images.
-
-    fp32: the decoded output's largest error relative to the reference's largest magnitude must
-    be ≤ 1e-4 (or its absolute error ≤ 1e-6). fp16/bf16/int8: on the decoded predictions at the
-    original size, the thresholds of ``segdeploy.verify.compare`` for the task — saliency: map
-    MAE (mean |map − reference map|) and pooled mask IoU (maps ≥ 0.5; union floored at 1 % of the
-    image); binary: pooled mask IoU; semantic: share of pixels with the reference's class.
-    """
-    if _GATE is not None:
-        return _GATE(spec, precision, reference, candidate, sizes)
-    from segdeploy.engine.transforms import decode, select_output
-    from segdeploy.tasks import get_task
-
-    measures: dict[str, float] = {}
-    if precision == "fp32":
-        worst_rel, worst_abs = 0.0, 0.0
-        for ref, out in zip(reference, candidate):
-            a = np.asarray(select_output(ref, spec), dtype=np.float64)
-            b = np.asarray(select_output(out, spec), dtype=np.float64)
-            err = float(np.abs(a - b).max())
-            worst_abs = max(worst_abs, err)
-            worst_rel = max(worst_rel, err / max(float(np.abs(a).max()), 1e-12))
-        measures = {"rel": worst_rel, "max_abs": worst_abs}
-        ok = worst_rel <= _FP32_REL or worst_abs <= _FP32_ATOL
-        return ok, measures, "" if ok else f"rel error {worst_rel:.2e} > {_FP32_REL:g}"
-    task = get_task(spec)
-    limits = _LOW[precision][task.name]
-    inter = union = floored = 0.0
-    mae_sum = mae_count = agree = pixels = 0.0
-    for ref, out, hw in zip(reference, candidate, sizes):
-        p_ref, p_out = decode(ref, spec, hw), decode(out, spec, hw)
-        if "mask_iou" in limits:
-            # saliency maps are thresholded at 0.5; binary masks are already 0/1
-            a = p_ref.map >= 0.5 if "map_mae" in limits else p_ref.mask.astype(bool)
-            b = p_out.map >= 0.5 if "map_mae" in limits else p_out.mask.astype(bool)
-            i, u = float((a & b).sum()), float((a | b).sum())
-            inter, union, floored = inter + i, union + u, floored + max(u, _MIN_UNION_SHARE * a.size)
-        if "map_mae" in limits:
-            diff = np.abs(p_out.map.astype(np.float64) - p_ref.map.astype(np.float64))
-            mae_sum, mae_count = mae_sum + float(diff.sum()), mae_count + diff.size
-        if "pixel_agreement" in limits:
-            agree, pixels = agree + float((p_ref.mask == p_out.mask).sum()), pixels + p_ref.mask.size
-    failures = []
-    if "mask_iou" in limits:
-        measures["mask_iou"] = 1.0 - (union - inter) / floored if floored else 1.0
-        if measures["mask_iou"] < limits["mask_iou"]:
-            failures.append(f"mask IoU {measures['mask_iou']:.3f} < {limits['mask_iou']}")
-    if "map_mae" in limits:
-        measures["map_mae"] = mae_sum / max(mae_count, 1)
-        if measures["map_mae"] > limits["map_mae"]:
-            failures.append(f"map MAE {measures['map_mae']:.4f} > {limits['map_mae']}")
-    if "pixel_agreement" in limits:
-        measures["pixel_agreement"] = agree / max(pixels, 1)
-        if measures["pixel_agreement"] < limits["pixel_agreement"]:
-            failures.append(f"pixel agreement {measures['pixel_agreement']:.4f} < {limits['pixel_agreement']}")
-    return not failures, measures, "; ".join(failures)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,22 +210,8 @@ def probing_enabled() -> bool:
 
 def auto_options(backend: str, device: str = "cpu", threads: int | None = None, *, spec=None,
                  precision: str | None = None) -> dict[str, Any]:
-    """Backend options ``auto`` opens its choice with (and probes it with).
-
-    OpenVINO on a CPU with several cores: one stream per physical core (``streams``), so that the
-    pipeline keeps that many images in flight and a core busy with JPEG decoding or PNG encoding
-    stalls one stream rather than every layer of one shared forward pass (measured on the 2-core
-    EPYC, u2netp int8 end to end: 4.5 → 5.9-6.6 images/s). ``threads`` (a caller's thread limit,
-    e.g. a Ray worker's CPUs) caps the streams: one thread per stream at least.
-    """
-    if backend == "torch" and str(device).startswith("cuda"):
-        from segdeploy.backends.auto_cuda import cuda_options
-
-        return cuda_options(spec, precision)
-    cores = physical_cores() if threads is None else min(physical_cores(), max(1, int(threads)))
-    if backend == "openvino" and not str(device).startswith("cuda") and cores > 1:
-        return {"streams": cores}
-    return {}
+    """Backend options ``auto`` opens its choice with (and probes it with): the backend's own."""
+    return get_runtime_class(backend).auto_options(device, threads, spec=spec, precision=precision)
 
 
 def static_choice(device: str = "cpu", precision: str | None = None) -> AutoChoice:
@@ -322,15 +219,14 @@ def static_choice(device: str = "cpu", precision: str | None = None) -> AutoChoi
     that can run it — OpenVINO, ONNX Runtime, PyTorch on CPU; PyTorch (fp16) on CUDA."""
     if str(device).startswith("cuda"):
         want = precision or "fp16"
-        get_runtime_class("torch").check(device, want, {})
-        return AutoChoice("torch", want, f"on CUDA segdeploy runs PyTorch ({want}); probing is off", "static")
+        reference = module_backends()[0]
+        get_runtime_class(reference).check(device, want, {})
+        return AutoChoice(reference, want, f"on CUDA segdeploy runs PyTorch ({want}); probing is off", "static")
     want = precision or "fp32"
-    for backend in ("openvino", "onnxruntime", "torch"):
+    for backend in by_preference():
         try:
             get_runtime_class(backend).check(device, want, {})
         except (RuntimeUnavailable, ValueError):
-            continue
-        if want == "int8" and backend == "torch":
             continue
         return AutoChoice(backend, want, f"{backend} {want}: the fastest engine here for {want} without a probe "
                           "(probing is off, so no lower precision is chosen unjudged)", "static")
@@ -339,12 +235,10 @@ def static_choice(device: str = "cpu", precision: str | None = None) -> AutoChoi
 
 def candidates_for(device: str, precision: str | None) -> list[Candidate]:
     """Configurations worth probing on ``device`` (those that cannot run here are reported, not tried)."""
-    if str(device).startswith("cuda"):
-        out = [Candidate("torch", p) for p in ("fp32", "fp16", "bf16")]
-    else:
-        out = [Candidate("torch", "fp32"), Candidate("onnxruntime", "fp32"), Candidate("openvino", "fp32"),
-               Candidate("openvino", "bf16"), Candidate("onnxruntime", "int8", "ort-qdq"),
-               Candidate("openvino", "int8", "ort-qdq"), Candidate("openvino", "int8", "nncf")]
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    out = [Candidate(name, p, q) for name in backend_names()  # what each declares (Runtime.auto_candidates)
+           for p, q in get_runtime_class(name).auto_candidates.get(kind, ())]
+    if kind == "cpu":
         if os.environ.get("SEGDEPLOY_AUTO_INT8", "1").strip() in ("0", "false", "no", "off"):
             out = [c for c in out if c.precision != "int8"]
     if precision is not None:

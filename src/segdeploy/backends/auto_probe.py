@@ -21,13 +21,13 @@ from segdeploy.backends.auto import (
     _gate_size,
     cache_path_for,
     candidates_for,
-    fidelity_gate,
     generated_images,
     probe_key,
     probing_enabled,
     static_choice,
 )
 from segdeploy.backends.base import RuntimeUnavailable
+from segdeploy.engine.fidelity import fidelity_gate
 from segdeploy.engine.inference_threads import calls_in_flight
 
 #: seeds of the generated gate and calibration images (different: the sets are disjoint)
@@ -115,7 +115,7 @@ def gated_nncf(module, spec, calib: list[np.ndarray], batches: list[np.ndarray],
     ``ladder`` (number of last convolutions kept float); if the fidelity gate fails, go up the
     ladder. Returns (runtime or None, rung, passed, measures, reason) of the first passing rung,
     else of the last one tried."""
-    from segdeploy.backends import _open
+    from segdeploy.backends import open_configured as _open
     from segdeploy.convert.nncf_quantize import cached_nncf_quantize
 
     from segdeploy.backends.auto import auto_options
@@ -135,7 +135,7 @@ def gated_nncf(module, spec, calib: list[np.ndarray], batches: list[np.ndarray],
 
 
 def _open_candidate(candidate: Candidate, module, spec, calib: list[np.ndarray], seed: int):
-    from segdeploy.backends import _open
+    from segdeploy.backends import open_configured as _open
     from segdeploy.backends.auto import auto_options
 
     onnx_path = None
@@ -162,7 +162,7 @@ def _run_images(runtime, batches: list[np.ndarray]) -> list[list[np.ndarray]]:
 def probe(module, spec, device: str = "cpu", precision: str | None = None, *, seed: int = 0,
           progress: Callable[[str], None] | None = None) -> list[ProbeRow]:
     """Gate and time every candidate; the reference is PyTorch fp32 on ``module``."""
-    from segdeploy.backends import _open
+    from segdeploy.backends import open_configured as _open
     from segdeploy.engine.transforms import preprocess_with_valid
 
     say = progress or (lambda message: None)

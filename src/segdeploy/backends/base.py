@@ -19,7 +19,11 @@ see :func:`decode_outputs`); asking for only that one spares copying the others 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
+import threading
+import warnings
+from importlib import metadata
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Sequence
 
@@ -44,6 +48,24 @@ class Runtime(ABC):
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     #: option names ``__init__`` accepts besides device and precision
     option_names: ClassVar[tuple[str, ...]] = ()
+
+    # -- capabilities: what callers read instead of comparing backend names ----------------------
+    #: what ``load`` takes: "module" (the PyTorch nn.Module itself), "onnx" (an ONNX file, which
+    #: :meth:`make_artifact` exports or quantizes) or "artifact" (a file of its own that the backend's
+    #: :meth:`make_artifact` builds)
+    consumes: ClassVar[str] = "onnx"
+    #: suffixes of the given files (``--onnx``) it reads; empty for a backend that runs the module
+    reads: ClassVar[tuple[str, ...]] = (".onnx",)
+    #: device kinds it may run on ("cpu", "cuda"); ``check`` says whether it can here
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    #: how its int8 file is made, preferred first: "nncf" (OpenVINO's quantizer) or "ort-qdq" (ONNX
+    #: Runtime's QDQ quantizer); empty = no int8 file is made for it
+    int8_quantizers: ClassVar[tuple[str, ...]] = ()
+    #: what ``--backend auto`` probes of it, per device kind: (precision, quantizer or None) pairs
+    auto_candidates: ClassVar[dict[str, tuple[tuple[str, str | None], ...]]] = {}
+    #: place in the conservative choice without a probe and among runtimes for a given ONNX file
+    #: (lower is tried first: the faster engine; a backend that does not say comes after the built-ins)
+    preference: ClassVar[int] = 100
 
     #: how "--backend auto" chose this runtime (None when the backend was named)
     selection: dict[str, Any] | None = None
@@ -91,6 +113,54 @@ class Runtime(ABC):
         if precision not in cls.precisions:
             raise RuntimeUnavailable(
                 f"{cls.name} runtime does not offer {precision} (it offers {', '.join(cls.precisions)})")
+
+    @classmethod
+    def auto_options(cls, device: str = "cpu", threads: int | None = None, *, spec: ModelSpec | None = None,
+                     precision: str | None = None) -> dict[str, Any]:
+        """Options ``--backend auto`` opens (and probes) this backend with for ``spec`` at ``precision``;
+        ``threads`` caps them."""
+        return {}
+
+    @classmethod
+    def modifies_module(cls, device: str, precision: str, options: dict[str, Any]) -> bool:
+        """True when ``load`` would change a given nn.Module in place (the caller passes a copy)."""
+        return False
+
+    @classmethod
+    def int8_quantizer(cls) -> str | None:
+        """The first of :attr:`int8_quantizers` whose library is installed here (None: none is)."""
+        return next((q for q in cls.int8_quantizers if _installed(QUANTIZER_LIBRARIES[q])), None)
+
+    @classmethod
+    def make_artifact(cls, source, weights, precision: str, *, seed: int = 0, spec: ModelSpec | None = None,
+                      export_options: dict[str, Any] | None = None, calib=None, num_calib: int | None = None):
+        """The file ``load`` takes, made from ``source`` (a ModelSpec or an nn.Module) and cached:
+        the ONNX export, or for int8 the file of :meth:`int8_quantizer` calibrated on ``calib``.
+        ``spec`` drives calibration; the export is always made from the model's own spec."""
+        from segdeploy.core.registry import get_spec
+
+        base_spec = get_spec(getattr(source, "segdeploy_spec", source))
+        if precision != "int8":
+            from segdeploy.convert.export_cache import cached_export
+
+            return cached_export(source, weights, seed=seed, spec=base_spec, **(export_options or {}))
+        if calib is None:
+            from segdeploy.core.errors import UsageError
+
+            raise UsageError(
+                "int8 needs a quantized model or calibration images to make one: add --onnx FILE (made with "
+                "`segdeploy quantize`) or, where the command has it, --calib DIR (photos like the ones to "
+                "predict; Python: onnx_path= / calib=)")
+        quantizer = cls.int8_quantizer()
+        if quantizer == "nncf":
+            from segdeploy.convert.nncf_quantize import cached_nncf_quantize as quantize
+        elif quantizer == "ort-qdq":
+            from segdeploy.convert.quantize import cached_quantize as quantize
+        else:
+            raise RuntimeUnavailable(f"{cls.name}: no int8 quantizer installed "
+                                     f"({', '.join(cls.int8_quantizers) or 'it declares none'})")
+        return quantize(source, weights, calib, num_calib=num_calib, seed=seed, spec=spec or base_spec,
+                        export_options=export_options)
 
     # -- life cycle ---------------------------------------------------------------------------
     @abstractmethod
@@ -186,21 +256,73 @@ def physical_cores() -> int:
     return max(1, len(cores) or len(allowed) or (os.cpu_count() or 1))
 
 
+#: the library each int8 quantizer needs
+QUANTIZER_LIBRARIES = {"nncf": "nncf", "ort-qdq": "onnxruntime"}
+#: entry-point group third-party backends register through (a module that registers on import, a
+#: Runtime subclass, or a callable that registers)
+ENTRY_POINT_GROUP = "segdeploy.backends"
+_BUILTIN = ("torch_backend", "onnxruntime_backend", "openvino_backend")
+
 _REGISTRY: dict[str, type[Runtime]] = {}
+_PLUGIN_ERRORS: dict[str, str] = {}
+_loaded = False
+_loading = threading.RLock()
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def register_runtime(cls: type[Runtime]) -> type[Runtime]:
     """Class decorator: make a backend available to :func:`open_runtime` under ``cls.name``."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
+    if cls.consumes not in ("module", "onnx", "artifact"):
+        raise ValueError(f"{cls.__name__}.consumes must be 'module', 'onnx' or 'artifact', got {cls.consumes!r}")
     _REGISTRY[cls.name] = cls
     return cls
 
 
-def get_runtime_class(name: str) -> type[Runtime]:
-    from segdeploy.backends import _load_builtin  # the built-in backends register themselves on import
+def _load_plugin(entry) -> None:
+    try:
+        target = entry.load()
+        if isinstance(target, type) and issubclass(target, Runtime):
+            register_runtime(target)
+        elif callable(target):
+            target()
+    except Exception as exc:  # a broken plugin must not break the other backends
+        _PLUGIN_ERRORS[entry.name] = f"{entry.value}: {type(exc).__name__}: {exc}"
+        warnings.warn(f"segdeploy: backend plugin {entry.name!r} failed to load: {exc}", stacklevel=4)
 
-    _load_builtin()
+
+def ensure_loaded() -> None:
+    """Import the built-in backends and the ``segdeploy.backends`` entry points, once."""
+    global _loaded
+    if _loaded:
+        return
+    with _loading:
+        if _loaded:
+            return
+        _loaded = True
+        for name in _BUILTIN:
+            importlib.import_module(f"segdeploy.backends.{name}")
+        try:
+            entries = metadata.entry_points(group=ENTRY_POINT_GROUP)
+        except Exception as exc:  # a corrupt distribution's metadata
+            _PLUGIN_ERRORS["<entry points>"] = f"{type(exc).__name__}: {exc}"
+            entries = ()
+        for entry in entries:
+            _load_plugin(entry)
+
+
+def plugin_errors() -> dict[str, str]:
+    """{entry point name: why it failed to load} for backend plugins that could not be loaded."""
+    ensure_loaded()
+    return dict(_PLUGIN_ERRORS)
+
+
+def get_runtime_class(name: str) -> type[Runtime]:
+    ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -208,7 +330,32 @@ def get_runtime_class(name: str) -> type[Runtime]:
 
 
 def backend_names() -> list[str]:
-    from segdeploy.backends import _load_builtin
-
-    _load_builtin()
+    """Every registered backend, built-in first, in registration order."""
+    ensure_loaded()
     return list(_REGISTRY)
+
+
+def by_preference(names=None) -> list[str]:
+    """``names`` (default: every backend), the preferred (faster) engine first."""
+    names = backend_names() if names is None else list(names)
+    return sorted(names, key=lambda n: get_runtime_class(n).preference)
+
+
+def is_auto(backend: str) -> bool:
+    """True for "auto", the choice :func:`segdeploy.backends.open_runtime` makes by probing (no backend)."""
+    return backend == "auto"
+
+
+def consumes(backend: str) -> str:
+    """What ``backend`` loads: "module", "onnx" or "artifact" (see :attr:`Runtime.consumes`)."""
+    return get_runtime_class(backend).consumes
+
+
+def file_backends() -> list[str]:
+    """Backends that read a given ONNX file (``--onnx``), the preferred first."""
+    return [n for n in by_preference() if ".onnx" in get_runtime_class(n).reads]
+
+
+def module_backends() -> list[str]:
+    """Backends that run the PyTorch module itself (the reference runs on the first)."""
+    return [n for n in backend_names() if get_runtime_class(n).consumes == "module"]

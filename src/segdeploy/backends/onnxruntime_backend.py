@@ -47,6 +47,10 @@ class OnnxRuntimeRuntime(Runtime):
     name = "onnxruntime"
     library = "onnxruntime"
     precisions = ("fp32", "fp16", "int8")
+    devices = ("cpu", "cuda")
+    int8_quantizers = ("ort-qdq",)
+    auto_candidates = {"cpu": (("fp32", None), ("int8", "ort-qdq"))}
+    preference = 20
     option_names = ("threads", "inter_threads", "provider", "optimization")
 
     @classmethod

@@ -81,12 +81,33 @@ class TorchRuntime(Runtime):
     name = "torch"
     library = "torch"
     precisions = ("fp32", "tf32", "fp16", "bf16")
+    consumes = "module"
+    reads = ()
+    devices = ("cpu", "cuda")
+    auto_candidates = {"cpu": (("fp32", None),), "cuda": (("fp32", None), ("fp16", None), ("bf16", None))}
+    preference = 90  # last in the static choice on a CPU: the ONNX engines run the same graph faster
     option_names = ("mode", "channels_last", "compile", "compile_mode", "cuda_graph", "cast", "threads",
                     "cudnn_benchmark", "max_graphs", "batch_buckets", "recompile_limit", "device_preprocess")
 
     @classmethod
     def unavailable_reason(cls) -> str:
         return "PyTorch is not installed (pip install torch)"
+
+    @classmethod
+    def auto_options(cls, device: str = "cpu", threads: int | None = None, *, spec=None,
+                     precision: str | None = None) -> dict[str, Any]:
+        """On CUDA: cast whole to fp16 / bf16, channels_last, compiled within the budget of
+        :mod:`segdeploy.backends.auto_cuda`; on the CPU: the module as built."""
+        if not str(device).startswith("cuda"):
+            return {}
+        from segdeploy.backends.auto_cuda import cuda_options
+
+        return cuda_options(spec, precision)
+
+    @classmethod
+    def modifies_module(cls, device: str, precision: str, options: dict[str, Any]) -> bool:
+        return bool(device != "cpu" or options.get("channels_last") or
+                    (precision in ("fp16", "bf16") and options.get("cast") == "half"))
 
     @classmethod
     def check(cls, device: str, precision: str, options: dict[str, Any] | None = None) -> None:

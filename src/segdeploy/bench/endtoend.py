@@ -14,8 +14,8 @@ from segdeploy.bench.timing import now, throughput
 
 
 
-def _image_files(folder: Path, limit: int | None) -> list[tuple[Path, Path]]:
-    from segdeploy.engine.images import find_images
+def image_files(folder: Path, limit: int | None) -> list[tuple[Path, Path]]:
+    from segdeploy.engine.finder import find_images
 
     files = find_images([folder])
     return files[:limit] if limit is not None else files

@@ -1,6 +1,6 @@
 """Work per image: multiply-accumulates of the convolutions and linear layers, counted with hooks.
 
-The convention is the one of MODELS.md §6 and PERFORMANCE.md §2: only ``Conv*d``,
+The convention is the one of docs/models.md §6 and docs/performance.md §2: only ``Conv*d``,
 ``ConvTranspose*d`` and ``Linear`` are counted (BatchNorm, activations, pooling, resizing and
 softmax are left out, they are memory-bound and small), biases are not counted, and one MAC is
 two FLOP. For a layer with output ``Y`` and input ``X``:

@@ -12,7 +12,7 @@ as well as the host clock; it resets and reads ``torch.cuda.max_memory_allocated
 from ``cudaMemGetInfo``). If the runtime also offers the optional extension
 ``run_device(x: torch.Tensor) -> list[torch.Tensor]`` (input and outputs already on the device), a
 second loop times the forward alone with CUDA events ("device-only" throughput, comparable to the
-figures in PERFORMANCE.md §3) and splits a batch into H2D / compute / D2H, the copies being timed on
+figures in docs/performance.md §3) and splits a batch into H2D / compute / D2H, the copies being timed on
 pinned host buffers of the same byte sizes. When the runtime's ``staging`` can time its own copies
 (segdeploy's torch backend: ``Staging.time_copies``), the split is read from CUDA events recorded
 inside ``run`` around the copies it really does and the compute between them (``method="run-events"``,
@@ -40,37 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from segdeploy.bench.endtoend import _image_files, run_end_to_end
-from segdeploy.bench.memory import (  # noqa: F401  (re-exported: the harness's public surface)
-    DEVICE_LIMITS,
-    MEASURED_PEAK_TFLOPS,
-    _Cuda,
-    _unavailable,
-    device_limit,
-    host_peak_rss_bytes,
-    reset_host_peak,
-)
-from segdeploy.bench.records import (  # noqa: F401
-    E2E_INCLUDES,
-    MIB,
-    PURE_INCLUDES,
-    BatchResult,
-    BenchReport,
-    DeviceOnly,
-    DeviceSplit,
-    EndToEnd,
-    load_report,
-)
-from segdeploy.bench.render import (  # noqa: F401
-    CSV_COLUMNS,
-    _fmt,
-    plot_reports,
-    render_csv,
-    render_markdown,
-    table_rows,
-)
-
-from segdeploy.bench.pure import MIN_BUFFERS, _count_rows, _measure_batch, make_inputs  # noqa: F401
+from segdeploy.bench.endtoend import image_files, run_end_to_end
+from segdeploy.bench.memory import CudaCounters, device_limit
+from segdeploy.bench.records import BatchResult, BenchReport
+from segdeploy.bench.pure import MIN_BUFFERS, measure_batch
 
 
 # ----------------------------------------------------------------------------------------------
@@ -95,7 +68,7 @@ def _environment() -> tuple[dict[str, Any], str | None]:
     return environment(), None
 
 
-def _cuda_name(cuda: _Cuda | None) -> str | None:
+def _cuda_name(cuda: CudaCounters | None) -> str | None:
     if cuda is None:
         return None
     return cuda.torch.cuda.get_device_name(cuda.device)
@@ -114,11 +87,6 @@ def _decode_outputs(runtime: Any, spec: Any) -> tuple[int, ...] | None:
     return decode_outputs(spec) if takes else None
 
 
-def _default_limit(device_name: str | None, precision: str) -> float | None:
-    found = device_limit(device_name, precision)
-    return found[0] if found else None
-
-
 def _parse_size(size: Any) -> tuple[int, int]:
     if isinstance(size, str):
         parts = size.lower().replace("×", "x").split("x")
@@ -132,6 +100,75 @@ def _parse_size(size: Any) -> tuple[int, int]:
     if h <= 0 or w <= 0:
         raise ValueError(f"input size {size!r} must be positive")
     return h, w
+
+
+def _open(spec, backend: str, device: str, precision: str, weights, onnx_path, runtime_options):
+    from segdeploy.backends import open_runtime
+
+    return open_runtime(spec.name, backend=backend, device=device, precision=precision, weights=weights,
+                        onnx_path=onnx_path, **(runtime_options or {}))
+
+
+def _checked_plan(iters, duration, warmup: int, batch_sizes, num_buffers: int) -> tuple[int | None, list[int]]:
+    """(timed calls or None for a duration, batch sizes) after checking the timing arguments."""
+    if iters is not None and duration is not None:
+        raise ValueError("give iters or duration, not both")
+    if iters is None and duration is None:
+        iters = 50
+    if iters is not None and iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    if duration is not None and not duration > 0:
+        raise ValueError(f"duration must be > 0 seconds, got {duration}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    sizes = [int(b) for b in batch_sizes]
+    if not sizes or any(b < 1 for b in sizes):
+        raise ValueError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
+    if num_buffers < MIN_BUFFERS:
+        raise ValueError(f"num_buffers must be >= {MIN_BUFFERS}")
+    return iters, sizes
+
+
+def _input_hw(spec, input_size) -> tuple[int, int]:
+    hw = _parse_size(input_size) if input_size is not None else tuple(spec.input_size)
+    multiple = spec.preprocess.multiple_of
+    if multiple > 1 and (hw[0] % multiple or hw[1] % multiple):
+        raise ValueError(f"{spec.name} needs height and width divisible by {multiple}; got {hw[0]}x{hw[1]}")
+    return hw
+
+
+def _e2e_files(images, max_images: int | None) -> list[tuple[Path, Path]]:
+    """The image files of the end-to-end pass (none without ``images``)."""
+    if images is None:
+        return []
+    folder = Path(images)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: --images must be a folder of images")
+    files = image_files(folder, max_images)
+    if not files:
+        raise ValueError(f"{folder}: no image files found")
+    return files
+
+
+def _flops(spec, hw: tuple[int, int], notes: list[str]) -> tuple[float | None, str | None]:
+    try:
+        from segdeploy.bench.flops import flops_for_model
+
+        counted = flops_for_model(spec.name, hw)
+        return counted.flops, counted.method
+    except Exception as exc:  # noqa: BLE001 - FLOPs are informative; the benchmark goes on
+        notes.append(f"FLOP count failed: {type(exc).__name__}: {exc}")
+        return None, None
+
+
+def _device_ceiling(runtime, cuda, precision: str, notes: list[str]) -> float | None:
+    """The measured dense-matmul TFLOPS ceiling of the device at the precision run, when known."""
+    said = runtime.describe() if hasattr(runtime, "describe") else {}
+    found = device_limit(_cuda_name(cuda), str(said.get("precision", precision)))
+    if found is None:
+        return None
+    notes.append(f"limit_tflops {found[0]} = dense matrix-product ceiling of {found[1]}")
+    return found[0]
 
 
 def benchmark(
@@ -176,8 +213,8 @@ def benchmark(
         num_buffers: rotated input buffers per batch size (>= 3).
         runtime: an already opened runtime (``run``, ``warmup``, ``describe``); overrides opening one.
         limit_tflops: compute ceiling for ``share_of_limit``; default a measured ceiling from
-            PERFORMANCE.md §2 when the device is known there, else None.
-        limit_images_per_s: the model's images/s limit (PERFORMANCE.md §2) for
+            docs/performance.md §2 when the device is known there, else None.
+        limit_images_per_s: the model's images/s limit (docs/performance.md §2) for
             ``share_of_image_limit``.
         count_flops: count FLOP per image with :func:`segdeploy.bench.flops.flops_for_model`.
         e2e_workers: threads for reading and for writing (default min(8, CPU count)).
@@ -191,120 +228,75 @@ def benchmark(
     from segdeploy.core.registry import get_spec
 
     spec = get_spec(model)
-    if iters is not None and duration is not None:
-        raise ValueError("give iters or duration, not both")
-    if iters is None and duration is None:
-        iters = 50
-    if iters is not None and iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
-    if duration is not None and not duration > 0:
-        raise ValueError(f"duration must be > 0 seconds, got {duration}")
-    if warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup}")
-    sizes = [int(b) for b in batch_sizes]
-    if not sizes or any(b < 1 for b in sizes):
-        raise ValueError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
-    if num_buffers < MIN_BUFFERS:
-        raise ValueError(f"num_buffers must be >= {MIN_BUFFERS}")
-    hw = _parse_size(input_size) if input_size is not None else tuple(spec.input_size)
-    multiple = spec.preprocess.multiple_of
-    if multiple > 1 and (hw[0] % multiple or hw[1] % multiple):
-        raise ValueError(f"{spec.name} needs height and width divisible by {multiple}; got {hw[0]}x{hw[1]}")
-    files: list[tuple[Path, Path]] = []
-    if images is not None:
-        folder = Path(images)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: --images must be a folder of images")
-        files = _image_files(folder, e2e_max_images)
-        if not files:
-            raise ValueError(f"{folder}: no image files found")
+    iters, sizes = _checked_plan(iters, duration, warmup, batch_sizes, num_buffers)
+    hw = _input_hw(spec, input_size)
+    files = _e2e_files(images, e2e_max_images)
     say = progress or (lambda message: None)
     notes: list[str] = []
 
-    cuda = _Cuda(device) if str(device).startswith("cuda") else None
+    cuda = CudaCounters(device) if str(device).startswith("cuda") else None
     if runtime is None:
-        from segdeploy.backends import open_runtime
-
         say(f"opening {backend} {precision} on {device}")
-        runtime = open_runtime(spec.name, backend=backend, device=device, precision=precision,
-                               weights=weights, onnx_path=onnx_path, **(runtime_options or {}))
-    flops = flops_method = None
-    if count_flops:
-        try:
-            from segdeploy.bench.flops import flops_for_model
-
-            counted = flops_for_model(spec.name, hw)
-            flops, flops_method = counted.flops, counted.method
-        except Exception as exc:  # noqa: BLE001 - FLOPs are informative; the benchmark goes on
-            notes.append(f"FLOP count failed: {type(exc).__name__}: {exc}")
+        runtime = _open(spec, backend, device, precision, weights, onnx_path, runtime_options)
+    flops, flops_method = _flops(spec, hw, notes) if count_flops else (None, None)
     if limit_tflops is None:
-        said = runtime.describe() if hasattr(runtime, "describe") else {}
-        found = device_limit(_cuda_name(cuda), str(said.get("precision", precision)))
-        if found is not None:
-            limit_tflops = found[0]
-            notes.append(f"limit_tflops {limit_tflops} = dense matrix-product ceiling of {found[1]}")
+        limit_tflops = _device_ceiling(runtime, cuda, precision, notes)
 
+    timing = {"warmup": warmup, "iters": iters, "duration": duration, "num_buffers": num_buffers, "seed": seed}
     results: list[BatchResult] = []
     workers = e2e_workers or min(8, os.cpu_count() or 1)  # = pipeline.default_workers()
     for bs in sizes:
         say(f"batch {bs}: warm-up {warmup}, then {'%d calls' % iters if iters else '%.1f s' % duration}")
-        result = _measure_batch(
-            runtime, bs, hw, warmup=warmup, iters=iters, duration=duration, num_buffers=num_buffers,
-            seed=seed, cuda=cuda, flops_per_image=flops, limit_tflops=limit_tflops,
-            limit_images_per_s=limit_images_per_s, wanted=_decode_outputs(runtime, spec),
-        )
+        result = measure_batch(runtime, bs, hw, **timing, cuda=cuda, flops_per_image=flops, limit_tflops=limit_tflops,
+                               limit_images_per_s=limit_images_per_s, wanted=_decode_outputs(runtime, spec))
         if files:
             say(f"batch {bs}: end to end over {len(files)} images")
-            with tempfile.TemporaryDirectory(prefix="segdeploy-bench-") as tmp:
-                e2e = run_end_to_end(runtime, spec, files, bs, Path(tmp), workers=workers,
-                                     pure_images_per_s=result.images_per_s)
-            result = replace(result, e2e=e2e)
+            result = _with_end_to_end(result, runtime, spec, files, workers)
         results.append(result)
     best_index = max(range(len(results)), key=lambda k: results[k].images_per_s)
     results[best_index] = replace(results[best_index], best=True)
 
     environment, env_note = _environment()
-    if env_note:
-        notes.append(env_note)
+    notes += [env_note] if env_note else []
     describe = dict(runtime.describe()) if hasattr(runtime, "describe") else {}
-    record = getattr(getattr(runtime, "model", None), "segdeploy_weights", None)
-    weights_info: Any = record.to_dict() if hasattr(record, "to_dict") else describe.get("weights", weights)
-    if isinstance(weights_info, os.PathLike):
-        weights_info = str(weights_info)
+    ran_backend, ran_precision = describe.get("backend", backend), describe.get("precision", precision)
     return BenchReport(
-        model=spec.name,
-        backend=str(describe.get("backend", backend)),
-        precision=str(describe.get("precision", precision)),
-        device=str(device),
-        input_size=hw,
-        label=label or f"{describe.get('backend', backend)} {describe.get('precision', precision)}",
-        results=tuple(results),
-        best_batch_size=results[best_index].batch_size,
-        flops_per_image=flops,
-        flops_method=flops_method,
-        limit_tflops=limit_tflops,
-        limit_images_per_s=limit_images_per_s,
-        weights=weights_info,
-        runtime=describe,
-        settings={
-            "batch_sizes": sizes,
-            "warmup": warmup,
-            "iters": iters,
-            "duration_s": duration,
-            "num_buffers": num_buffers,
-            "seed": seed,
-            "input": f"seeded standard normal float32, {num_buffers} rotated buffers per batch size",
-            "images": None if images is None else str(images),
-            "e2e_images": len(files) if files else None,
-            "e2e_workers": workers if files else None,
-            "device_name": _cuda_name(cuda),
-            "timer": "host perf_counter around each call, CUDA synchronise + CUDA events" if cuda
-            else "host perf_counter around each call",
-            "percentiles": "linear interpolation between closest ranks (Hyndman & Fan type 7)",
-        },
-        notes=tuple(notes),
-        environment=environment,
+        model=spec.name, backend=str(ran_backend), precision=str(ran_precision), device=str(device), input_size=hw,
+        label=label or f"{ran_backend} {ran_precision}", results=tuple(results),
+        best_batch_size=results[best_index].batch_size, flops_per_image=flops, flops_method=flops_method,
+        limit_tflops=limit_tflops, limit_images_per_s=limit_images_per_s,
+        weights=_weights_record(runtime, describe, weights), runtime=describe,
+        settings=_settings(sizes, timing, images, files, workers, cuda),
+        notes=tuple(notes), environment=environment,
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def _settings(sizes: list[int], timing: dict[str, Any], images, files, workers: int, cuda) -> dict[str, Any]:
+    """How the numbers were taken (the report's ``settings``)."""
+    return {
+        "batch_sizes": sizes, "warmup": timing["warmup"], "iters": timing["iters"], "duration_s": timing["duration"],
+        "num_buffers": timing["num_buffers"], "seed": timing["seed"],
+        "input": f"seeded standard normal float32, {timing['num_buffers']} rotated buffers per batch size",
+        "images": None if images is None else str(images), "e2e_images": len(files) if files else None,
+        "e2e_workers": workers if files else None, "device_name": _cuda_name(cuda),
+        "timer": "host perf_counter around each call" + (", CUDA synchronise + CUDA events" if cuda else ""),
+        "percentiles": "linear interpolation between closest ranks (Hyndman & Fan type 7)",
+    }
+
+
+def _with_end_to_end(result: BatchResult, runtime, spec, files, workers: int) -> BatchResult:
+    """``result`` with the end-to-end pass over ``files`` at its batch size."""
+    with tempfile.TemporaryDirectory(prefix="segdeploy-bench-") as tmp:
+        e2e = run_end_to_end(runtime, spec, files, result.batch_size, Path(tmp), workers=workers,
+                             pure_images_per_s=result.images_per_s)
+    return replace(result, e2e=e2e)
+
+
+def _weights_record(runtime, describe: dict[str, Any], weights) -> Any:
+    """What ran: the module's weights record, else what the runtime says, else the argument."""
+    record = getattr(getattr(runtime, "model", None), "segdeploy_weights", None)
+    info: Any = record.to_dict() if hasattr(record, "to_dict") else describe.get("weights", weights)
+    return str(info) if isinstance(info, os.PathLike) else info
 
 

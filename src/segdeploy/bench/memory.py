@@ -11,12 +11,12 @@ import numpy as np
 from segdeploy.bench.timing import percentile
 
 #: Dense matrix-product ceilings, TFLOP/s, by a substring of the CUDA device name (first match
-#: wins, so longer names come first). "measured": PERFORMANCE.md §2 on one H100 80GB HBM3;
+#: wins, so longer names come first). "measured": docs/performance.md §2 on one H100 80GB HBM3;
 #: "datasheet": the vendor's dense (no sparsity) tensor-core figure, an upper bound that a
 #: measured ceiling is usually 80-85 % of.
 DEVICE_LIMITS: tuple[tuple[str, dict[str, float], str], ...] = (
     ("H100 PCIe", {"fp16": 756.0, "bf16": 756.0, "tf32": 378.0}, "datasheet"),
-    ("H100", {"fp16": 810.0, "bf16": 804.0, "tf32": 494.0}, "measured fp16/bf16 (PERFORMANCE.md §2); tf32 datasheet"),
+    ("H100", {"fp16": 810.0, "bf16": 804.0, "tf32": 494.0}, "measured fp16/bf16 (docs/performance.md §2); tf32 datasheet"),
     ("H200", {"fp16": 989.0, "bf16": 989.0, "tf32": 494.0}, "datasheet (SXM)"),
     ("GH200", {"fp16": 989.0, "bf16": 989.0, "tf32": 494.0}, "datasheet"),
     ("B200", {"fp16": 2250.0, "bf16": 2250.0, "tf32": 1100.0}, "datasheet"),
@@ -26,10 +26,6 @@ DEVICE_LIMITS: tuple[tuple[str, dict[str, float], str], ...] = (
     ("A10", {"fp16": 125.0, "bf16": 125.0, "tf32": 62.5}, "datasheet"),
     ("T4", {"fp16": 65.0}, "datasheet"),
 )
-
-#: kept for callers of the older name: (device substring, precision) -> TFLOP/s
-MEASURED_PEAK_TFLOPS = {("H100", "fp16"): 810.0, ("H100", "bf16"): 804.0}
-
 
 def device_limit(device_name: str | None, precision: str) -> tuple[float, str] | None:
     """(TFLOP/s, source) of ``device_name`` at ``precision`` (fp32 on CUDA counts as tf32 only when
@@ -83,7 +79,7 @@ def host_peak_rss_bytes() -> int | None:
         return None
 
 
-class _Cuda:
+class CudaCounters:
     """The CUDA side of the harness: synchronise, memory counters, copy probes, events."""
 
     def __init__(self, device: str):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from segdeploy.bench.memory import _Cuda, host_peak_rss_bytes, reset_host_peak
+from segdeploy.bench.memory import CudaCounters, host_peak_rss_bytes, reset_host_peak
 from segdeploy.bench.records import BatchResult, DeviceOnly, DeviceSplit
 from segdeploy.bench.timing import LatencyStats, achieved_tflops, now, percentile, share_of_limit, throughput
 from segdeploy.engine.inference_threads import calls_in_flight
@@ -52,7 +52,7 @@ def _count_rows(outputs: Sequence[np.ndarray], expected: int) -> int:
 
 def _timed_loop(
     call: Callable[[int], int], *, iters: int | None, duration: float | None,
-    cuda: _Cuda | None,
+    cuda: CudaCounters | None,
 ) -> tuple[list[float], list[float], int, float]:
     """Run ``call(i)`` (returns rows processed) until ``iters`` calls or ``duration`` seconds.
 
@@ -128,7 +128,7 @@ def _timed_loop_concurrent(
 
 
 def _device_only(
-    runtime: Any, buffers: list[np.ndarray], cuda: _Cuda, iters: int | None, duration: float | None,
+    runtime: Any, buffers: list[np.ndarray], cuda: CudaCounters, iters: int | None, duration: float | None,
     warmup: int,
 ) -> DeviceOnly:
     """Forward-only loop on device-resident inputs through ``runtime.run_device``.
@@ -165,9 +165,9 @@ def _device_only(
     )
 
 
-def _measure_batch(
+def measure_batch(
     runtime: Any, batch_size: int, input_size: tuple[int, int], *, warmup: int, iters: int | None,
-    duration: float | None, num_buffers: int, seed: int, cuda: _Cuda | None,
+    duration: float | None, num_buffers: int, seed: int, cuda: CudaCounters | None,
     flops_per_image: int | None, limit_tflops: float | None, limit_images_per_s: float | None,
     wanted: tuple[int, ...] | None = None,
 ) -> BatchResult:

@@ -1,6 +1,6 @@
 """Latency statistics, throughput and achieved compute rate: the arithmetic of ``segdeploy bench``.
 
-Conventions (PERFORMANCE.md §6):
+Conventions (docs/performance.md §6):
 
 * Latencies are per *batch* (one ``run`` call), kept in seconds while measuring and reported in
   milliseconds.

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import (backend_name, count, device_name, int_list, model_argument, positive_number,
-                                  precision_name, size_hw, torch_arguments, torch_options, weights_argument)
+from segdeploy.cli.common import (BackendsHelp, backend_name, count, device_name, int_list, model_argument,
+                                  positive_number, precision_name, size_hw, torch_arguments, torch_options,
+                                  weights_argument)
 
 DESCRIPTION = """\
 Measure throughput and per-batch latency of one model on one runtime and precision.
@@ -37,8 +38,8 @@ def register(sub) -> None:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     model_argument(parser)
     parser.add_argument("--backend", default="torch", type=backend_name,
-                        help="torch | onnxruntime | openvino | auto (default: torch); auto prints the probe table "
-                        "behind its choice")
+                        help=BackendsHelp("{backends} | auto (default: torch); auto prints the probe table "
+                                          "behind its choice"))
     parser.add_argument("--precision", default="fp32", type=precision_name,
                         help="fp32 | fp16 | bf16 | int8 | auto (auto: with --backend auto) (default: fp32)")
     parser.add_argument("--device", default="cpu", type=device_name, help="cpu | cuda[:N] (default: cpu); never silently falls back")
@@ -67,7 +68,7 @@ def register(sub) -> None:
                         help="compute ceiling for the '%% limit' column (default: a measured one for a "
                         "known GPU, else none)")
     parser.add_argument("--limit-images-per-s", type=positive_number, default=None, metavar="R",
-                        help="the model's images/s limit on this device (PERFORMANCE.md §2), for the share")
+                        help="the model's images/s limit on this device (docs/performance.md §2), for the share")
     parser.add_argument("--label", default=None, help="name of this configuration in tables and plots")
     parser.add_argument("--json", metavar="PATH", help="write the full report as JSON")
     parser.add_argument("--csv", metavar="PATH", help="write one CSV row per batch size")
@@ -77,26 +78,13 @@ def register(sub) -> None:
     parser.set_defaults(func=run)
 
 
-def resolve_auto(model: str, backend: str, precision: str, device: str, weights=None,
-                 seed: int = 0) -> tuple[str, str]:
-    """Turn ``auto`` backend/precision into concrete ones via ``segdeploy.backends.select_auto``
-    (probed for ``weights`` when given and probing is on, else the static choice)."""
-    if backend != "auto" and precision != "auto":
-        return backend, precision
-    if backend != "auto":
-        raise ValueError("--precision auto needs --backend auto")
-    from segdeploy.backends import select_auto
-
-    return select_auto(model, device=device, precision=None if precision == "auto" else precision,
-                       weights=weights, seed=seed)
-
-
 def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from segdeploy.backends import open_runtime
-    from segdeploy.bench.harness import benchmark, plot_reports, render_csv, render_markdown, table_rows
+    from segdeploy.backends import is_auto, open_runtime
+    from segdeploy.bench.harness import benchmark
+    from segdeploy.bench.render import plot_reports, render_csv, render_markdown, table_rows
     from segdeploy.core.registry import get_spec
     from segdeploy.engine.writers import atomic_write_text
 
@@ -105,18 +93,18 @@ def run(args) -> int:
     out = Console()
     runtime = None
     options = torch_options(args)
-    if args.backend == "auto" or args.precision == "auto":
-        if args.backend != "auto":
+    if is_auto(args.backend) or args.precision == "auto":
+        if not is_auto(args.backend):
             raise ValueError("--precision auto needs --backend auto")
         runtime = open_runtime(spec.name, "auto", device=args.device,
                                precision=None if args.precision == "auto" else args.precision,
                                weights=args.weights, seed=args.seed, onnx_path=args.onnx)
         print_selection(runtime.selection, out)
-        if options and runtime.name == "torch":
+        if options and _accepts(runtime.name, options):
             err.print("[yellow]note:[/] --torch-mode/--channels-last apply when auto picks torch; reopening with them")
-            runtime = open_runtime(spec.name, "torch", device=args.device, precision=runtime.precision,
+            runtime = open_runtime(spec.name, runtime.name, device=args.device, precision=runtime.precision,
                                    weights=args.weights, seed=args.seed, **options)
-    elif args.backend != "torch" and options:
+    elif options and not _accepts(args.backend, options):
         raise ValueError("--torch-mode and --channels-last are options of --backend torch")
     report = benchmark(
         spec.name, args.backend, args.precision, args.batch_sizes, warmup=args.warmup, iters=args.iters,
@@ -181,3 +169,10 @@ def print_selection(selection: dict | None, console) -> None:
         table.add_row(row["configuration"], row["status"], "—" if not ips else f"{ips:.2f}", measures,
                       row.get("reason") or "", "←" if row["configuration"] == chosen_label else "")
     console.print(table)
+
+
+def _accepts(backend: str, options: dict) -> bool:
+    """True when ``backend`` takes every one of ``options``."""
+    from segdeploy.backends import get_runtime_class
+
+    return set(options) <= set(get_runtime_class(backend).option_names)

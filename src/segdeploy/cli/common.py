@@ -5,6 +5,16 @@ from __future__ import annotations
 import argparse
 
 
+class BackendsHelp(str):
+    """A help text whose ``{backends}`` becomes the registered backends when help is printed (building
+    the parser loads no backend plugin)."""
+
+    def __mod__(self, params):
+        from segdeploy.backends import backend_names
+
+        return str(self).replace("{backends}", " | ".join(backend_names())) % params
+
+
 def model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="registry name (see 'segdeploy list')")
 
@@ -20,8 +30,9 @@ def weights_argument(parser: argparse.ArgumentParser, default: str | None = None
 
 def runtime_arguments(parser: argparse.ArgumentParser, batch_default: int = 1) -> None:
     parser.add_argument("--backend", default="auto", type=backend_name,
-                        help="auto | torch | onnxruntime | openvino (default: auto = the fastest backend and "
-                        "precision whose fidelity gate passes for this model on this device; it prints its choice)")
+                        help=BackendsHelp("auto | {backends} (default: auto = the fastest backend and precision "
+                                          "whose fidelity gate passes for this model on this device; it prints "
+                                          "its choice)"))
     parser.add_argument("--device", default="cpu", type=device_name,
                         help="cpu | cuda (default: cpu); never silently falls back")
     parser.add_argument("--precision", default=None, type=precision_name,

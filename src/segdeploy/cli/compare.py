@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import backend_list, count, csv_list, device_name, precision_list, model_argument, size_hw, weights_argument
+from segdeploy.cli.common import (BackendsHelp, backend_list, count, csv_list, device_name, model_argument,
+                                  precision_list, size_hw, weights_argument)
 from segdeploy.core.errors import exit_code_table
 
 DESCRIPTION = """\
@@ -44,8 +45,8 @@ def register(sub) -> None:
     parser.epilog = EPILOG + exit_code_table()
     model_argument(parser)
     weights_argument(parser)
-    parser.add_argument("--backends", type=backend_list, default=["torch", "onnxruntime", "openvino"],
-                        help="comma-separated: torch, onnxruntime, openvino (default: all three)")
+    parser.add_argument("--backends", type=backend_list, default=None,
+                        help=BackendsHelp("comma-separated, of {backends} (default: every one)"))
     parser.add_argument("--precisions", type=precision_list, default=["fp32"],
                         help="comma-separated: fp32, tf32 (CUDA), fp16, bf16, int8 (default: fp32; on CUDA fp32 "
                         "runs without TF32)")
@@ -109,6 +110,7 @@ def parse_tolerances(items: list[str]) -> dict:
 def run(args) -> int:
     from rich.console import Console
 
+    from segdeploy.backends import backend_names
     from segdeploy.core.errors import UsageError
     from segdeploy.verify.compare import compare, write_report
 
@@ -117,12 +119,13 @@ def run(args) -> int:
     say = (lambda message: None) if args.quiet else (lambda message: err.print(f"[dim]{message}[/]", highlight=False))
     tolerances = parse_tolerances(args.tolerance)
     common = dict(
-        backends=args.backends, precisions=args.precisions, tolerances=tolerances or None, device=args.device,
+        backends=args.backends or backend_names(), precisions=args.precisions, tolerances=tolerances or None,
+        device=args.device,
         batch_size=args.batch_size, input_size=args.input_size, onnx_path=args.onnx, int8_onnx=args.int8_onnx,
         calib=args.calib, num_calib=args.num_calib, require_all=args.require_all, seed=args.seed, progress=say,
         reference=args.reference, save_reference=args.save_reference, allow_few_images=args.allow_few_images)
     if args.dataset or (args.images and args.masks):
-        from segdeploy.verify.compare import dataset_samples
+        from segdeploy.verify.inputs import dataset_samples
         from segdeploy.data.registry import layout_from_args
 
         layout = layout_from_args(args, require_masks=False)

@@ -1,6 +1,6 @@
 """The ``segdeploy`` command: a thin layer over the Python API.
 
-Each subcommand lives in ``segdeploy/commands/<name>.py`` and defines ``register(subparsers)``.
+Each subcommand lives in ``segdeploy/cli/<name>.py`` and defines ``register(subparsers)``.
 Command modules import torch / onnxruntime / openvino only inside their ``run`` functions, so
 ``segdeploy --help`` and ``segdeploy list`` start fast.
 """
@@ -18,7 +18,7 @@ COMMANDS = ("list", "info", "predict", "export", "quantize", "compare", "eval", 
 
 EPILOG = """\
 typical session:
-  segdeploy demo                                    # whole pipeline on bundled images, random weights
+  segdeploy demo                                    # whole pipeline on bundled photos, trained U²-Netp
   segdeploy list                                    # the model zoo
   segdeploy predict u2net photos/ -o masks/ --weights u2net.pth
   segdeploy export u2net --weights u2net.pth -o u2net.onnx
@@ -100,9 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        from segdeploy.verify.auto_gate import install
-
-        install()  # --backend auto judges candidates with compare's gate
         code = int(args.func(args) or 0)
         # Flush here, inside the handler: a reader that went away (`| head`) must end in the
         # BrokenPipeError branch below, not in Python's "Exception ignored" message at exit.

@@ -183,7 +183,7 @@ def run(args) -> int:
         raise UsageError("-o - (stdout) takes one image; give a single input file or -")
     from pathlib import Path
 
-    from segdeploy.engine.images import IMAGE_SUFFIXES
+    from segdeploy.engine.finder import IMAGE_SUFFIXES
 
     if Path(args.output).suffix.lower() in IMAGE_SUFFIXES and not Path(args.output).is_dir():
         raise UsageError(f"-o {args.output} names an image file, but the inputs ({' '.join(args.inputs)}) may hold "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import backend_list, count, csv_list, device_name, int_list, precision_list, size_hw
+from segdeploy.cli.common import (BackendsHelp, backend_list, count, csv_list, device_name, int_list,
+                                  precision_list, size_hw)
 from segdeploy.core.errors import exit_code_table
 
 DESCRIPTION = """\
@@ -78,7 +79,7 @@ def add_run_arguments(parser, *, demo: bool = False) -> None:
                         help="cpu | cuda[:N] | auto (cuda when present)" + (" (default: cpu)" if demo else
                                                                              " (default: auto)"))
     parser.add_argument("--backends", type=backend_list, metavar="LIST",
-                        help="backends to try (default: torch,onnxruntime,openvino)")
+                        help=BackendsHelp("backends to try, of {backends} (default: every one)"))
     parser.add_argument("--precisions", type=precision_list, metavar="LIST",
                         help="precisions to try: fp32,fp16,bf16,int8 (default: the recipe's for the device)")
     parser.add_argument("--batch-sizes", type=int_list, metavar="LIST",
@@ -187,14 +188,14 @@ def print_summary(console, results: dict, run_dir) -> None:
 
 
 def _dataset_options(items: list[str]) -> dict:
-    from segdeploy.data.registry import _parse_value
+    from segdeploy.data.registry import parse_value
 
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--dataset-opt expects KEY=VALUE, got {item!r}")
-        options[key.strip().replace("-", "_")] = _parse_value(value.strip())
+        options[key.strip().replace("-", "_")] = parse_value(value.strip())
     return options
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import (backend_name, device_name, model_argument, precision_name, torch_arguments,
-                                  torch_options, weights_argument)
+from segdeploy.cli.common import (BackendsHelp, backend_name, device_name, model_argument, precision_name,
+                                  torch_arguments, torch_options, weights_argument)
 
 DESCRIPTION = """\
 Serve a model over HTTP (FastAPI + uvicorn, or Ray Serve with --ray).
@@ -53,7 +53,7 @@ def register(sub) -> None:
     model_argument(parser)
     weights_argument(parser)
     parser.add_argument("--onnx", metavar="FILE", help="ONNX file for onnxruntime / openvino (default: cached export)")
-    parser.add_argument("--backend", default="auto", type=backend_name, help="auto | torch | onnxruntime | openvino (default: auto)")
+    parser.add_argument("--backend", default="auto", type=backend_name, help=BackendsHelp("auto | {backends} (default: auto)"))
     parser.add_argument("--device", default="cpu", type=device_name, help="cpu | cuda (default: cpu)")
     parser.add_argument("--precision", default=None, type=precision_name, help="fp32 | fp16 | bf16 | int8 (default: fp32 or the auto choice)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, this machine only)")
@@ -110,6 +110,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import sys
 
+    from segdeploy.backends import get_runtime_class, is_auto
     from segdeploy.cli.common import size_hw
     from segdeploy.core.errors import UsageError
     from segdeploy.core.registry import get_spec
@@ -138,7 +139,7 @@ def run(args) -> int:
     if args.streams is not None:
         if args.streams < 1:
             raise UsageError(f"--streams must be at least 1, got {args.streams}")
-        if args.backend not in ("auto", "openvino"):
+        if not is_auto(args.backend) and "streams" not in get_runtime_class(args.backend).option_names:
             raise UsageError(f"--streams is an OpenVINO setting; --backend {args.backend} has no streams "
                              "(use --workers for more runtimes)")
         options["streams"] = args.streams

@@ -167,6 +167,86 @@ def _torch_export(module, example, path: Path, *, exporter: str, opset: int, out
         program.save(str(path))
         return opset
 
+def _traced_input(module, spec: ModelSpec, hw: tuple[int, int], seed: int, dynamic_batch: bool,
+                  dynamic_spatial: bool):
+    """(the seeded example batch traced, the dynamic axes of the input and of every output), after
+    checking that the forward returns as many outputs as the spec names."""
+    import torch
+
+    output_names = list(spec.output_names)
+    example = torch.from_numpy(parity_input((PARITY_BATCH, 3, *hw), seed))
+    with torch.no_grad():
+        probe = output_list(module(example))
+    if len(probe) != len(output_names):
+        raise ExportError(f"{spec.name}: forward returns {len(probe)} outputs but the spec names "
+                          f"{len(output_names)} ({', '.join(output_names)})")
+    dynamic_axes: dict[str, dict[int, str]] = {}
+    in_axes = {0: "batch"} if dynamic_batch else {}
+    if dynamic_spatial:
+        in_axes.update({2: "height", 3: "width"})
+    if in_axes:
+        dynamic_axes[INPUT_NAME] = in_axes
+    for name, tensor in zip(output_names, probe):
+        axes = _output_axes(name, tuple(tensor.shape), hw, dynamic_batch, dynamic_spatial)
+        if axes:
+            dynamic_axes[name] = axes
+    return example, dynamic_axes
+
+
+def _exported_graph(module, example, spec: ModelSpec, how: tuple[str, int], dynamic_axes, simplify: bool,
+                    notes: list[str]):
+    """(the ONNX ModelProto torch wrote, the opset it wrote) for ``how`` = (exporter, opset asked)."""
+    import onnx
+
+    exporter, requested_opset = how
+    with tempfile.TemporaryDirectory(prefix="segdeploy-export-") as tmp:
+        raw_path = Path(tmp) / "raw.onnx"
+        try:
+            opset = _torch_export(module, example, raw_path, exporter=exporter, opset=requested_opset,
+                                  output_names=list(spec.output_names), dynamic_axes=dynamic_axes,
+                                  multiple_of=spec.preprocess.multiple_of, simplify=simplify)
+        except Exception as exc:
+            raise ExportError(
+                f"{spec.name}: torch.onnx.export ({exporter}) failed: {type(exc).__name__}: {exc}") from exc
+        proto = onnx.load(str(raw_path))
+    written_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if written_opset != requested_opset:
+        notes.append(f"asked for opset {requested_opset}, the {exporter} exporter wrote {written_opset}")
+    return proto, written_opset
+
+
+def _slimmed(proto, notes: list[str]):
+    """(the graph simplified by onnxslim, True), or (the graph as it was, False) when onnxslim fails."""
+    import onnx
+    import onnxslim
+
+    try:
+        with _quiet_export():
+            # One onnx shape-inference pass, then onnxslim without its own: onnxslim's symbolic
+            # inference re-serialises the whole model once per node (wseg: 27 s instead of 5 s)
+            # and gives the same graph here.
+            return onnxslim.slim(onnx.shape_inference.infer_shapes(proto, data_prop=True), no_shape_infer=True), True
+    except Exception as exc:  # noqa: BLE001 - an unsimplified graph is still a valid export
+        notes.append(f"onnxslim failed, graph left unsimplified: {type(exc).__name__}: {exc}")
+        return proto, False
+
+
+def _temp_beside(out_path: Path) -> Path:
+    """An empty temporary file next to ``out_path`` (renamed over it once complete)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    os.close(fd)
+    os.chmod(tmp_name, NEW_FILE_MODE)  # mkstemp makes 0600; a model file is shared like any other
+    return Path(tmp_name)
+
+
+def _parity_error(spec: ModelSpec, result: ExportResult, parity_rtol: float, out_path: Path) -> ExportParityError:
+    worst = max(result.parity.outputs, key=lambda o: o.rel)
+    return ExportParityError(
+        f"{spec.name}: ONNX Runtime disagrees with PyTorch: output {worst.name!r} relative error "
+        f"{worst.rel:.3g} > {parity_rtol:g} (max abs {worst.max_abs:.3g}, cosine {worst.cosine:.6f}); "
+        f"nothing written to {out_path}", result)
+
+
 def export_onnx(
     model_or_name,
     weights=None,
@@ -223,70 +303,19 @@ def export_onnx(
     dynamic_spatial = spec.dynamic_spatial if dynamic_spatial is None else bool(dynamic_spatial)
     output_names = list(spec.output_names)
     notes: list[str] = []
-
-    import torch
-
-    example = torch.from_numpy(parity_input((PARITY_BATCH, 3, *hw), seed))
-    with torch.no_grad():
-        probe = output_list(module(example))
-    if len(probe) != len(output_names):
-        raise ExportError(f"{spec.name}: forward returns {len(probe)} outputs but the spec names "
-                          f"{len(output_names)} ({', '.join(output_names)})")
-    dynamic_axes: dict[str, dict[int, str]] = {}
-    in_axes = {}
-    if dynamic_batch:
-        in_axes[0] = "batch"
-    if dynamic_spatial:
-        in_axes.update({2: "height", 3: "width"})
-    if in_axes:
-        dynamic_axes[INPUT_NAME] = in_axes
-    for name, tensor in zip(output_names, probe):
-        axes = _output_axes(name, tuple(tensor.shape), hw, dynamic_batch, dynamic_spatial)
-        if axes:
-            dynamic_axes[name] = axes
-
+    example, dynamic_axes = _traced_input(module, spec, hw, seed, dynamic_batch, dynamic_spatial)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="segdeploy-export-") as tmp:
-        raw_path = Path(tmp) / "raw.onnx"
-        requested_opset = opset
-        try:
-            opset = _torch_export(module, example, raw_path, exporter=exporter, opset=opset,
-                                  output_names=output_names, dynamic_axes=dynamic_axes,
-                                  multiple_of=spec.preprocess.multiple_of, simplify=simplify)
-        except Exception as exc:
-            raise ExportError(
-                f"{spec.name}: torch.onnx.export ({exporter}) failed: {type(exc).__name__}: {exc}") from exc
-        proto = onnx.load(str(raw_path))
-    written_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
-    if written_opset != requested_opset:
-        notes.append(f"asked for opset {requested_opset}, the {exporter} exporter wrote {written_opset}")
-    opset = written_opset
+    proto, opset = _exported_graph(module, example, spec, (exporter, opset), dynamic_axes, simplify, notes)
     graph_outputs = [o.name for o in proto.graph.output]
     if graph_outputs != output_names:
         raise ExportError(f"{spec.name}: exported outputs {graph_outputs} differ from the spec's {output_names}")
     nodes_before = len(proto.graph.node)
-    simplified = False
-    if simplify:
-        import onnxslim
-
-        try:
-            with _quiet_export():
-                # One onnx shape-inference pass, then onnxslim without its own: onnxslim's symbolic
-                # inference re-serialises the whole model once per node (wseg: 27 s instead of 5 s)
-                # and gives the same graph here.
-                proto = onnxslim.slim(onnx.shape_inference.infer_shapes(proto, data_prop=True),
-                                      no_shape_infer=True)
-            simplified = True
-        except Exception as exc:  # noqa: BLE001 - an unsimplified graph is still a valid export
-            notes.append(f"onnxslim failed, graph left unsimplified: {type(exc).__name__}: {exc}")
+    proto, simplified = _slimmed(proto, notes) if simplify else (proto, False)
     metadata = build_metadata(spec, weights_info, opset=opset, exporter=exporter, hw=hw, extra=extra_metadata)
     set_metadata(proto, metadata)
     proto.doc_string = f"segdeploy export of {spec.name} ({spec.source})"
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp_name)
-    os.chmod(tmp_path, NEW_FILE_MODE)  # mkstemp makes 0600; a model file is shared like any other
+    tmp_path = _temp_beside(out_path)
     try:
         if proto.ByteSize() >= (2 << 30) - (1 << 20):
             raise ExportError(f"{spec.name}: the graph is over 2 GB; external-data export is not supported")
@@ -308,13 +337,9 @@ def export_onnx(
             metadata=metadata, parity=parity, seconds=time.perf_counter() - started,
             file_bytes=tmp_path.stat().st_size, notes=tuple(notes))
         if parity is not None and not parity.passed:
-            worst = max(parity.outputs, key=lambda o: o.rel)
             if write_sidecar:
                 _write_sidecar(out_path, result, passed=False)
-            raise ExportParityError(
-                f"{spec.name}: ONNX Runtime disagrees with PyTorch: output {worst.name!r} relative error "
-                f"{worst.rel:.3g} > {parity_rtol:g} (max abs {worst.max_abs:.3g}, cosine {worst.cosine:.6f}); "
-                f"nothing written to {out_path}", result)
+            raise _parity_error(spec, result, parity_rtol, out_path)
         os.replace(tmp_path, out_path)
     finally:
         if tmp_path.exists():

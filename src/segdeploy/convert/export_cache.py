@@ -1,7 +1,7 @@
 """The export cache: ONNX exports kept under :func:`cache_dir`, keyed by model, weights, options and
 library versions, and reused only when their sidecar and sha256 say they are intact.
 
-Split from :mod:`segdeploy.convert.export`: deciding whether an export can be reused is a separate
+Deciding whether an export can be reused is a separate
 job from making one; this module calls the exporter only on a miss.
 """
 

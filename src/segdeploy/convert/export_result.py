@@ -1,7 +1,7 @@
 """What an export produces and how it fails: :class:`ExportResult` (also the ``<out>.json`` sidecar),
 the parity numbers it carries, and the export errors.
 
-Split from :mod:`segdeploy.convert.export` so that the parity check
+A module of its own so that the parity check
 (:mod:`segdeploy.convert.parity`) and the exporter can both use these records without importing
 each other.
 """

@@ -1,7 +1,7 @@
 """What identifies an artifact: a module's weights (state_dict digest), the library versions it was
 made with, a short weights tag for file names, and the sha256 check that a stored file is intact.
 
-Split from :mod:`segdeploy.convert.export`: the export cache, the int8 cache and the recipe runner's
+The export cache, the int8 cache and the recipe runner's
 step fingerprints all key on these, and none of them needs the exporter to compute a key.
 """
 

@@ -2,7 +2,7 @@
 
 ``nncf_quantize`` reads the fp32 ONNX export with OpenVINO, runs ``nncf.quantize`` with a
 calibration ``nncf.Dataset`` of preprocessed images (each prepared exactly as at inference,
-:func:`segdeploy.convert.quantize._calib_input`), and saves an OpenVINO IR (``.xml`` + ``.bin``,
+:func:`segdeploy.convert.quantize.calib_input`), and saves an OpenVINO IR (``.xml`` + ``.bin``,
 weights kept fp32 so nothing but the quantized operations changes) whose FakeQuantize operations
 OpenVINO's CPU plugin runs as int8 kernels.
 
@@ -124,14 +124,14 @@ def cached_nncf_quantize(model, weights, calib, *, num_calib: int | None = None,
                          overflow_fix: str | None = None, export_options: dict[str, Any] | None = None) -> Path:
     """Path of an NNCF int8 IR of ``model`` calibrated on ``calib``, quantizing into the cache when needed."""
     from segdeploy.convert.export_cache import cache_dir, cached_export
-    from segdeploy.convert.quantize import DEFAULT_NUM_CALIB, _calib_entries, _calib_identity, _calib_input, _own_spec
+    from segdeploy.convert.quantize import DEFAULT_NUM_CALIB, calib_entries, calib_identity, calib_input, own_spec
 
-    base_spec = _own_spec(model, None)
+    base_spec = own_spec(model, None)
     spec = spec or base_spec
-    entries, _ = _calib_entries(calib, spec, int(num_calib or DEFAULT_NUM_CALIB))
+    entries, _ = calib_entries(calib, spec, int(num_calib or DEFAULT_NUM_CALIB))
     fp32 = cached_export(model if not isinstance(model, str) else base_spec, weights, seed=seed, spec=base_spec,
                          **(export_options or {}))
-    key = json.dumps({"fp32": fp32.name, "calib": _calib_identity(entries), "num": len(entries),
+    key = json.dumps({"fp32": fp32.name, "calib": calib_identity(entries), "num": len(entries),
                       "ignored": sorted(ignored), "ignore_last": ignore_last, "method": "nncf-mixed",
                       "float": list(spec.int8_float_layers),
                       "overflow_fix": overflow_fix or ("first_layer_only" if has_vnni() else "enable"),
@@ -139,7 +139,7 @@ def cached_nncf_quantize(model, weights, calib, *, num_calib: int | None = None,
     path = cache_dir() / "openvino" / f"{fp32.stem}-nncf-{hashlib.sha256(key.encode()).hexdigest()[:8]}.xml"
     if path.is_file() and path.with_suffix(".bin").is_file() and Path(str(path) + ".json").is_file():
         return path
-    inputs = [_calib_input(entry, spec) for entry in entries]
+    inputs = [calib_input(entry, spec) for entry in entries]
     return nncf_quantize(fp32, spec, inputs, path, ignored=ignored, ignore_last=ignore_last,
                          overflow_fix=overflow_fix, metadata={"source_onnx": fp32.name, **_weights_meta(fp32)})
 

@@ -1,7 +1,7 @@
 """What an ONNX file says about itself: segdeploy's ``metadata_props`` (built, stamped into a
 graph, read back) and whether the graph is int8-quantized.
 
-Split from :mod:`segdeploy.convert.export`: the backends and the quantizer read files through
+The backends and the quantizer read files through
 these helpers without needing the exporter. onnx is imported only when a file is read.
 """
 

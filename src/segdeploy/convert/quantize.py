@@ -67,9 +67,9 @@ class QuantizeResult:
         return asdict(self)
 
 
-def _calib_entries(calib, spec: ModelSpec, num_calib: int) -> tuple[list[Any], str]:
+def calib_entries(calib, spec: ModelSpec, num_calib: int) -> tuple[list[Any], str]:
     """The first ``num_calib`` calibration entries (paths or arrays) and a description of them."""
-    from segdeploy.engine.images import find_images
+    from segdeploy.engine.finder import find_images
 
     if calib is None:
         raise ValueError("quantization needs calibration images (a folder, image paths, or arrays)")
@@ -105,7 +105,7 @@ def has_vnni() -> bool:
     return any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-def _calib_identity(entries: list[Any]) -> str:
+def calib_identity(entries: list[Any]) -> str:
     digest = hashlib.sha256()
     for entry in entries:
         if isinstance(entry, np.ndarray):
@@ -117,7 +117,7 @@ def _calib_identity(entries: list[Any]) -> str:
     return digest.hexdigest()
 
 
-def _calib_input(entry, spec: ModelSpec) -> np.ndarray:
+def calib_input(entry, spec: ModelSpec) -> np.ndarray:
     """One calibration input, 1 x 3 x H x W float32."""
     from segdeploy.engine.images import read_image
     from segdeploy.engine.transforms import preprocess
@@ -147,7 +147,7 @@ class ImageCalibrationReader:
         entry = next(self._iter, None)
         if entry is None:
             return None
-        return {self.input_name: _calib_input(entry, self.spec)}
+        return {self.input_name: calib_input(entry, self.spec)}
 
     def rewind(self) -> None:
         self._iter = None
@@ -213,11 +213,11 @@ def quantize_onnx(
         raise ValueError("quantize_onnx needs out_path")
     started = time.perf_counter()
     num_calib = int(num_calib or DEFAULT_NUM_CALIB)
-    base_spec = _own_spec(model, spec)
+    base_spec = own_spec(model, spec)
     spec = spec or base_spec
     if input_size is not None:
         spec = spec_with_input_size(spec, tuple(input_size))
-    entries, calib_source = _calib_entries(calib, spec, num_calib)
+    entries, calib_source = calib_entries(calib, spec, num_calib)
     if onnx_path is None:
         onnx_path = cached_export(model if not isinstance(model, str) else base_spec, weights, seed=seed,
                                   spec=base_spec, **(export_options or {}))
@@ -253,7 +253,7 @@ def quantize_onnx(
         "method": method, "format": "QDQ", "activation_type": "uint8 asymmetric per-tensor",
         "weight_type": "int8 symmetric " + ("per-channel" if per_channel else "per-tensor"),
         "calibrate_method": calibrate_method, "num_calib": len(entries), "calib_source": calib_source,
-        "calib_identity": _calib_identity(entries)[:16], "op_types": list(op_types) if op_types else None,
+        "calib_identity": calib_identity(entries)[:16], "op_types": list(op_types) if op_types else None,
         "reduce_range": reduce_range, "float_nodes": excluded,
         "source_sha256": file_sha256(onnx_path),
     }
@@ -289,7 +289,7 @@ def _recorded_sha256(path: Path) -> str | None:
         return None
 
 
-def _own_spec(model, spec: ModelSpec | None) -> ModelSpec:
+def own_spec(model, spec: ModelSpec | None) -> ModelSpec:
     """The spec the model itself carries (registry entry or a module's ``segdeploy_spec``)."""
     if isinstance(model, (str, ModelSpec)):
         return get_spec(model)
@@ -339,13 +339,13 @@ def cached_quantize(model, weights, calib, *, num_calib: int | None = None, seed
     from segdeploy.convert.export_cache import cache_dir, cached_export
     from segdeploy.convert.fingerprints import artifact_intact, library_versions
 
-    base_spec = _own_spec(model, None)
+    base_spec = own_spec(model, None)
     spec = spec or base_spec
     num = int(num_calib or DEFAULT_NUM_CALIB)
-    entries, _ = _calib_entries(calib, spec, num)
+    entries, _ = calib_entries(calib, spec, num)
     fp32 = cached_export(model if not isinstance(model, str) else base_spec, weights, seed=seed, spec=base_spec,
                          **(export_options or {}))
-    key = json.dumps({"fp32": fp32.name, "calib": _calib_identity(entries), "num": len(entries),
+    key = json.dumps({"fp32": fp32.name, "calib": calib_identity(entries), "num": len(entries),
                       "method": calibrate_method, "pre": [spec.preprocess.size, spec.preprocess.scale],
                       "reduce_range": not has_vnni(), "float": list(spec.int8_float_layers), "libraries": library_versions()},
                      sort_keys=True, default=str)

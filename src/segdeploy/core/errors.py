@@ -22,7 +22,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_INPUTS_FAILED = 1
 EXIT_USAGE = 2
-EXIT_GATE_FAILED = 3
+EXIT_FIDELITY_FAILED = 3
 EXIT_RUNTIME = 4
 EXIT_INTERRUPTED = 130
 
@@ -30,7 +30,7 @@ EXIT_CODES = {
     EXIT_OK: "all good",
     EXIT_INPUTS_FAILED: "some inputs could not be read or decoded (named in the output)",
     EXIT_USAGE: "usage error (bad option, unknown model, unfit weights, unusable path)",
-    EXIT_GATE_FAILED: "a fidelity gate failed",
+    EXIT_FIDELITY_FAILED: "a fidelity gate failed",
     EXIT_RUNTIME: "runtime error (out of memory, device lost, backend failure); the run stopped",
     EXIT_INTERRUPTED: "interrupted",
 }
@@ -84,7 +84,7 @@ class ImageReadError(SegdeployError, ValueError):
 class GateFailed(SegdeployError):
     """A fidelity gate failed: the converted model does not keep the masks (exit 3)."""
 
-    exit_code = EXIT_GATE_FAILED
+    exit_code = EXIT_FIDELITY_FAILED
 
 
 class InferenceError(SegdeployError):

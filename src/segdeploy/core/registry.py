@@ -91,12 +91,6 @@ def list_models() -> list[str]:
     return list(_REGISTRY)
 
 
-def model_origin(name: str) -> str:
-    """Who registered ``name``: "segdeploy" or "plugin NAME (module)"."""
-    ensure_loaded()
-    return _ORIGIN.get(name, "segdeploy")
-
-
 def plugin_errors() -> dict[str, str]:
     """{entry point name: why it failed to load} for plugins that could not be loaded."""
     ensure_loaded()

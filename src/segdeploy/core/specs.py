@@ -141,7 +141,7 @@ def strip_module_prefix(state: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One registry entry. See DESIGN.md "Main abstractions".
+    """One registry entry: everything segdeploy knows about a model.
 
     Attributes:
         name: registry name (``segdeploy predict NAME``).

@@ -49,10 +49,6 @@ class Sample:
         """The single ground-truth file, or None when there is none or more than one."""
         return self.mask_paths[0] if len(self.mask_paths) == 1 else None
 
-    @property
-    def has_mask(self) -> bool:
-        return bool(self.mask_paths)
-
 
 def as_bool(value: Any) -> bool:
     """``True``/``False`` from a bool or a command-line string (1/0, true/false, yes/no, on/off)."""

@@ -1,7 +1,7 @@
 """Decoding a dataset's files: input images through :mod:`segdeploy.engine.images`, ground-truth
 masks through Pillow into the encodings ``Layout.mask_encoding`` names (gray, binary, class ids).
 
-Split from :mod:`segdeploy.data.base`: decoding rules (palette indices, bit depths, the VOC colour
+Decoding rules (palette indices, bit depths, the VOC colour
 map) change independently of how a layout finds and pairs its files.
 Pillow is imported only when a mask is read.
 """
@@ -113,7 +113,7 @@ def load_class_mask(path: Path, layout_name: str, num_classes: int, ignore_index
 
 def _voc_colors_to_ids(rgb: np.ndarray, path: Path, layout_name: str) -> np.ndarray:
     """Invert the PASCAL VOC colour map (class c ↔ bit-spread colour; 255 ↔ (224, 224, 192))."""
-    from segdeploy.engine.writers import voc_palette
+    from segdeploy.tasks import voc_palette
 
     palette = np.asarray(voc_palette(256), dtype=np.int64).reshape(256, 3)
     code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]

@@ -1,6 +1,6 @@
 """Id lists (``--split-file``): reading a file of sample ids and selecting those samples.
 
-Split from :mod:`segdeploy.data.base`: the id-list format is its own small language (comments,
+The id-list format is its own small language (comments,
 wseg-style pairs, suffixes stripped) and readers such as DSB2018 use it without a Layout.
 """
 
@@ -9,13 +9,19 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 from segdeploy.core.errors import DatasetError
 from segdeploy.data.scanning import IMAGE_SUFFIXES, MASK_SUFFIXES, format_names
 
-if TYPE_CHECKING:  # base imports this module at run time; Sample is needed for annotations only
-    from segdeploy.data.base import Sample
+
+
+class _Identified(Protocol):
+    id: str
+
+
+#: a sample (:class:`segdeploy.data.base.Sample`): anything with an ``id``
+SampleT = TypeVar("SampleT", bound=_Identified)
 
 
 def read_id_list(path: str | os.PathLike) -> list[str]:
@@ -55,7 +61,7 @@ def read_id_list(path: str | os.PathLike) -> list[str]:
     return ids
 
 
-def select_ids(samples: Sequence[Sample], ids: Sequence[str], *, source: str, layout_name: str) -> list[Sample]:
+def select_ids(samples: Sequence[SampleT], ids: Sequence[str], *, source: str, layout_name: str) -> list[SampleT]:
     """The samples named by ``ids``, in that order; unknown ids raise DatasetError."""
     by_id = {s.id: s for s in samples}
     unknown = [i for i in ids if i not in by_id]

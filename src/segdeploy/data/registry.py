@@ -85,7 +85,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, *, required: bool = F
                        help="layout option, e.g. val_percent=0.1, seed=0, order=listdir, variant=prepared, mask_dir=SegmentationClassAug")
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     for kind in (int, float):
         try:
             return kind(text)
@@ -112,7 +112,7 @@ def layout_from_args(args: argparse.Namespace, *, require_masks: bool = True) ->
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise DatasetError(f"--dataset-opt expects KEY=VALUE, got {item!r}")
-        opts[key.strip().replace("-", "_")] = _parse_value(value.strip())
+        opts[key.strip().replace("-", "_")] = parse_value(value.strip())
     if args.images:
         opts["images"] = args.images
     if args.masks:

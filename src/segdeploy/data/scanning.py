@@ -1,7 +1,7 @@
 """Finding a dataset's files on disk: accepted suffixes, root checks, case-insensitive folders,
 stem indexes and image/mask pairing, with error messages that say what was expected and found.
 
-Split from :mod:`segdeploy.data.base` (the Layout protocol): every reader scans folders the same
+Every reader scans folders the same
 way, and the scanning rules are easier to read and test without the Layout class around them.
 """
 

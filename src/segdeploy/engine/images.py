@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy.core.errors import ImageReadError
-from segdeploy.engine.finder import IMAGE_SUFFIXES, InputNotFound, find_images  # noqa: F401  (re-exported)
 
 #: Default largest image accepted, in pixels (width × height). Pillow warns at 89 MP and refuses
 #: at 179 MP; 12000 × 12000 scans (144 MP) are real inputs, so segdeploy's own limit is higher and

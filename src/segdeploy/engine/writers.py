@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.tasks.semantic import voc_palette  # noqa: F401  (re-exported for writers' users)
 
 
 def _new_file_mode() -> int:

@@ -25,7 +25,7 @@ import numpy as np
 from segdeploy.engine.writers import atomic_write_text, write_png
 from segdeploy.tasks import get_task
 from segdeploy.engine.pipeline import StageTimes, stream_predictions
-from segdeploy.jobs.predict import _progress_bar, weights_of
+from segdeploy.jobs.predict import progress_bar, weights_of
 from segdeploy.core.specs import ModelSpec
 from segdeploy.core.registry import get_spec
 
@@ -34,7 +34,7 @@ WSEG_PROTOCOLS = ("single", "multiscale", "multiscale+crf")
 
 @dataclass(frozen=True)
 class WsegOptions:
-    """Test-time protocol for semantic models (1-stage wseg, MODELS.md §5).
+    """Test-time protocol for semantic models (1-stage wseg, docs/models.md §5).
 
     ``single`` = one view at native size (the registry's decode); ``multiscale`` = scales 1, 0.5,
     1.5, 2 with flips, centre-padded to ``pad_size``, merged as upstream; ``multiscale+crf`` adds the
@@ -225,7 +225,7 @@ def _labels_only(labels: np.ndarray):
 
 
 def _progress(enabled: bool, total: int, label: str):
-    bar = _progress_bar(enabled, total, label)
+    bar = progress_bar(enabled, total, label)
     task = bar.add_task(label, total=total) if getattr(bar, "enabled", False) else None
     return bar, task
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from segdeploy.core.errors import UsageError
-from segdeploy.engine.images import IMAGE_SUFFIXES
+from segdeploy.engine.finder import IMAGE_SUFFIXES
 from segdeploy.engine.writers import encode_png
 
 

@@ -271,6 +271,6 @@ def find_inputs(inputs: Iterable, recursive: bool, out_dir: Path,
                 skipped: list[str] | None = None) -> list[tuple[Path, Path]]:
     """Inputs with their output-relative paths; the output tree is never searched. Files in the
     folders that are not read (a GIF, a video) are named in ``skipped``."""
-    from segdeploy.engine.images import find_images
+    from segdeploy.engine.finder import find_images
 
     return find_images(inputs, recursive=recursive, exclude=[out_dir], skipped=skipped)

@@ -19,11 +19,10 @@ from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET, StageTimes, stream_
 from segdeploy.engine.transforms import InputPolicy
 from segdeploy.engine.writers import atomic_write_bytes, atomic_write_text, encode_png, write_npy
 from segdeploy.engine.inference_threads import calls_in_flight
-from segdeploy.jobs.outputs import encode_output, plan_outputs, refuse_aliased_output
-# Planning lives in jobs/plan.py (shared with the Ray engine); re-exported here, where callers import it.
-from segdeploy.jobs.plan import (PredictPlan, PredictSummary, failure_reason, find_inputs,  # noqa: F401
-                                 plan_predict_job, planned_outputs, source_id)
-from segdeploy.jobs.session import Session, open_model_runtime, spec_of  # noqa: F401  (public here too)
+from segdeploy.jobs import session as session_module
+from segdeploy.jobs.outputs import encode_output, refuse_aliased_output
+from segdeploy.jobs.plan import PredictSummary, failure_reason, plan_predict_job, planned_outputs
+from segdeploy.jobs.session import Session
 from segdeploy.jobs.sizing import check_memory
 from segdeploy.tasks import Prediction, get_task
 
@@ -63,11 +62,6 @@ def cutout_image(image: np.ndarray, pred: Prediction, spec: ModelSpec,
                  background: tuple[int, ...] | None = None) -> np.ndarray:
     """RGBA cut-out: the original pixels with the task's alpha, or composited onto ``background``."""
     return get_task(spec).cutout(image, pred, background)
-
-
-def output_paths(inputs: list[tuple[Path, Path]], out_dir: Path) -> list[Path]:
-    """``OUT/<relative folder>/<stem>.png`` per input; inputs sharing a stem keep their suffix."""
-    return plan_outputs(inputs, out_dir)
 
 
 def _original_pixels(source, image: np.ndarray, pred: Prediction, max_pixels) -> np.ndarray:
@@ -139,8 +133,8 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
             options["onnx_path"] = onnx_path
         if calib is not None:
             options["calib"] = calib
-        runtime = open_model_runtime(spec.name, weights=weights, backend=backend, device=device,
-                                     precision=precision, **options)
+        runtime = session_module.open_model_runtime(spec.name, weights=weights, backend=backend, device=device,
+                                                    precision=precision, **options)
     warm_up(runtime, spec, min(batch_size, len(todo)))
     summary.runtime = runtime.describe() if hasattr(runtime, "describe") else None
     summary.selection = getattr(runtime, "selection", None)
@@ -158,7 +152,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
                          source=source, max_pixels=max_pixels)
 
     times = StageTimes()
-    bar = _progress_bar(progress, len(todo), spec.name)
+    bar = progress_bar(progress, len(todo), spec.name)
     last_save = time.monotonic()
     say(f"predicting {len(todo)} image(s) with {spec.name} into {out_dir}")
     loop_wall_ns = time.time_ns()
@@ -298,7 +292,7 @@ class _NoBar:
         return None
 
 
-def _progress_bar(enabled: bool, total: int, label: str):
+def progress_bar(enabled: bool, total: int, label: str):
     if not enabled or total == 0:
         return _NoBar()
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,

@@ -21,8 +21,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-#: Backends every recipe tries, in report order. The first (torch fp32) is the fidelity reference.
-ALL_BACKENDS = ("torch", "onnxruntime", "openvino")
 ALL_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
@@ -107,7 +105,7 @@ class Recipe:
     datasets: tuple[str, ...] = ()
     dataset_options: tuple[tuple[str, Any], ...] = ()
     higher_is_better: tuple[tuple[str, bool], ...] = ()
-    backends: tuple[str, ...] = ALL_BACKENDS
+    backends: tuple[str, ...] = ()  # () = every registered backend, in registry order (the reference first)
     precisions: tuple[str, ...] = ("fp32", "fp16")
     cpu_precisions: tuple[str, ...] = ("fp32",)
     compare_images: int = 16

@@ -72,10 +72,11 @@ def resolve_options(
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     cpu = not str(device).startswith("cuda")
-    backends = tuple(backends or recipe.backends)
+    from segdeploy.backends import PRECISIONS, backend_names
+
+    backends = tuple(backends or recipe.backends or backend_names())
     precisions = tuple(precisions or (recipe.cpu_precisions if cpu else recipe.precisions))
     batch_sizes = tuple(int(b) for b in (batch_sizes or (recipe.cpu_batch_sizes if cpu else recipe.batch_sizes)))
-    from segdeploy.backends import PRECISIONS, backend_names
 
     unknown = [b for b in backends if b not in backend_names()]
     if unknown:
@@ -100,7 +101,7 @@ def resolve_options(
         extra["num_calib"] = int(num_calib)
     if allow_few_images:
         extra["allow_few_images"] = True
-    from segdeploy.verify.gate import MIN_IMAGES
+    from segdeploy.engine.gate import MIN_IMAGES
 
     judged = compare_images or recipe.compare_images
     if judged < 1:

@@ -25,18 +25,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from segdeploy.backends import consumes
 from segdeploy.recipes.catalog import Recipe, RunOptions, get_recipe
 from segdeploy.recipes.options import SYNTHETIC_SEED, resolve_options
 from segdeploy.recipes.step_compare import CompareSteps
 from segdeploy.recipes.step_export import NNCF_QUANTIZER, QDQ_QUANTIZER, ExportStep
 from segdeploy.recipes.step_measure import MeasureSteps
-from segdeploy.recipes.unit_store import (REFERENCE, Config, StepSkipped, UnitStore, finite, fingerprint,
+from segdeploy.recipes.unit_store import (Config, StepSkipped, UnitStore, finite, fingerprint, reference_config,
                                           json_default, pending_step, utc_now)
 from segdeploy.report.document import summarise
 from segdeploy.report.render import SCHEMA_ID, STEP_NAMES, check_results, write_reports
 
 # Names callers import from here (segdeploy.cli.run / demo, tests): the runner is the entry point.
-__all__ = ["Config", "NNCF_QUANTIZER", "QDQ_QUANTIZER", "REFERENCE", "Reporter", "Runner", "StepSkipped",
+__all__ = ["Config", "NNCF_QUANTIZER", "QDQ_QUANTIZER", "Reporter", "Runner", "StepSkipped",
            "SYNTHETIC_SEED", "fingerprint", "resolve_options", "run_recipe"]
 
 
@@ -152,11 +153,11 @@ class Runner(UnitStore, ExportStep, CompareSteps, MeasureSteps):
             raise StepSkipped(excluded[(config.backend, config.precision)])
         kwargs: dict[str, Any] = {"backend": config.backend, "device": self.options.device,
                                   "precision": config.precision}
-        if config.backend != "torch":
+        if consumes(config.backend) == "onnx":
             if self._onnx is None:
                 raise StepSkipped("no ONNX export (the export step did not produce one)")
             kwargs["onnx_path"] = self._onnx
-        if config.precision == "int8" and config.backend != "torch":
+        if config.precision == "int8" and consumes(config.backend) == "onnx":
             if config.backend not in self._int8:
                 raise StepSkipped("no int8 model (the export step's quantization did not produce one)")
             kwargs["onnx_path"] = self._int8[config.backend][0]
@@ -168,7 +169,7 @@ class Runner(UnitStore, ExportStep, CompareSteps, MeasureSteps):
     def _deps(self, config: Config) -> dict[str, Any]:
         """What a unit of ``config`` depends on besides its own settings: the ONNX it runs."""
         onnx = None
-        if config.backend != "torch":
+        if consumes(config.backend) == "onnx":
             onnx = self._int8.get(config.backend, (None, None))[1] if config.precision == "int8" else self._export_fp
         return {"config": [config.backend, config.precision], "onnx": onnx}
 
@@ -324,8 +325,8 @@ class Runner(UnitStore, ExportStep, CompareSteps, MeasureSteps):
                 if unit.get("status") == "failed":
                     out.append(f"{name} {unit.get('label')} failed: {unit.get('reason')}")
                 if name == "compare" and unit.get("passed") is False:
-                    out.append(f"{unit.get('label')} does not pass the fidelity gate against {REFERENCE.label}: "
-                               "its masks differ beyond the tolerance (see Fidelity).")
+                    out.append(f"{unit.get('label')} does not pass the fidelity gate against "
+                               f"{reference_config().label}: its masks differ beyond the tolerance (see Fidelity).")
         if not self.options.device.startswith("cuda"):
             out.append("Measured on a CPU: the guides' throughput rows come from accelerators (Ascend, MLU, T4) "
                        "and are context, not a target for this machine.")
@@ -334,7 +335,7 @@ class Runner(UnitStore, ExportStep, CompareSteps, MeasureSteps):
     def exit_code(self) -> int:
         """0 when nothing failed (skips are fine); 3 when a fidelity gate failed and nothing else did;
         4 when a step or a configuration failed otherwise (a runtime error, a crash)."""
-        from segdeploy.core.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_RUNTIME
+        from segdeploy.core.errors import EXIT_FIDELITY_FAILED, EXIT_OK, EXIT_RUNTIME
 
         gate = runtime = False
         for name in STEP_NAMES:
@@ -345,7 +346,7 @@ class Runner(UnitStore, ExportStep, CompareSteps, MeasureSteps):
             runtime = runtime or any(u.get("error") != "gate" for u in failed)
             if step["status"] == "failed" and not failed:
                 runtime = True
-        return EXIT_RUNTIME if runtime else EXIT_GATE_FAILED if gate else EXIT_OK
+        return EXIT_RUNTIME if runtime else EXIT_FIDELITY_FAILED if gate else EXIT_OK
 
 def run_recipe(recipe: str | Recipe, run_dir: str | os.PathLike, *, force: bool = False, skip: tuple[str, ...] = (),
                reporter: Reporter | None = None, **options: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from segdeploy.recipes.options import SYNTHETIC_SEED
-from segdeploy.recipes.unit_store import REFERENCE, Config, StepSkipped, failure, plain, utc_now
+from segdeploy.recipes.unit_store import Config, StepSkipped, failure, plain, reference_config, utc_now
 
 
 class CompareSteps:
@@ -53,7 +53,7 @@ class CompareSteps:
 
     # -- compare --------------------------------------------------------------------------------
     def step_compare(self) -> dict[str, Any]:
-        configs = [c for c in self.available() if c != REFERENCE]
+        configs = [c for c in self.available() if c != reference_config()]
         if not configs:
             raise StepSkipped("no configuration besides the torch fp32 reference opened (see runtimes)")
         n = self.options.compare_images
@@ -90,8 +90,9 @@ class CompareSteps:
         if counts:
             source = source.replace(f"first {n} ", f"first {max(counts)} ").replace(f"{n} synthetic",
                                                                                   f"{max(counts)} synthetic")
-        return {"reference": f"{REFERENCE.label}, eager, on the CPU (segdeploy.verify.compare)", "inputs": source,
-                "gate": "segdeploy.verify.gate: per-image task measures on the 5th percentile and the worst image, "
+        return {"reference": f"{reference_config().label}, eager, on the CPU (segdeploy.verify.compare)",
+                "inputs": source,
+                "gate": "segdeploy.engine.gate: per-image task measures on the 5th percentile and the worst image, "
                         "tensor error atol x scale + rtol x |ref| per checked output, thresholds per task x "
                         "precision (docs/verification.md)",
                 "configs": out}
@@ -126,7 +127,8 @@ class CompareSteps:
             return {"samples": samples}
         photos = dict(self.options.extra).get("images")
         if photos:
-            from segdeploy.engine.images import find_images, read_image
+            from segdeploy.engine.finder import find_images
+            from segdeploy.engine.images import read_image
 
             # (name, pixels): the verdict names a failing photo by its file name
             return {"images": [(Path(path).stem, read_image(path)) for path, _ in find_images([photos])[:n]]}
@@ -158,7 +160,7 @@ class CompareSteps:
                                "passed": None, "record": row}
             elif row["status"] == "fail":
                 failures = row["failures"]
-                reason = (f"fidelity gate failed against {REFERENCE.label}: {failures[0]}"
+                reason = (f"fidelity gate failed against {reference_config().label}: {failures[0]}"
                           + (f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""))
                 out[config] = {"status": "failed", "reason": reason, "error": "gate", "passed": False,
                                "summary": _compare_summary(row, data), "record": row}

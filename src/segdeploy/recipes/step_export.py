@@ -12,18 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from segdeploy.backends import consumes, get_runtime_class
 from segdeploy.recipes.options import SYNTHETIC_SEED
 from segdeploy.recipes.unit_store import Config, StepSkipped
 
 #: The quantizers whose int8 models the run uses, as results.json and the report name them.
 QDQ_QUANTIZER = "ONNX Runtime QDQ (segdeploy.convert.quantize)"
 NNCF_QUANTIZER = "NNCF OpenVINO IR (segdeploy.convert.nncf_quantize)"
-
-
-def _has_nncf() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("nncf") is not None
 
 
 def _ir_intact(stored: dict[str, Any]) -> bool:
@@ -46,9 +41,9 @@ class ExportStep:
     """``step_export`` and its int8 units; mixed into the Runner (see :mod:`segdeploy.recipes.runner`)."""
 
     def step_export(self) -> dict[str, Any]:
-        needs_onnx = [b for b in self.options.backends if b != "torch"]
+        needs_onnx = [b for b in self.options.backends if consumes(b) == "onnx"]
         if not needs_onnx:
-            raise StepSkipped("no ONNX backend in --backends (torch runs the network itself)")
+            raise StepSkipped("no ONNX backend in --backends (the others run the network themselves)")
         usable, reasons = self._onnx_users([p for p in self.options.precisions if p != "int8"])
         if not usable:
             raise StepSkipped("no ONNX backend can run here: " + "; ".join(reasons))
@@ -94,7 +89,7 @@ class ExportStep:
                 unit["int8"] = {"label": "int8", "status": "skipped", "resumed": False,
                                 "reason": "no ONNX backend runs int8 here: " + "; ".join(reasons)}
                 return unit
-            by_nncf = [c.backend for c in usable if c.backend == "openvino" and _has_nncf()]
+            by_nncf = [c.backend for c in usable if get_runtime_class(c.backend).int8_quantizer() == "nncf"]
             by_qdq = [c.backend for c in usable if c.backend not in by_nncf]
             if by_qdq:
                 unit["int8"] = self._quantize(by_qdq)
@@ -112,7 +107,7 @@ class ExportStep:
 
         usable, reasons = [], []
         for backend in self.options.backends:
-            if backend == "torch":
+            if consumes(backend) != "onnx":
                 continue
             for precision in precisions:
                 try:
@@ -161,11 +156,11 @@ class ExportStep:
 
         def compute() -> dict[str, Any]:
             from segdeploy.convert.nncf_quantize import nncf_quantize
-            from segdeploy.convert.quantize import _calib_entries, _calib_input
+            from segdeploy.convert.quantize import calib_entries, calib_input
             from segdeploy.zoo.checkpoints import file_sha256
 
-            entries, source = _calib_entries(calib_dir or self._calibration(), self.spec, self._num_calib())
-            inputs = [_calib_input(entry, self.spec) for entry in entries]
+            entries, source = calib_entries(calib_dir or self._calibration(), self.spec, self._num_calib())
+            inputs = [calib_input(entry, self.spec) for entry in entries]
             nncf_quantize(self._onnx, self.spec, inputs, out, metadata={"source_onnx": str(self._onnx)})
             bin_path = out.with_suffix(".bin")
             info = json.loads(Path(str(out) + ".json").read_text())

@@ -42,7 +42,11 @@ class Config:
         return f"{self.backend}-{self.precision}"
 
 
-REFERENCE = Config("torch", "fp32")
+def reference_config() -> Config:
+    """What every configuration is judged against: fp32 on the backend that runs the PyTorch module."""
+    from segdeploy.backends import module_backends
+
+    return Config(module_backends()[0], "fp32")
 
 
 def utc_now() -> str:

@@ -27,7 +27,12 @@ from segdeploy.report.results import (
     Weights,
 )
 
-REFERENCE = ("torch", "fp32")
+
+def _reference_key() -> tuple[str, str]:
+    """(backend, precision) of the configuration the others are judged against."""
+    from segdeploy.backends import module_backends
+
+    return module_backends()[0], "fp32"
 
 
 def _units(doc: dict[str, Any], step: str) -> dict[tuple[str, str], dict[str, Any]]:
@@ -118,7 +123,7 @@ def read_configs(doc: dict[str, Any]) -> tuple[ConfigResult, ...]:
             if runtime is None and steps["runtimes"]["status"] != "done":
                 runtime = {"status": "skipped", "reason": f"runtimes step {steps['runtimes']['status']}: "
                                                           f"{steps['runtimes'].get('reason')}"}
-            gate, reasons, why = gate_of(runtime, compares.get(key), key == REFERENCE, steps["compare"])
+            gate, reasons, why = gate_of(runtime, compares.get(key), key == _reference_key(), steps["compare"])
             bench_unit, eval_unit = benches.get(key), evals.get(key)
             out.append(ConfigResult(
                 label=f"{backend} {precision}", backend=backend, precision=precision, gate=gate, reason=why,

@@ -1,7 +1,7 @@
 """The typed view of a run's results: what the report, the verdict and the plots read.
 
 ``results.json`` is written by :mod:`segdeploy.recipes.runner` (one record per step and per
-backend/precision configuration, stored units for resumption). :func:`RunReport.from_document`
+backend/precision configuration, stored units for resumption). :func:`segdeploy.report.document.read_document`
 is the one place that reads that document by key; everything downstream — verdict, published vs
 measured, plots, Markdown and HTML templates — reads these dataclasses' attributes.
 
@@ -259,7 +259,7 @@ class Demo:
 
 @dataclass(frozen=True)
 class RunReport:
-    """Everything the report renders, typed. Build with :meth:`from_document`."""
+    """Everything the report renders, typed. Built by :func:`segdeploy.report.document.read_document`."""
 
     schema: str
     created_utc: str
@@ -316,9 +316,3 @@ class RunReport:
     @property
     def contended(self) -> tuple[ConfigResult, ...]:
         return tuple(c for c in self.configs if c.bench_conditions and c.bench_conditions.contended)
-
-    @classmethod
-    def from_document(cls, doc: dict[str, Any]) -> "RunReport":
-        from segdeploy.report.document import read_document
-
-        return read_document(doc)

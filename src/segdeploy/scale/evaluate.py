@@ -17,7 +17,7 @@ from typing import Any
 from segdeploy.core.errors import UsageError
 from segdeploy.core.registry import get_spec
 from segdeploy.jobs.evaluate import WsegOptions, evaluation_record
-from segdeploy.jobs.predict import _progress_bar
+from segdeploy.jobs.predict import progress_bar
 from segdeploy.scale.cluster import RayOptions, pool_arguments, ray_session
 from segdeploy.scale.workers import EvalActor, map_rows, read_eval_rows
 from segdeploy.tasks import get_task
@@ -66,7 +66,7 @@ def evaluate_ray(model: str, dataset: str, data_root: str | os.PathLike, *, opti
                                                    "kill_after": options.kill_after,
                                                    "kill_marker": options.kill_marker},
                             **pool_arguments(options))
-        bar = _progress_bar(progress, n, f"eval {spec.name} on {layout.name} (ray)")
+        bar = progress_bar(progress, n, f"eval {spec.name} on {layout.name} (ray)")
         with bar:
             task = bar.add_task("eval", total=n) if bar.enabled else None
             for row in ds.iter_rows():

@@ -24,9 +24,10 @@ from typing import Any
 
 from segdeploy.core.errors import UsageError
 from segdeploy.core.registry import get_spec
-from segdeploy.engine.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from segdeploy.engine.finder import IMAGE_SUFFIXES
+from segdeploy.engine.images import DEFAULT_MAX_PIXELS
 from segdeploy.jobs.plan import PredictSummary, find_inputs, plan_predict_job, planned_outputs
-from segdeploy.jobs.predict import _progress_bar
+from segdeploy.jobs.predict import progress_bar
 from segdeploy.scale.cluster import RayOptions, pool_arguments, ray_session
 from segdeploy.scale.workers import PredictActor, is_uri, map_rows, read_predict_rows
 
@@ -142,7 +143,7 @@ def predict_files_ray(model: str, inputs: list[str], out_dir: str | os.PathLike,
                                                        "since": job_started, "kill_after": options.kill_after,
                                                        "kill_marker": options.kill_marker},
                                 **pool_arguments(options))
-            bar = _progress_bar(progress, len(todo), f"{spec.name} on ray")
+            bar = progress_bar(progress, len(todo), f"{spec.name} on ray")
             last_save = time.monotonic()
             with bar:
                 task = bar.add_task("predict", total=len(todo)) if bar.enabled else None

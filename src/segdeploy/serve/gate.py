@@ -7,7 +7,7 @@ judges is what decides whether a model is served as VERIFIED, and VERIFIED means
 * on the artifact served (the sha256 of the ONNX / IR file the runtime runs, or the weights'
   state_dict fingerprint for the PyTorch backend),
 * with these weights and this preprocessing (their fingerprints),
-* over at least :data:`~segdeploy.verify.gate.MIN_IMAGES` images named by their pixel digests,
+* over at least :data:`~segdeploy.engine.gate.MIN_IMAGES` images named by their pixel digests,
   real photos among them for trained weights (the packaged ones, or ``--check-images DIR``),
 * under the default thresholds (a report made with loosened ``--tolerance`` is marked, never
   VERIFIED).
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from segdeploy.verify.gate import MIN_IMAGES
+from segdeploy.engine.gate import MIN_IMAGES
 
 
 def check_images(count: int = 16, size: tuple[int, int] = (240, 320), seed: int = 20240611) -> list[np.ndarray]:
@@ -159,7 +159,7 @@ def from_reference(spec, path, backend: str, precision: str) -> dict[str, Any]:
     """The summary of a ``segdeploy compare --json`` report's row for ``backend``/``precision``, in
     the form :func:`acceptance` judges (what the report does not name stays missing)."""
     from segdeploy.core.errors import UsageError
-    from segdeploy.verify.gate import default_gate
+    from segdeploy.engine.gate import default_gate
 
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -274,7 +274,9 @@ def serving_options(backend: str, options: dict[str, Any] | None) -> dict[str, A
     with streams, large batches are slow (batches up to 8 on 2 streams: 1.79 requests/s, RSS
     4.4 GB in a shorter run).
     """
+    from segdeploy.backends import get_runtime_class, is_auto
+
     chosen = dict(options or {})
-    if backend in ("auto", "openvino") and "streams" not in chosen:
+    if "streams" not in chosen and (is_auto(backend) or "streams" in get_runtime_class(backend).option_names):
         chosen["streams"] = 1
     return chosen

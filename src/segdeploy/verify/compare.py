@@ -6,8 +6,8 @@ through the same streaming pipeline as ``predict`` (:func:`segdeploy.engine.pipe
 same reading, preprocessing, batching and decoding), so what is verified is what is deployed.
 
 Per image and per candidate the task's measures (:meth:`segdeploy.tasks.base.Task.fidelity`) and
-the tensor error of every checked output are taken (:mod:`segdeploy.verify.measures`); the gate
-(:mod:`segdeploy.verify.gate`) judges them on a low quantile and on the worst image, with
+the tensor error of every checked output are taken (:mod:`segdeploy.engine.fidelity`); the gate
+(:mod:`segdeploy.engine.gate`) judges them on a low quantile and on the worst image, with
 thresholds written once per task x precision. At least 16 images are judged unless
 ``allow_few_images`` (marked in the report). An int8 row without a quantized model or calibration
 images is calibrated on a quarter of the inputs and judged on the others (disjoint by default).
@@ -27,78 +27,18 @@ import numpy as np
 
 from segdeploy.core.errors import UsageError
 from segdeploy.core.specs import ModelSpec
-from segdeploy.verify.gate import MIN_IMAGES, default_gate, judge, with_overrides
-from segdeploy.verify.measures import checked_outputs, image_measures
-from segdeploy.verify.reference import (Reference, ReferenceImage, image_id, preprocessing_fingerprint,
-                                        weights_fingerprint)
+from segdeploy.engine.gate import MIN_IMAGES, default_gate, judge, with_overrides
+from segdeploy.engine.fidelity import checked_outputs, image_measures
+from segdeploy.verify.inputs import CompareInput, inputs_from_images, inputs_from_samples
+from segdeploy.verify.reference import Reference, ReferenceImage, preprocessing_fingerprint, weights_fingerprint
 from segdeploy.verify.report import CompareReport, CompareRow, write_report
 
-__all__ = ["compare", "artifact_digest", "dataset_samples", "write_report", "CompareReport", "CompareRow", "PRECISION_ORDER"]
+__all__ = ["compare", "artifact_digest", "write_report", "CompareReport", "CompareRow", "PRECISION_ORDER"]
 
 PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16", "int8")
 
 
-@dataclass
-class _Input:
-    name: str
-    image: np.ndarray
-    id: str
-    gt: np.ndarray | None = None
-
-
-def _inputs_from_images(images, limit: int | None) -> list[_Input]:
-    from segdeploy.engine.images import find_images, read_image
-
-    if isinstance(images, (str, os.PathLike, np.ndarray)):
-        images = [images]
-    entries: list = []
-    for entry in images:
-        if isinstance(entry, np.ndarray) or _is_named_array(entry):
-            entries.append(entry)
-        else:
-            found = [path for path, _ in find_images([entry])]
-            if not found:
-                raise UsageError(f"{entry}: no images found")
-            entries.extend(found)
-    out = []
-    for index, entry in enumerate(entries[:limit] if limit else entries):
-        if _is_named_array(entry):
-            name, image = str(entry[0]), entry[1]
-        elif isinstance(entry, np.ndarray):
-            name, image = f"array{index}", entry
-        else:
-            name, image = str(entry), read_image(entry)
-        out.append(_Input(name, image, image_id(image)))
-    return out
-
-
-def _is_named_array(entry) -> bool:
-    """A (name, HxWx3 array) pair: an in-memory image that reports name its own way."""
-    return isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], np.ndarray)
-
-
-def _inputs_from_samples(samples, limit: int | None) -> list[_Input]:
-    out = []
-    for sample in samples:
-        if limit is not None and len(out) >= limit:
-            break
-        out.append(_Input(str(sample.id), sample.image, image_id(sample.image), getattr(sample, "mask", None)))
-    return out
-
-
-def dataset_samples(layout) -> Iterable[Any]:
-    """Samples of a :class:`segdeploy.data.Layout` with decoded ``image`` and ground truth ``mask``
-    (foreground 0/1 for gray / binary masks, class ids for semantic ones; None when absent)."""
-    from types import SimpleNamespace
-
-    for sample in layout:
-        image, mask = layout.load(sample)
-        if mask is not None and layout.mask_encoding in ("gray", "binary"):
-            mask = layout.foreground(mask).astype(np.uint8)
-        yield SimpleNamespace(id=sample.id, image=image, mask=mask)
-
-
-def _stream(inputs: list[_Input], runtime, spec, batch_size: int, workers: int | None):
+def _stream(inputs: list[CompareInput], runtime, spec, batch_size: int, workers: int | None):
     """(input, outcome) in input order through the shared pipeline, raw outputs kept."""
     from segdeploy.engine.pipeline import stream_predictions
 
@@ -113,11 +53,11 @@ def _full_outputs(spec, stored: dict[str, np.ndarray]) -> list[np.ndarray | None
 
 
 def _compute_reference(module, spec, inputs, batch_size, workers) -> list[ReferenceImage]:
-    from segdeploy.backends import open_runtime
+    from segdeploy.backends import module_backends, open_runtime
     from segdeploy.core.errors import InferenceError
 
     names = checked_outputs(spec)
-    runtime = open_runtime(module, backend="torch", device="cpu", precision="fp32", spec=spec)
+    runtime = open_runtime(module, backend=module_backends()[0], device="cpu", precision="fp32", spec=spec)
     images = []
     for item, outcome in _stream(inputs, runtime, spec, batch_size, workers):
         if not outcome.ok:
@@ -138,7 +78,7 @@ def _valid_hw(image: np.ndarray, spec) -> tuple[int, int] | None:
 def compare(
     model,
     weights=None,
-    backends: Sequence[str] = ("onnxruntime", "openvino"),
+    backends: Sequence[str] | None = None,
     precisions: Sequence[str] = ("fp32",),
     images=None,
     *,
@@ -169,11 +109,12 @@ def compare(
     Args:
         model: registry name, ModelSpec, or a module from :func:`segdeploy.create_model`.
         weights: checkpoint path or "random" (ignored for a module).
-        backends, precisions: the grid (``combos`` gives explicit (backend, precision) pairs instead).
+        backends, precisions: the grid (``combos`` gives explicit (backend, precision) pairs instead);
+            default backends: every registered one that runs a file (not the reference's).
         images: folder, image paths, HxWx3 uint8 arrays (named "array<i>" in reports), or (name, array) pairs.
         samples: dataset samples with ``id``, ``image`` and ``mask`` (ground truth) attributes.
         tolerances: gate overrides, flat ({"mask_iou": 0.99}) or per precision ({"bf16": {...}}),
-            see :func:`segdeploy.verify.gate.with_overrides`.
+            see :func:`segdeploy.engine.gate.with_overrides`.
         device: device of the candidates; the reference always runs on the CPU.
         input_size: (H, W) to squash images to instead of the spec's preprocessing size.
         onnx_path: fp32 ONNX for onnxruntime / openvino (default: the cached export).
@@ -190,42 +131,145 @@ def compare(
     Raises:
         UsageError: bad arguments, too few images, a reference that does not fit.
     """
-    import torch
+    say = progress or (lambda message: None)
+    subject = _subject(model, weights, seed, input_size)
+    spec = subject.spec
+    if (images is None) == (samples is None):
+        raise UsageError("give exactly one of images= or samples=")
+    inputs = inputs_from_samples(samples, max_images) if samples is not None else \
+        inputs_from_images(images, max_images)
+    if not inputs:
+        raise UsageError("no inputs to compare")
+    combos = _grid(backends, precisions, combos)
+    notes = (["random weights: outputs are not meaningful masks; agreement still measures the conversion"]
+             if subject.weights_info.get("kind") == "random" else [])
+    split = _int8_split(inputs, combos, int8_onnx, calib)
+    few = _check_count(inputs, split, min_images, allow_few_images, notes)
+    ref_by_id, ref_label = _reference(subject, inputs, reference, save_reference, (batch_size, workers), say)
 
-    from segdeploy.backends import PRECISIONS, RuntimeUnavailable, backend_names, open_runtime
+    files = {"onnx_path": onnx_path, "int8_onnx": int8_onnx, "calib": split.calib if split.on else calib,
+             "num_calib": num_calib, "split_note": split.note(len(inputs))}
+    export_options = {"input_size": tuple(spec.input_size)} if input_size is not None else None
+    candidates, rows = _open_candidates(subject, combos, device, seed, files, export_options, runtime_options, say)
+    for index, runtime in enumerate(runtimes):
+        label = getattr(runtime, "label", None) or f"given{index}:{runtime.name}"
+        candidates.append((label, runtime.precision, runtime, ["given as an opened runtime"]))
+        combos.append((label, runtime.precision))
+
+    for backend, precision, runtime, row_notes in candidates:
+        gate = with_overrides(default_gate(spec.task, precision), _overrides_for(tolerances, precision))
+        row_inputs = split.inputs_for(backend, precision, inputs)
+        say(f"running {backend} {precision} on {len(row_inputs)} images")
+        start = time.perf_counter()
+        results, error = _measure(subject, runtime, row_inputs, ref_by_id, gate, (batch_size, workers))
+        seconds = time.perf_counter() - start
+        row = CompareRow(backend, precision, device, "error", reason=error or "", gate=gate,
+                         runtime=_describe(runtime), seconds=seconds, notes=tuple(row_notes))
+        rows[(backend, precision)] = row if error is not None else _judged(row, subject, results, _artifact(runtime))
+
+    return CompareReport(
+        model=spec.name, task=spec.task, weights={**subject.weights_info, "state_dict_sha256": subject.weights_fp},
+        images=len(inputs),
+        reference={"label": ref_label, "file": os.fspath(reference) if reference else None,
+                   "preprocessing": preprocessing_fingerprint(spec)},
+        rows=tuple(rows[c] for c in combos), checked_outputs=tuple(subject.names), min_images=min_images,
+        few_images=few, require_all=require_all, environment=_environment(), notes=tuple(notes))
+
+
+@dataclass
+class _Subject:
+    """The model compared: module, spec (with the input size asked), weights and checked outputs."""
+
+    module: Any
+    spec: ModelSpec
+    weights_info: dict[str, Any]
+    weights_fp: str
+    names: list[str]
+
+
+def _subject(model, weights, seed: int, input_size) -> _Subject:
     from segdeploy.convert.export import resolve_module, spec_with_input_size
     from segdeploy.core.registry import get_spec
-    from segdeploy.engine.transforms import decode
-    from segdeploy.tasks import get_task
 
-    say = progress or (lambda message: None)
     module, spec, weights_info = resolve_module(model, weights, seed=seed,
                                                 spec=get_spec(model) if isinstance(model, (str, ModelSpec)) else None)
     if input_size is not None:
         spec = spec_with_input_size(spec, tuple(input_size))
-    if (images is None) == (samples is None):
-        raise UsageError("give exactly one of images= or samples=")
-    inputs = _inputs_from_samples(samples, max_images) if samples is not None else \
-        _inputs_from_images(images, max_images)
-    if not inputs:
-        raise UsageError("no inputs to compare")
+    return _Subject(module, spec, weights_info, weights_fingerprint(module), checked_outputs(spec))
+
+
+def _grid(backends, precisions, combos) -> list[tuple[str, str]]:
+    """The (backend, precision) rows; default backends: every registered one that runs a file."""
+    from segdeploy.backends import PRECISIONS, backend_names, consumes
+
+    if backends is None:
+        backends = [b for b in backend_names() if consumes(b) != "module"]
     combos = list(combos) if combos is not None else [(b, p) for b in backends for p in precisions]
     for backend, precision in combos:  # a typo is a usage error, not an "error" row
         if backend not in backend_names():
             raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(backend_names())}")
         if precision not in PRECISIONS:
             raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    weights_fp = weights_fingerprint(module)
-    names = checked_outputs(spec)
-    task = get_task(spec)
-    notes: list[str] = []
-    if weights_info.get("kind") == "random":
-        notes.append("random weights: outputs are not meaningful masks; agreement still measures the conversion")
+    return combos
 
-    # -- the reference: loaded (matched by image id) or computed here ----------------------------
+
+@dataclass
+class _Int8Split:
+    """int8 rows without a quantized model or calibration images: a quarter of the inputs
+    calibrates (``calib``) and the others are judged (``judged``)."""
+
+    on: bool
+    judged: list[CompareInput]
+    calib: list[np.ndarray] | None = None
+
+    def inputs_for(self, backend: str, precision: str, inputs: list[CompareInput]) -> list[CompareInput]:
+        """The inputs a row judges (a given runtime's label counts as a file-running backend)."""
+        from segdeploy.backends import module_backends
+
+        return self.judged if self.on and precision == "int8" and backend not in module_backends() else inputs
+
+    def note(self, total: int) -> str | None:
+        if not self.on:
+            return None
+        return f"calibrated on {total - len(self.judged)} of the inputs, judged on the other {len(self.judged)}"
+
+
+def _int8_split(inputs: list[CompareInput], combos, int8_onnx, calib) -> _Int8Split:
+    from segdeploy.backends import consumes
+
+    wanted = [c for c in combos if c[1] == "int8" and consumes(c[0]) != "module"]
+    if not wanted or int8_onnx is not None or calib is not None:
+        return _Int8Split(False, inputs)
+    k = max(1, len(inputs) // 4)
+    return _Int8Split(True, inputs[:-k], [item.image for item in inputs[-k:]])
+
+
+def _check_count(inputs, split: _Int8Split, min_images: int, allow_few_images: bool, notes: list[str]) -> bool:
+    """True when fewer than ``min_images`` are judged (allowed, and noted); UsageError when not allowed."""
+    smallest = min(len(inputs), len(split.judged))
+    if smallest >= min_images:
+        return False
+    if not allow_few_images:
+        extra = (f" (int8 without --calib/--int8-onnx is calibrated on {len(inputs) - len(split.judged)} of the "
+                 f"{len(inputs)} images and judged on the other {len(split.judged)}: give --calib DIR)"
+                 if split.on and len(split.judged) < min_images <= len(inputs) else "")
+        raise UsageError(f"the fidelity gate judges at least {min_images} images; {smallest} given{extra}. Give "
+                         f"more images, or pass --allow-few-images (allow_few_images=True) to judge fewer "
+                         "(marked in the report)")
+    notes.append(f"only {smallest} images judged (fewer than {min_images}, --allow-few-images): quantiles "
+                 "over so few images are close to the worst image")
+    return True
+
+
+def _reference(subject: _Subject, inputs, reference, save_reference, batching, say):
+    """({image id: (reference image, decoded prediction)}, label): loaded from ``reference`` (matched
+    by image id) or computed here; saved to ``save_reference`` when asked."""
+    from segdeploy.engine.transforms import decode
+
+    spec = subject.spec
     if reference is not None:
         ref = Reference.load(reference)
-        ref.check_matches(spec, weights_fp, reference)
+        ref.check_matches(spec, subject.weights_fp, reference)
         known = ref.by_id()
         missing = [item.name for item in inputs if item.id not in known]
         if missing:
@@ -235,65 +279,48 @@ def compare(
         ref_images = [known[item.id] for item in inputs]
         ref_label = f"reference file {os.fspath(reference)} ({ref.meta.get('made_with', 'PyTorch fp32')})"
     else:
-        ref_images = None
-        ref_label = "PyTorch fp32, eager, CPU"
-
-    int8_split = [c for c in combos if c[1] == "int8" and c[0] != "torch"] and int8_onnx is None and calib is None
-    judged_int8 = inputs
-    if int8_split:
-        k = max(1, len(inputs) // 4)
-        calib = [item.image for item in inputs[-k:]]
-        judged_int8 = inputs[:-k]
-    smallest = min(len(inputs), len(judged_int8) if int8_split else len(inputs))
-    few = smallest < min_images
-    if few and not allow_few_images:
-        extra = (f" (int8 without --calib/--int8-onnx is calibrated on {len(inputs) - len(judged_int8)} of the "
-                 f"{len(inputs)} images and judged on the other {len(judged_int8)}: give --calib DIR)"
-                 if int8_split and len(judged_int8) < min_images <= len(inputs) else "")
-        raise UsageError(f"the fidelity gate judges at least {min_images} images; {smallest} given{extra}. Give "
-                         f"more images, or pass --allow-few-images (allow_few_images=True) to judge fewer "
-                         "(marked in the report)")
-    if few:
-        notes.append(f"only {smallest} images judged (fewer than {min_images}, --allow-few-images): quantiles "
-                     "over so few images are close to the worst image")
-
-    if ref_images is None:
         say(f"computing the PyTorch fp32 reference on {len(inputs)} images")
-        ref_images = _compute_reference(module, spec, inputs, max(1, int(batch_size)), workers)
+        ref_images = _compute_reference(subject.module, spec, inputs, max(1, int(batching[0])), batching[1])
+        ref_label = "PyTorch fp32, eager, CPU"
     if save_reference is not None:
+        import torch
+
         from segdeploy import __version__
 
-        Reference(spec.name, weights_fp, preprocessing_fingerprint(spec), names, ref_images,
+        Reference(spec.name, subject.weights_fp, preprocessing_fingerprint(spec), subject.names, ref_images,
                   {"made_with": f"PyTorch {torch.__version__} fp32 eager CPU", "segdeploy": __version__,
-                   "weights_file_sha256": weights_info.get("sha256")}).save(save_reference)
+                   "weights_file_sha256": subject.weights_info.get("sha256")}).save(save_reference)
         say(f"wrote the reference to {save_reference}")
     with np.errstate(over="ignore", invalid="ignore"):
-        ref_preds = [decode(_full_outputs(spec, r.outputs), spec, r.original_hw, r.valid_hw) for r in ref_images]
-    ref_by_id = {r.id: (r, p) for r, p in zip(ref_images, ref_preds)}
+        preds = [decode(_full_outputs(spec, r.outputs), spec, r.original_hw, r.valid_hw) for r in ref_images]
+    return {r.id: (r, p) for r, p in zip(ref_images, preds)}, ref_label
 
-    # -- candidates --------------------------------------------------------------------------------
-    candidates: list[tuple[str, str, Any, list[str]]] = []  # (backend, precision, runtime | error row, notes)
+
+def _open_candidates(subject: _Subject, combos, device: str, seed: int, files: dict[str, Any], export_options,
+                     runtime_options, say):
+    """([(backend, precision, runtime, notes)], {(backend, precision): row of what could not open})."""
+    from segdeploy.backends import RuntimeUnavailable, consumes, open_runtime
+
+    candidates: list[tuple[str, str, Any, list[str]]] = []
     rows: dict[tuple[str, str], CompareRow] = {}
-    export_options = {"input_size": tuple(spec.input_size)} if input_size is not None else None
     for backend, precision in combos:
         say(f"opening {backend} {precision} on {device}")
         row_notes: list[str] = []
+        path = calib_src = None
+        if consumes(backend) != "module":
+            path = files["onnx_path"]
+            if precision == "int8":
+                # one quantized model per backend: OpenVINO may run an NNCF IR, ORT a QDQ ONNX
+                int8_onnx = files["int8_onnx"]
+                path = int8_onnx.get(backend) if isinstance(int8_onnx, Mapping) else int8_onnx
+            if precision == "int8" and path is None:
+                calib_src = files["calib"]
+                row_notes += [files["split_note"]] if files["split_note"] else []
         try:
-            path = None
-            calib_src = None
-            if backend != "torch":
-                path = onnx_path
-                if precision == "int8":
-                    # one quantized model per backend: OpenVINO may run an NNCF IR, ORT a QDQ ONNX
-                    path = int8_onnx.get(backend) if isinstance(int8_onnx, Mapping) else int8_onnx
-                if precision == "int8" and path is None:
-                    calib_src = calib
-                    if int8_split:
-                        row_notes.append(f"calibrated on {len(inputs) - len(judged_int8)} of the inputs, judged on "
-                                         f"the other {len(judged_int8)}")
-            runtime = open_runtime(module, backend=backend, device=device, precision=precision, onnx_path=path,
-                                   seed=seed, spec=spec, export_options=export_options, calib=calib_src,
-                                   num_calib=num_calib, **dict((runtime_options or {}).get(backend, {})))
+            runtime = open_runtime(subject.module, backend=backend, device=device, precision=precision,
+                                   onnx_path=path, seed=seed, spec=subject.spec, export_options=export_options,
+                                   calib=calib_src, num_calib=files["num_calib"],
+                                   **dict((runtime_options or {}).get(backend, {})))
             candidates.append((backend, precision, runtime, row_notes))
         except RuntimeUnavailable as exc:
             rows[(backend, precision)] = CompareRow(backend, precision, device, "unavailable", reason=str(exc))
@@ -302,63 +329,54 @@ def compare(
         except Exception as exc:  # noqa: BLE001 - a combination that cannot even open is an error row
             rows[(backend, precision)] = CompareRow(backend, precision, device, "error",
                                                     reason=f"could not open: {type(exc).__name__}: {exc}")
-    for index, runtime in enumerate(runtimes):
-        label = getattr(runtime, "label", None) or f"given{index}:{runtime.name}"
-        candidates.append((label, runtime.precision, runtime, ["given as an opened runtime"]))
-        combos.append((label, runtime.precision))
+    return candidates, rows
 
-    for backend, precision, runtime, row_notes in candidates:
-        gate = with_overrides(default_gate(spec.task, precision), _overrides_for(tolerances, precision))
-        row_inputs = judged_int8 if (precision == "int8" and int8_split and backend != "torch") else inputs
-        say(f"running {backend} {precision} on {len(row_inputs)} images")
-        start = time.perf_counter()
-        results: list[dict[str, Any]] = []
-        error = None
-        try:
-            run_spec = getattr(runtime, "spec", None) or spec
-            for item, outcome in _stream(row_inputs, runtime, run_spec, max(1, int(batch_size)), workers):
-                if not outcome.ok:
-                    error = f"{outcome.stage} failed on {item.name}: {type(outcome.error).__name__}: {outcome.error}"
-                    break
-                ref_image, ref_pred = ref_by_id[item.id]
-                outs = {name: np.asarray(outcome.outputs[spec.output_names.index(name)]) for name in names}
-                results.append(image_measures(spec, item.name, ref_image.outputs, outs, ref_pred,
-                                              outcome.prediction, gate.tensor, item.gt))
-                results[-1]["image_id"] = item.id  # the pixels judged, so that a verdict names them
-        except Exception as exc:  # noqa: BLE001 - a sticky device error stops this row: an error row
-            error = f"{type(exc).__name__}: {exc}"
-        seconds = time.perf_counter() - start
-        describe = _describe(runtime)
-        if error is not None:
-            rows[(backend, precision)] = CompareRow(backend, precision, device, "error", reason=error, gate=gate,
-                                                    runtime=describe, seconds=seconds, notes=tuple(row_notes))
-            continue
-        failures, summary = judge(gate, results, task.fidelity_measures, names)
-        artifact = _artifact(runtime)
-        if any("ground_truth" in r for r in results):
-            gt = [r["ground_truth"] for r in results if "ground_truth" in r]
-            summary["ground_truth"] = {"measure": task.ground_truth_measure.name,
-                                       "reference": float(np.mean([g["reference"] for g in gt])),
-                                       "candidate": float(np.mean([g["candidate"] for g in gt])), "images": len(gt)}
-        rows[(backend, precision)] = CompareRow(
-            backend, precision, device, "fail" if failures else "pass", failures=tuple(failures), gate=gate,
-            summary=summary, images=tuple(results), runtime=describe, seconds=seconds, notes=tuple(row_notes),
-            artifact=artifact)
 
-    environment: dict[str, Any] = {}
+def _measure(subject: _Subject, runtime, inputs, ref_by_id, gate,
+             batching) -> tuple[list[dict[str, Any]], str | None]:
+    """Per-image measures of ``runtime`` on ``inputs``, and the error that stopped it (None)."""
+    spec = subject.spec
+    results: list[dict[str, Any]] = []
     try:
-        from segdeploy.core.environment import environment as _environment
+        run_spec = getattr(runtime, "spec", None) or spec
+        for item, outcome in _stream(inputs, runtime, run_spec, max(1, int(batching[0])), batching[1]):
+            if not outcome.ok:
+                error = outcome.error
+                return results, f"{outcome.stage} failed on {item.name}: {type(error).__name__}: {error}"
+            ref_image, ref_pred = ref_by_id[item.id]
+            outs = {name: np.asarray(outcome.outputs[spec.output_names.index(name)]) for name in subject.names}
+            results.append(image_measures(spec, item.name, ref_image.outputs, outs, ref_pred,
+                                          outcome.prediction, gate.tensor, item.gt))
+            results[-1]["image_id"] = item.id  # the pixels judged, so that a verdict names them
+    except Exception as exc:  # noqa: BLE001 - a sticky device error stops this row: an error row
+        return results, f"{type(exc).__name__}: {exc}"
+    return results, None
 
-        environment = _environment()
+
+def _judged(row: CompareRow, subject: _Subject, results: list[dict[str, Any]], artifact) -> CompareRow:
+    """``row`` with the gate's verdict on ``results`` (and the ground-truth score when known)."""
+    import dataclasses
+
+    from segdeploy.tasks import get_task
+
+    task = get_task(subject.spec)
+    failures, summary = judge(row.gate, results, task.fidelity_measures, subject.names)
+    if any("ground_truth" in r for r in results):
+        gt = [r["ground_truth"] for r in results if "ground_truth" in r]
+        summary["ground_truth"] = {"measure": task.ground_truth_measure.name,
+                                   "reference": float(np.mean([g["reference"] for g in gt])),
+                                   "candidate": float(np.mean([g["candidate"] for g in gt])), "images": len(gt)}
+    return dataclasses.replace(row, status="fail" if failures else "pass", reason="", failures=tuple(failures),
+                               summary=summary, images=tuple(results), artifact=artifact)
+
+
+def _environment() -> dict[str, Any]:
+    try:
+        from segdeploy.core.environment import environment
+
+        return environment()
     except Exception:  # noqa: BLE001 - informative only
-        pass
-    return CompareReport(
-        model=spec.name, task=spec.task, weights={**weights_info, "state_dict_sha256": weights_fp},
-        images=len(inputs),
-        reference={"label": ref_label, "file": os.fspath(reference) if reference else None,
-                   "preprocessing": preprocessing_fingerprint(spec)},
-        rows=tuple(rows[c] for c in combos), checked_outputs=tuple(names), min_images=min_images, few_images=few,
-        require_all=require_all, environment=environment, notes=tuple(notes))
+        return {}
 
 
 def _overrides_for(tolerances: dict[str, Any] | None, precision: str) -> dict[str, float] | None:

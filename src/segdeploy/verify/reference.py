@@ -1,7 +1,7 @@
 """References that travel: fp32 reference outputs saved with what they were computed from.
 
 ``segdeploy compare --save-reference REF.npz`` stores, per judged image, the PyTorch fp32 outputs
-that the gate checks (:func:`segdeploy.verify.measures.checked_outputs`), the image's id (sha256 of
+that the gate checks (:func:`segdeploy.engine.fidelity.checked_outputs`), the image's id (sha256 of
 its decoded RGB pixels and shape, so a re-encoded copy or another file name is still recognised),
 its original and valid sizes, and the fingerprints of the weights (sha256 of the state_dict) and of
 the preprocessing + decoding (sha256 of the spec's Preprocess, Decode and output names).

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segdeploy.core.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
-from segdeploy.verify.gate import Gate
+from segdeploy.core.errors import EXIT_FIDELITY_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from segdeploy.engine.gate import Gate
 
 
 @dataclass(frozen=True)
@@ -75,14 +75,14 @@ class CompareReport:
         if any(r.status == "error" for r in self.rows):
             return EXIT_RUNTIME
         if not self.passed:
-            return EXIT_GATE_FAILED
+            return EXIT_FIDELITY_FAILED
         if not self.compared:
             return EXIT_USAGE
         return EXIT_OK
 
     def row(self, backend: str, precision: str) -> CompareRow:
         for r in self.rows:
-            if r.backend == backend and r.precision == precision:
+            if (r.backend, r.precision) == (backend, precision):
                 return r
         raise KeyError(f"no row {backend} {precision}")
 

@@ -1,6 +1,6 @@
 """UNet++ (Zhou et al., 2018), one class for the two upstream implementations in the registry.
 
-Facts from MODELS.md §3–§4, checked against both upstream files:
+Facts from docs/models.md §3–§4, checked against both upstream files:
 
 * 4uiiurz1/pytorch-nested-unet @ 557ea02 ``archs.py`` ``NestedUNet(num_classes=1, input_channels=3,
   deep_supervision=False)``: widths 32..512, ``self.up`` bilinear with align_corners=True. The Ascend

@@ -1,4 +1,4 @@
-"""U²-Net and U²-Netp (Qin et al., Pattern Recognition 2020), rebuilt from the facts in MODELS.md §1.
+"""U²-Net and U²-Netp (Qin et al., Pattern Recognition 2020), rebuilt from the facts in docs/models.md §1.
 
 Reference: xuebinqin/U-2-Net @ a179b4b, ``model/u2net.py`` (Apache-2.0). This is an independent
 re-implementation: one residual U-block class parametrised by its depth (upstream RSU7 … RSU4), one

@@ -1,6 +1,6 @@
 """U-Net with transposed-convolution upsampling, laid out like milesial/Pytorch-UNet v3.0.
 
-Written from the architecture facts in MODELS.md §2 (no upstream code: that project is GPL-3.0).
+Written from the architecture facts in docs/models.md §2 (no upstream code: that project is GPL-3.0).
 The state_dict keys equal those of ``UNet(n_channels=3, n_classes=2, bilinear=False)`` at tag v3.0
 (9a6ee84), so the released ``unet_carvana_scale0.5_epoch2.pth`` loads strictly:
 

@@ -1,6 +1,6 @@
 """U-Net of bigmb/Unet-Segmentation-Pytorch-Nest-of-Unets @ f63262d (``Models.py`` ``U_Net``).
 
-Facts from MODELS.md §4; keys equal ``U_Net(in_ch=3, out_ch=1)``'s:
+Facts from docs/models.md §4; keys equal ``U_Net(in_ch=3, out_ch=1)``'s:
 
 * ``Conv1..Conv5``: ``conv`` = Sequential[3x3 conv (bias), BN, ReLU, 3x3 conv (bias), BN, ReLU]
   (parameters at indices 0, 1, 3, 4), widths 64-128-256-512-1024, 2x2 max-pool between them.

@@ -1,5 +1,7 @@
-"""Per-image measures of a candidate against the reference: tensor error of each checked output
-(Polygraphy style) and the task's measures on the decoded output (:meth:`Task.fidelity`)."""
+"""Judging a candidate's outputs against the reference's: per-image measures (tensor error of each
+checked output, Polygraphy style, and the task's measures on the decoded output, :meth:`Task.fidelity`)
+and :func:`fidelity_gate`, the verdict ``segdeploy compare``, ``--backend auto`` (CLI, API, serve,
+Ray workers alike) and the recipes reach through the thresholds of :mod:`segdeploy.engine.gate`."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from segdeploy.engine.gate import TensorLimit, default_gate, judge
+from segdeploy.engine.transforms import decode
 from segdeploy.tasks import get_task
-from segdeploy.verify.gate import TensorLimit
 
 
 def checked_outputs(spec) -> list[str]:
@@ -79,3 +82,30 @@ def image_measures(spec, image_id: str, ref_outputs: dict[str, np.ndarray], out_
         result["ground_truth"] = {"reference": task.ground_truth_score(ref_pred, gt),
                                   "candidate": task.ground_truth_score(out_pred, gt)}
     return result
+
+
+def fidelity_gate(spec, precision: str, reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
+                  sizes: list[tuple[int, int]]) -> tuple[bool, dict[str, float], str]:
+    """(passed, measures, reason) of ``candidate`` against the fp32 ``reference`` outputs (per image
+    lists of CxHxW arrays in ``spec.output_names`` order, images of ``sizes`` (H, W)), judged by
+    :func:`segdeploy.engine.gate.default_gate` of the model's task and ``precision``."""
+    gate = default_gate(spec.task, precision)
+    names = checked_outputs(spec)
+    results: list[dict[str, Any]] = []
+    for index, (ref, out, size) in enumerate(zip(reference, candidate, sizes)):
+        ref_named = {name: np.asarray(ref[spec.output_names.index(name)]) for name in names}
+        out_named = {name: np.asarray(out[spec.output_names.index(name)]) for name in names}
+        ref_pred = decode(ref, spec, size)
+        try:
+            out_pred = decode(out, spec, size)
+        except (ValueError, FloatingPointError):  # NaN / Inf everywhere: worst values below
+            out_pred = None
+        results.append(image_measures(spec, f"probe image {index}", ref_named, out_named, ref_pred, out_pred,
+                                      gate.tensor))
+    failures, summary = judge(gate, results, get_task(spec).fidelity_measures, names)
+    flat: dict[str, float] = {}
+    for name, stats in summary.get("measures", {}).items():
+        for key in ("quantile", "worst"):
+            if isinstance(stats, dict) and isinstance(stats.get(key), (int, float)):
+                flat[f"{name}_{key}"] = float(stats[key])
+    return not failures, flat, "; ".join(failures[:3])

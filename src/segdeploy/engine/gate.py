@@ -191,7 +191,7 @@ def judge(gate: Gate, images: list[dict[str, Any]], measures_meta, checked_outpu
 
     Args:
         images: per image ``{"id", "measures": {name: value}, "tensors": {output: tensor measures}}``
-            (:func:`segdeploy.verify.measures.tensor_measures`).
+            (:func:`segdeploy.engine.fidelity.tensor_measures`).
         measures_meta: the task's :class:`~segdeploy.tasks.base.FidelityMeasure` tuple.
         checked_outputs: outputs whose tensor error is gated.
     """

@@ -29,7 +29,7 @@ FREE_TEXT = {
     "--data-root", "--dataset", "--split", "--split-file", "--dataset-opt", "--option", "--tolerance",
     "--save-reference", "--reference", "--save-masks", "--scales", "--label", "--csv", "--markdown", "--plot",
     "--address", "--host", "--api-key", "--check-size", "--log-level", "--int8-onnx", "--model", "--photos",
-    "--eval-on", "--skip",
+    "--eval-on", "--skip", "--check-images", "--max-inflight-bytes",
 }
 
 #: bad values per argparse type (by the type's __name__): each must be refused while parsing

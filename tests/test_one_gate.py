@@ -75,7 +75,7 @@ def test_the_server_judges_auto_and_its_choice_with_the_cli_gate(gates_used):
     from segdeploy.serve.service import ModelService
 
     service = ModelService.load(MODEL, weights="random", backend="auto", precision="fp32",
-                                config=ServeConfig(check_images=2, check_size=(32, 40), max_batch_size=1))
+                                config=ServeConfig(check_images=16, check_size=(32, 40), max_batch_size=1))
     assert service.runtimes[0].selection["source"] == "probe"
     auto_gates = _judged_by_auto(gates_used)
     compare_gates = [g for who, _, p, g in gates_used if who == "compare"]
@@ -85,6 +85,6 @@ def test_the_server_judges_auto_and_its_choice_with_the_cli_gate(gates_used):
 
 
 def test_no_module_installs_a_gate():
-    proc = subprocess.run(["grep", "-rn", r"set_fidelity_gate\|_GATE\|auto_gate", str(ROOT / "src")],
+    proc = subprocess.run(["grep", "-rn", "--include=*.py", r"set_fidelity_gate\|_GATE\|auto_gate", str(ROOT / "src")],
                           capture_output=True, text=True)
     assert proc.stdout == ""

@@ -130,7 +130,9 @@ def run(args) -> int:
                          check_images=check_images, check_size=check_size, api_key=api_key,
                          max_inflight_bytes=budget, header_timeout_s=args.header_timeout,
                          max_connections=args.max_connections)
-    if args.precision == "int8" and args.backend in ("onnxruntime", "openvino") and not args.onnx:
+    from segdeploy.backends.base import consumes
+
+    if args.precision == "int8" and not is_auto(args.backend) and consumes(args.backend) != "module" and not args.onnx:
         raise UsageError(f"serve --backend {args.backend} --precision int8 needs the quantized model to serve: add "
                          "--onnx FILE (made with `segdeploy quantize`, calibrated on real photos); the server "
                          "gates that file, it never quantizes on its own")

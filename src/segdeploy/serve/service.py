@@ -175,11 +175,15 @@ def _judge(spec, runtime, config: ServeConfig, trained: bool, say, *, weights, d
     from segdeploy.verify.compare import artifact_digest
     from segdeploy.verify.reference import preprocessing_fingerprint
 
+    from segdeploy.backends.base import consumes
+
     backend, precision = runtime.name, runtime.precision
+    # A backend that runs a file (ONNX, IR) is verified for that file, named by its sha256.
+    runs_file = consumes(backend) != "module"
     # Judge the file the runtime runs (auto's int8 choice is a probed artifact, not a new quantization).
     served_file = onnx_path or getattr(runtime, "onnx_path", None)
     artifact = None
-    if backend != "torch" and served_file and os.path.isfile(str(served_file)):
+    if runs_file and served_file and os.path.isfile(str(served_file)):
         artifact = {"name": os.path.basename(str(served_file)), "sha256": artifact_digest(served_file)}
     if reference is not None:
         say(f"fidelity verdict of {backend} {precision}: from {reference}")
@@ -197,7 +201,7 @@ def _judge(spec, runtime, config: ServeConfig, trained: bool, say, *, weights, d
                           preprocessing_fp=preprocessing_fingerprint(spec),
                           artifact_sha256=artifact["sha256"] if artifact else None,
                           required_ids=gate.required_photo_ids(config.check_images, trained), expected_ids=expected)
-    if backend != "torch" and artifact is None:
+    if runs_file and artifact is None:
         why.append("the served model is not a file the gate can name (no ONNX / IR file)")
     summary["served_artifact"] = artifact
     summary["verified"] = not why

@@ -44,7 +44,8 @@ def _is_dir(path: str) -> bool:
         return False
 
 
-def _walk(folder: str, recursive: bool, excluded: list[str], visited: set[str]) -> Iterator[str]:
+def _walk(folder: str, recursive: bool, excluded: list[str], visited: set[str],
+          suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> Iterator[str]:
     """Entries with an image suffix under ``folder``, sorted, each real folder entered once."""
     real = _real(folder)
     if real in visited or _inside(folder, excluded):
@@ -57,8 +58,8 @@ def _walk(folder: str, recursive: bool, excluded: list[str], visited: set[str]) 
     for entry in entries:
         if _is_dir(entry.path):
             if recursive:
-                yield from _walk(entry.path, recursive, excluded, visited)
-        elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                yield from _walk(entry.path, recursive, excluded, visited, suffixes)
+        elif os.path.splitext(entry.name)[1].lower() in suffixes:
             yield entry.path
 
 
@@ -111,7 +112,8 @@ def _glob(pattern: str, recursive: bool, excluded: list[str]) -> tuple[str, list
     return base, found
 
 
-def find_images(inputs: Iterable, recursive: bool = False, *, exclude: Iterable = ()) -> list[tuple[Path, Path]]:
+def find_images(inputs: Iterable, recursive: bool = False, *, exclude: Iterable = (),
+                suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[tuple[Path, Path]]:
     """Expand files, folders and glob patterns into (file, relative output path) pairs.
 
     Files named explicitly are kept whatever their suffix and whatever they are (a FIFO or a dangling
@@ -120,6 +122,7 @@ def find_images(inputs: Iterable, recursive: bool = False, *, exclude: Iterable 
 
     Args:
         exclude: folders whose contents are never inputs (the output folder).
+        suffixes: the suffixes kept inside folders (video suffixes are added for video runs).
     Raises:
         InputNotFound: an input names nothing that exists.
     """
@@ -128,7 +131,7 @@ def find_images(inputs: Iterable, recursive: bool = False, *, exclude: Iterable 
     for item in inputs:
         text = str(item)
         if _is_dir(text):
-            groups.append(("folder", text, list(_walk(text, recursive, excluded, set()))))
+            groups.append(("folder", text, list(_walk(text, recursive, excluded, set(), suffixes))))
         elif os.path.lexists(text):
             groups.append(("file", os.path.dirname(text) or ".", [text]))
         elif _MAGIC & set(text):

@@ -35,8 +35,11 @@ def synthetic_frame(index: int, frames: int, width: int, height: int, *, static:
 
 
 def make_clip(path, *, seconds: float = 3.0, fps: int = 25, width: int = 320, height: int = 240,
-              audio: bool = True, static: bool = False, noise: float = 0.0, crf: int = 18, seed: int = 0) -> Path:
-    """Write a synthetic H.264 clip (MP4/MOV/MKV by suffix) with an optional AAC sine tone; returns ``path``."""
+              audio: bool = True, static: bool = False, noise: float = 0.0, crf: int = 18, seed: int = 0,
+              rotation: int = 0) -> Path:
+    """Write a synthetic H.264 clip (MP4/MOV/MKV by suffix) with an optional AAC sine tone; returns ``path``.
+
+    ``rotation``: display rotation (degrees, counter-clockwise) a player applies, as phones record."""
     av = require_av()
     path = Path(path)
     frames = int(round(seconds * fps))
@@ -45,6 +48,8 @@ def make_clip(path, *, seconds: float = 3.0, fps: int = 25, width: int = 320, he
         video = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.options = {"preset": "ultrafast", "crf": str(crf)}
+        if rotation:
+            video.set_display_rotation(rotation)
         tone = None
         if audio:
             tone = container.add_stream("aac", rate=44100)

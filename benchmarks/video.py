@@ -41,16 +41,20 @@ def parse_args(argv=None):
     parser.add_argument("--model", default="u2netp")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--speed-seconds", type=float, default=30.0, help="length of the 720p speed clip")
-    parser.add_argument("--memory-seconds", type=float, default=60.0, help="length of the 1080p memory clip")
+    parser.add_argument("--memory-seconds", default="60",
+                        help="lengths of the 1080p memory clips, comma-separated (peak RSS should not grow with it)")
     parser.add_argument("--flicker-seconds", type=float, default=4.0)
     parser.add_argument("--pure-seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--name", default="video_cpu")
     parser.add_argument("--quick", action="store_true", help="2-s / 2-s / 1-s clips: proves the script works")
+    parser.add_argument("--note", default=None, help="a sentence for the result file (why sizes were changed)")
+    parser.add_argument("--render", type=Path, default=None, metavar="JSON",
+                        help="only write the Markdown again from this result JSON (with --note, if given)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.speed_seconds, args.memory_seconds, args.flicker_seconds, args.pure_seconds = 2.0, 2.0, 1.0, 2.0
+        args.speed_seconds, args.memory_seconds, args.flicker_seconds, args.pure_seconds = 2.0, "2", 1.0, 2.0
     return args
 
 
@@ -98,10 +102,10 @@ def speed(args, runtime, spec, tmp: Path) -> dict:
     return {"clip": f"{frames} frames 1280x720 at 25 fps (H.264, generated)", "rounds": rounds}
 
 
-def memory(args, tmp: Path) -> dict:
+def memory(args, tmp: Path, seconds: float) -> dict:
     from segdeploy.engine.video_synth import make_clip
 
-    clip = make_clip(tmp / "memory1080.mp4", seconds=args.memory_seconds, width=1920, height=1080)
+    clip = make_clip(tmp / f"memory1080_{seconds:g}s.mp4", seconds=seconds, width=1920, height=1080)
     argv = [sys.executable, "-m", "segdeploy.cli.main", "predict", args.model, str(clip), "-o", str(tmp / "mem_out"),
             "--backend", args.backend, "--quiet", "--json", str(tmp / "mem.json")]
     load = load_average()
@@ -110,7 +114,7 @@ def memory(args, tmp: Path) -> dict:
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     record = json.loads((tmp / "mem.json").read_text()) if (tmp / "mem.json").exists() else {}
-    return {"clip": f"{int(round(args.memory_seconds * 25))} frames 1920x1080 at 25 fps (H.264, generated)",
+    return {"clip": f"{int(round(seconds * 25))} frames 1920x1080 at 25 fps (H.264, generated)",
             "exit_status": os.waitstatus_to_exitcode(status), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
             "frames": record.get("frames"), "frames_per_s": record.get("frames_per_s"), "seconds": round(seconds, 1),
             "runtime": record.get("runtime"), "load_before": load, "load_after": load_average()}
@@ -138,13 +142,15 @@ def flicker(args, runtime, spec, tmp: Path) -> dict:
 
 def markdown(p: dict) -> str:
     env, sp, mem, fl = p["environment"], p["speed"], p["memory"], p["flicker"]
+    mem = mem if isinstance(mem, list) else [mem]  # one clip in early result files
     rt = p["runtime"] or {}
     lines = [f"# Video through `segdeploy predict` on this CPU — {p['date']}", "",
              f"- machine: {env.get('cpu')} ({env.get('cpu_count')} logical CPUs), shared with other jobs; packages: "
              + ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items() if v) + f", av {p['av']}",
              f"- model {p['model']}, packaged weights; `--backend {p['backend_arg']}` → {rt.get('backend')} "
              f"{rt.get('precision')} (opening, with any probe: {p['open_s']:.1f} s)",
-             f"- quick mode: {p['quick']}", "", "## Speed (end to end, the model already open)", "",
+             f"- quick mode: {p['quick']}" + (f"; {p['note']}" if p.get("note") else ""), "",
+             "## Speed (end to end, the model already open)", "",
              f"{sp['clip']}; the same frames as JPEG files (quality 90) through `predict`.", "",
              "| round | video frames/s | JPEG folder images/s | pure frames/s | video / JPEG | video / pure | "
              "load before → after |", "|---:|---:|---:|---:|---:|---:|---|"]
@@ -153,10 +159,13 @@ def markdown(p: dict) -> str:
                      f"{r['pure_frames_per_s']:.2f} | **{r['video_frames_per_s'] / r['jpeg_images_per_s']:.0%}** | "
                      f"{r['video_frames_per_s'] / r['pure_frames_per_s']:.0%} | "
                      f"{'/'.join(map(str, r['load_before']))} → {'/'.join(map(str, r['load_after']))} |")
-    lines += ["", "## Memory", "", f"{mem['clip']}: `segdeploy predict` as a child process, peak RSS "
-              f"**{mem['peak_rss_mb']:.0f} MB** (target < 1536 MB), exit {mem['exit_status']}, {mem['frames']} frames "
-              f"in {mem['seconds']} s; load {'/'.join(map(str, mem['load_before']))} → "
-              f"{'/'.join(map(str, mem['load_after']))}.", "", "## Flicker", "",
+    lines += ["", "## Memory", "", "`segdeploy predict` on each clip as a child process (peak RSS from `wait4`; "
+              "target < 1536 MB, not growing with the length):", ""]
+    for m in mem:
+        lines.append(f"- {m['clip']}: peak RSS **{m['peak_rss_mb']:.0f} MB**, exit {m['exit_status']}, {m['frames']} "
+                     f"frames in {m['seconds']} s; load {'/'.join(map(str, m['load_before']))} → "
+                     f"{'/'.join(map(str, m['load_after']))}")
+    lines += ["", "## Flicker", "",
               f"{fl['clip']}: flicker (mean |Δmask| per frame, 0..1) {fl['flicker_plain']:.5f} without smoothing, "
               f"{fl['flicker_smooth5']:.5f} with `--smooth 5` (**{fl['ratio']:.0%}** of it; target ≤ 50 %); mask IoU "
               f"against the unsmoothed frames: mean **{fl['iou_mean']:.4f}**, min {fl['iou_min']:.4f} "
@@ -176,6 +185,12 @@ def main(argv=None) -> int:
     from segdeploy.verify.auto_gate import install
 
     args = parse_args(argv)
+    if args.render is not None:
+        payload = json.loads(args.render.read_text())
+        payload["note"] = args.note or payload.get("note")
+        atomic_write_text(args.render, json.dumps(payload, indent=2, default=str) + "\n")
+        atomic_write_text(args.render.with_suffix(".md"), markdown(payload))
+        return 0
     install()  # --backend auto judges its candidates with compare's gate
     spec = get_spec(args.model)
     start = time.perf_counter()
@@ -185,11 +200,11 @@ def main(argv=None) -> int:
         tmp = Path(name)
         speed_part = speed(args, runtime, spec, tmp)
         flicker_part = flicker(args, runtime, spec, tmp)
-        memory_part = memory(args, tmp)
+        memory_part = [memory(args, tmp, float(length)) for length in str(args.memory_seconds).split(",")]
     payload = {"kind": "video", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": args.model,
                "backend_arg": args.backend, "open_s": round(open_s, 2), "runtime": runtime.describe(),
                "selection": getattr(runtime, "selection", None), "environment": environment(), "av": av.__version__,
-               "quick": args.quick, "speed": speed_part, "memory": memory_part, "flicker": flicker_part}
+               "quick": args.quick, "note": args.note, "speed": speed_part, "memory": memory_part, "flicker": flicker_part}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     json_path = atomic_write_text(args.out_dir / f"{args.name}.json", json.dumps(payload, indent=2, default=str) + "\n")
     md_path = atomic_write_text(args.out_dir / f"{args.name}.md", markdown(payload))

@@ -188,13 +188,13 @@ def test_without_pyav_video_is_a_one_line_usage_error(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_within_2_s_leaves_nothing_and_rerun_completes(tmp_path):
-    clip = make_clip(tmp_path / "long.mp4", seconds=8.0, width=320, height=240)
+    clip = make_clip(tmp_path / "long.mp4", seconds=6.0, width=320, height=240)
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "segdeploy.cli.main", "predict", "u2netp", str(clip), "-o", str(out),
             "--backend", "onnxruntime", "--quiet"]
     env = dict(os.environ, PYTHONPATH=SRC)
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # start-up on a busy machine
     while not (out.exists() and any(p.name.endswith(".partial") for p in out.iterdir())):
         assert proc.poll() is None and time.monotonic() < deadline, "no clip being written"
         time.sleep(0.05)
@@ -210,4 +210,4 @@ def test_ctrl_c_stops_within_2_s_leaves_nothing_and_rerun_completes(tmp_path):
     assert not (out / "long.mkv").exists()
     assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
     assert subprocess.run(argv, env=env, capture_output=True, timeout=600).returncode == 0
-    assert len(decoded_frames(out / "long.mkv")) == 200
+    assert len(decoded_frames(out / "long.mkv")) == 150

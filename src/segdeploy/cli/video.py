@@ -94,6 +94,9 @@ def run_if_video(args, spec, common: dict, console) -> int | None:
     if is_video(args.output):
         raise UsageError(f"-o {args.output} names one video file, but the inputs hold several files; give one clip "
                          "for one output file, or a folder for -o")
+    if Path(args.output).suffix.lower() in IMAGE_SUFFIXES:
+        raise UsageError(f"-o {args.output} names an image file; a clip's masks go to a folder (-o OUT/) or to one "
+                         "video file (.mkv, .mp4, .webm, .mov)")
     if getattr(args, "engine", "local") == "ray":
         raise UsageError("video runs use the local engine; drop --engine ray")
     if Path(args.output).exists() and not Path(args.output).is_dir():

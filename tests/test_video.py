@@ -211,3 +211,19 @@ def test_ctrl_c_stops_within_2_s_leaves_nothing_and_rerun_completes(tmp_path):
     assert not [p for p in out.iterdir() if p.name.endswith(".partial")]
     assert subprocess.run(argv, env=env, capture_output=True, timeout=600).returncode == 0
     assert len(decoded_frames(out / "long.mkv")) == 150
+
+
+def test_smoother_is_a_causal_mean_and_flicker_is_the_mean_absolute_change():
+    from segdeploy import get_spec
+    from segdeploy.jobs.video import FlickerMeter, TemporalSmoother
+    from segdeploy.tasks import Prediction
+
+    smoother = TemporalSmoother(2, get_spec("u2netp"))
+    maps = [np.full((2, 2), v, np.float32) for v in (0.0, 1.0, 0.5)]
+    out = [smoother.push(Prediction(map=m, mask=(m * 255).astype(np.uint8))) for m in maps]
+    assert [float(o.map[0, 0]) for o in out] == [0.0, 0.5, 0.75]  # frame t: mean of t-1 and t only
+    assert [int(o.mask[0, 0]) for o in out] == [0, 128, 191]  # the saliency map's 8-bit rounding
+    meter = FlickerMeter()
+    for value in (0, 255, 255, 0):
+        meter.update(np.full((3, 3), value, np.uint8))
+    assert meter.value == pytest.approx(2 / 3)  # changes 1, 0, 1 over three pairs

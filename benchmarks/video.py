@@ -112,11 +112,11 @@ def memory(args, tmp: Path, seconds: float) -> dict:
     start = time.perf_counter()
     proc = subprocess.Popen(argv, env=dict(os.environ, PYTHONPATH=SRC))
     _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
+    elapsed = time.perf_counter() - start
     record = json.loads((tmp / "mem.json").read_text()) if (tmp / "mem.json").exists() else {}
     return {"clip": f"{int(round(seconds * 25))} frames 1920x1080 at 25 fps (H.264, generated)",
             "exit_status": os.waitstatus_to_exitcode(status), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "frames": record.get("frames"), "frames_per_s": record.get("frames_per_s"), "seconds": round(seconds, 1),
+            "frames": record.get("frames"), "frames_per_s": record.get("frames_per_s"), "seconds": round(elapsed, 1),
             "runtime": record.get("runtime"), "load_before": load, "load_after": load_average()}
 
 

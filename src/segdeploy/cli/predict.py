@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from segdeploy.cli.common import (count, default_batch_size, model_argument, printable, runtime_arguments,
                                   torch_arguments, torch_options, weights_argument)
+from segdeploy.cli.video import VIDEO_HELP
 
 DESCRIPTION = """\
 Predict masks for image files, folders and glob patterns.
@@ -32,7 +33,7 @@ exceed the machine's memory prints a warning first. Images above --max-pixels fa
 
 Unreadable inputs (corrupt, FIFO, dangling symlink, too large) are reported by name and reason and
 counted as failed; the others are processed.
-"""
+""" + VIDEO_HELP
 
 EPILOG = """\
 examples:
@@ -42,6 +43,8 @@ examples:
   segdeploy predict u2netp 'shots/*.png' albums/ --recursive -o out/ --cutout
   segdeploy predict u2netp photos/ -o out/ --backend onnxruntime --precision int8 --calib calib_photos/
   segdeploy predict wseg_voc big.jpg -o big_mask.png --weights model_enc_e020Xs0.928.pth --max-size 1024
+  segdeploy predict u2netp clip.mp4 -o out/ --cutout --smooth 5
+  segdeploy predict u2netp clip.mp4 -o clip_green.mp4 --bgcolor 0,255,0
 
 exit codes: 0 all written; 1 some inputs failed (named); 2 usage error (nothing written);
   4 runtime error; 130 interrupted (finished files kept, nothing partial).
@@ -126,6 +129,9 @@ def register(sub) -> None:
                         help="threads for reading and writing (default: CPU count, at most 8)")
     parser.add_argument("--json", metavar="PATH", help="write the run summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    from segdeploy.cli.video import video_arguments
+
+    video_arguments(parser)
     # --- scale-out hook (segdeploy.scale; options defined in cli/engine.py) ---
     from segdeploy.cli.engine import engine_arguments
 
@@ -162,6 +168,13 @@ def run(args) -> int:
                   seed=args.seed, max_size=max_size, max_pixels=max_pixels, onnx_path=args.onnx, calib=args.calib,
                   background=args.bgcolor, cutout=args.cutout, save_prob=args.save_prob, overwrite=args.overwrite)
 
+    # --- video hook: inputs holding clips run through segdeploy.jobs.video (cli/video.py) ---
+    from segdeploy.cli.video import run_if_video
+
+    code = run_if_video(args, spec, common, console)
+    if code is not None:
+        return code
+    # --- end video hook ---
     if "-" in args.inputs or is_single_file_output(args.inputs, args.output):
         if len(args.inputs) != 1:
             raise UsageError("- (stdin) is one image; give it alone, with -o FILE.png or -o -")

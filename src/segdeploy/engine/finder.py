@@ -29,11 +29,11 @@ NOT_READ_IN_FOLDERS = {
             "frame, or convert it to PNG",
     ".heic": "HEIC is not a format Pillow reads; convert it to JPEG or PNG",
     ".heif": "HEIF is not a format Pillow reads; convert it to JPEG or PNG",
-    ".mp4": "a video, not an image; extract its frames first",
-    ".mov": "a video, not an image; extract its frames first",
-    ".avi": "a video, not an image; extract its frames first",
-    ".mkv": "a video, not an image; extract its frames first",
-    ".webm": "a video, not an image; extract its frames first",
+    ".mp4": "a video: predict reads it with PyAV (pip install 'segdeploy[video]')",
+    ".mov": "a video: predict reads it with PyAV (pip install 'segdeploy[video]')",
+    ".avi": "a video: predict reads it with PyAV (pip install 'segdeploy[video]')",
+    ".mkv": "a video: predict reads it with PyAV (pip install 'segdeploy[video]')",
+    ".webm": "a video: predict reads it with PyAV (pip install 'segdeploy[video]')",
 }
 _MAGIC = set("*?[")
 
@@ -59,9 +59,9 @@ def _is_dir(path: str) -> bool:
 
 
 def _walk(folder: str, recursive: bool, excluded: list[str], visited: set[str],
-          skipped: list[str] | None = None) -> Iterator[str]:
-    """Entries with an image suffix under ``folder``, sorted, each real folder entered once; files a
-    user may have meant as inputs (:data:`NOT_READ_IN_FOLDERS`) are named in ``skipped``."""
+          suffixes: tuple[str, ...] = IMAGE_SUFFIXES, skipped: list[str] | None = None) -> Iterator[str]:
+    """Entries with one of ``suffixes`` under ``folder``, sorted, each real folder entered once; files
+    a user may have meant as inputs (:data:`NOT_READ_IN_FOLDERS`) are named in ``skipped``."""
     real = _real(folder)
     if real in visited or _inside(folder, excluded):
         return
@@ -73,8 +73,8 @@ def _walk(folder: str, recursive: bool, excluded: list[str], visited: set[str],
     for entry in entries:
         if _is_dir(entry.path):
             if recursive:
-                yield from _walk(entry.path, recursive, excluded, visited, skipped)
-        elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                yield from _walk(entry.path, recursive, excluded, visited, suffixes, skipped)
+        elif os.path.splitext(entry.name)[1].lower() in suffixes:
             yield entry.path
         elif skipped is not None and os.path.splitext(entry.name)[1].lower() in NOT_READ_IN_FOLDERS:
             skipped.append(f"skipped {entry.path}: {NOT_READ_IN_FOLDERS[os.path.splitext(entry.name)[1].lower()]}")
@@ -130,7 +130,7 @@ def _glob(pattern: str, recursive: bool, excluded: list[str]) -> tuple[str, list
 
 
 def find_images(inputs: Iterable, recursive: bool = False, *, exclude: Iterable = (),
-                skipped: list[str] | None = None) -> list[tuple[Path, Path]]:
+                suffixes: tuple[str, ...] = IMAGE_SUFFIXES, skipped: list[str] | None = None) -> list[tuple[Path, Path]]:
     """Expand files, folders and glob patterns into (file, relative output path) pairs.
 
     Files named explicitly are kept whatever their suffix and whatever they are (a FIFO or a dangling
@@ -139,6 +139,7 @@ def find_images(inputs: Iterable, recursive: bool = False, *, exclude: Iterable 
 
     Args:
         exclude: folders whose contents are never inputs (the output folder).
+        suffixes: the suffixes kept inside folders (video suffixes are added for video runs).
         skipped: receives one line per file in a folder that looks like an input but is not read.
     Raises:
         InputNotFound: an input names nothing that exists.
@@ -148,7 +149,7 @@ def find_images(inputs: Iterable, recursive: bool = False, *, exclude: Iterable 
     for item in inputs:
         text = str(item)
         if _is_dir(text):
-            groups.append(("folder", text, list(_walk(text, recursive, excluded, set(), skipped))))
+            groups.append(("folder", text, list(_walk(text, recursive, excluded, set(), suffixes, skipped))))
         elif os.path.lexists(text):
             groups.append(("file", os.path.dirname(text) or ".", [text]))
         elif _MAGIC & set(text):

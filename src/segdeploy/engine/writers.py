@@ -121,3 +121,13 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def track_partial(path: str | os.PathLike) -> None:
+    """Register a temporary file written elsewhere (a video encoder's), so that
+    :func:`remove_partial_files` deletes it if the process must exit abruptly."""
+    _IN_PROGRESS.add(str(path))
+
+
+def untrack_partial(path: str | os.PathLike) -> None:
+    _IN_PROGRESS.discard(str(path))

@@ -98,7 +98,8 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
                   background: tuple[int, ...] | None = None, max_size: int | None | str = "spec",
                   max_pixels: int | None = DEFAULT_MAX_PIXELS, memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
                   onnx_path=None, calib=None, log: Callable[[str], None] | None = None,
-                  runtime_options: dict[str, Any] | None = None) -> PredictSummary:
+                  runtime_options: dict[str, Any] | None = None,
+                  finder: Callable[[list, bool, Path], list] | None = None) -> PredictSummary:
     """Predict masks for files, folders and glob patterns and write them under ``out_dir``.
 
     Outputs per input, mirroring the inputs' folders under ``out_dir``: ``<stem>.png`` (saliency:
@@ -106,7 +107,8 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
     ``background``, ``<stem>.npy`` (float32 map) with ``save_prob``. ``out_dir/.segdeploy-manifest.json``
     records the settings and each file; a rerun with the same settings resumes, one with other
     settings raises UsageError (nothing touched) unless ``overwrite``. Every file is written
-    atomically. Unreadable inputs are recorded in ``summary.failed`` with their reason.
+    atomically. Unreadable inputs are recorded in ``summary.failed`` with their reason. ``finder``
+    replaces the search for inputs (see :func:`plan_predict_job`; a video run passes its images).
 
     ``runtime_options`` are backend options (e.g. ``{"mode": "compile", "channels_last": True}`` for
     PyTorch); with ``backend="auto"`` they apply when auto picks that backend.
@@ -120,7 +122,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
     plan = plan_predict_job(spec, inputs, out_dir, weights=weights, recursive=recursive, backend=backend,
                             precision=precision, cutout=cutout, save_prob=save_prob, overwrite=overwrite, seed=seed,
                             background=background, max_size=max_size, max_pixels=max_pixels, onnx_path=onnx_path,
-                            calib=calib, runtime=runtime, log=log)
+                            calib=calib, runtime=runtime, log=log, finder=finder)
     summary, todo, policy, out_dir = plan.summary, plan.todo, plan.policy, plan.out_dir
     start = time.perf_counter()
     if not todo:

@@ -162,6 +162,19 @@ class Session:
             out.append(task.cutout(original, pred, background))
         return out[0] if single else out
 
+    def video(self, path, *, smooth: int = 1, max_frames: int | None = None):
+        """Yield ``(frame index, mask)`` for every frame of a video file, streamed through the same
+        pipeline as :meth:`predict` (needs ``pip install 'segdeploy[video]'``). ``smooth``: causal
+        moving average of the probability maps over that many frames (1 = off).
+
+        Raises:
+            ImageReadError: the file is not a readable video (the message names it).
+        """
+        from segdeploy.jobs.video import video_masks
+
+        yield from video_masks(self.runtime, self.spec, path, batch_size=self.batch_size, smooth=smooth,
+                               max_frames=max_frames)
+
     def close(self) -> None:
         close = getattr(self.runtime, "close", None)
         if callable(close):

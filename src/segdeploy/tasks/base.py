@@ -130,6 +130,13 @@ class Task(ABC):
     def mask_image(self, pred: Prediction) -> tuple[np.ndarray, list[int] | None]:
         """The array written as the mask PNG and its palette (None = grayscale)."""
 
+    def mask_from_map(self, map: np.ndarray, spec) -> np.ndarray:
+        """The mask of a probability map that did not come from :meth:`decode` (e.g. the average of
+        several frames' maps): class ids by argmax for CxHxW maps, else 0/1 at the spec's threshold."""
+        if map.ndim == 3:
+            return map.argmax(axis=0).astype(np.uint8)
+        return (map > spec.decode.threshold).astype(np.uint8)
+
     def alpha(self, pred: Prediction) -> np.ndarray:
         """uint8 HxW alpha channel of a cut-out (255 = keep the pixel)."""
         return (pred.mask > 0).astype(np.uint8) * 255

@@ -52,6 +52,9 @@ class SaliencyTask(Task):
     def mask_image(self, pred: Prediction) -> tuple[np.ndarray, list[int] | None]:
         return pred.mask, None
 
+    def mask_from_map(self, map: np.ndarray, spec) -> np.ndarray:
+        return np.round(np.clip(map, 0.0, 1.0) * 255).astype(np.uint8)  # the 8-bit map, as decode gives it
+
     def alpha(self, pred: Prediction) -> np.ndarray:
         return pred.mask  # the saliency map is the soft alpha matte
 

@@ -43,7 +43,7 @@ from segdeploy.backends.base import RuntimeUnavailable, get_runtime_class, physi
 GATE_IMAGES = 16
 CALIB_IMAGES = 16
 PROBE_SECONDS = 1.5
-CACHE_VERSION = 4  # 2: OpenVINO streams; 3: the OpenVINO QDQ candidate is QDQ; 4: real photos judged for trained weights
+CACHE_VERSION = 5  # 2: OpenVINO streams; 3: the OpenVINO QDQ candidate is QDQ; 4: real photos judged for trained weights; 5: digests, quick choices
 
 # Thresholds of segdeploy.verify.compare.DEFAULT_TOLERANCES at the time of writing (backends sit
 # below verify in the layer contract and cannot import it). verify may install its own gate with
@@ -62,7 +62,8 @@ _MIN_UNION_SHARE = 0.01
 
 @dataclass(frozen=True)
 class Candidate:
-    """One configuration the probe may choose. ``quantizer``: int8 only ("ort-qdq" or "nncf")."""
+    """One configuration the probe may choose. ``quantizer``: int8 only ("ort-qdq", "nncf", or
+    "packaged": an IR shipped with segdeploy for these weights, :mod:`segdeploy.backends.auto_quick`)."""
 
     backend: str
     precision: str
@@ -106,6 +107,10 @@ class AutoChoice:
     table: list[ProbeRow] = field(default_factory=list)
     key: dict[str, Any] = field(default_factory=dict)
     cache_path: str | None = None
+    #: how the choice was made before it was cached: "quick" (no timing: fp32, or a packaged int8
+    #: artifact judged at first use) or "probe" (every candidate judged and timed)
+    made_by: str | None = None
+    digest: str | None = None  # sha256 of the cached content (auto_cache)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +118,8 @@ class AutoChoice:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AutoChoice":
         table = [ProbeRow(**row) for row in data.get("table", [])]
-        return cls(**{**data, "table": table})
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in {**data, "table": table}.items() if k in known})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,7 +140,7 @@ def set_fidelity_gate(gate: GateFn | None) -> None:
 
 
 def fidelity_gate(spec, precision: str, reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
-                  sizes: list[tuple[int, int]]) -> tuple[bool, dict[str, float], str]:
+                  sizes: list[tuple[int, int]], ids: list[str] | None = None) -> tuple[bool, dict[str, float], str]:
     """Judge ``candidate`` against PyTorch fp32 ``reference`` outputs on the same images.
 
     fp32: the decoded output's largest error relative to the reference's largest magnitude must
@@ -144,7 +150,7 @@ def fidelity_gate(spec, precision: str, reference: list[list[np.ndarray]], candi
     image); binary: pooled mask IoU; semantic: share of pixels with the reference's class.
     """
     if _GATE is not None:
-        return _GATE(spec, precision, reference, candidate, sizes)
+        return _GATE(spec, precision, reference, candidate, sizes, *([ids] if ids else []))
     from segdeploy.engine.transforms import decode, select_output
     from segdeploy.tasks import get_task
 
@@ -244,6 +250,38 @@ def bundled_photos(height: int, width: int) -> list[np.ndarray]:
     return photos
 
 
+def photo_crops(photo: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """Three crops of one photograph, each a different framing of it: top-left and bottom-right
+    two thirds, and the centre half."""
+    h, w = photo.shape[:2]
+    return [("topleft", photo[: h * 2 // 3, : w * 2 // 3]), ("bottomright", photo[h // 3:, w // 3:]),
+            ("centre", photo[h // 4: h * 3 // 4, w // 4: w * 3 // 4])]
+
+
+def held_out_photos() -> list[tuple[str, np.ndarray]]:
+    """The images the packaged int8 artifacts and the demo are judged on: each packaged photograph
+    (``assets/photos``) whole and as :func:`photo_crops` — 20 named RGB uint8 images at native size
+    (none of them was used to calibrate a packaged artifact). Empty without the photographs."""
+    from importlib import resources
+
+    from PIL import Image
+
+    folder = resources.files("segdeploy") / "assets" / "photos"
+    out: list[tuple[str, np.ndarray]] = []
+    try:
+        entries = sorted(folder.iterdir(), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for entry in entries:
+        if entry.name.lower().endswith((".jpg", ".jpeg", ".png")):
+            with entry.open("rb") as fh, Image.open(fh) as img:
+                photo = np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+            stem = entry.name.rsplit(".", 1)[0]
+            out.append((stem, photo))
+            out.extend((f"{stem}-{name}", crop) for name, crop in photo_crops(photo))
+    return out
+
+
 def _gate_size(spec) -> tuple[int, int]:
     """Original (H, W) of the generated images: 3:4 photos; small for native-size models."""
     if spec.preprocess.size is not None:
@@ -339,7 +377,8 @@ def candidates_for(device: str, precision: str | None) -> list[Candidate]:
     else:
         out = [Candidate("torch", "fp32"), Candidate("onnxruntime", "fp32"), Candidate("openvino", "fp32"),
                Candidate("openvino", "bf16"), Candidate("onnxruntime", "int8", "ort-qdq"),
-               Candidate("openvino", "int8", "ort-qdq"), Candidate("openvino", "int8", "nncf")]
+               Candidate("openvino", "int8", "ort-qdq"), Candidate("openvino", "int8", "nncf"),
+               Candidate("openvino", "int8", "packaged")]
         if os.environ.get("SEGDEPLOY_AUTO_INT8", "1").strip() in ("0", "false", "no", "off"):
             out = [c for c in out if c.precision != "int8"]
     if precision is not None:

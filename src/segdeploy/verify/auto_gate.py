@@ -19,9 +19,10 @@ from segdeploy.verify.measures import checked_outputs, image_measures
 
 
 def auto_gate(spec, precision: str, reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
-              sizes: list[tuple[int, int]]) -> tuple[bool, dict[str, float], str]:
+              sizes: list[tuple[int, int]], ids: list[str] | None = None) -> tuple[bool, dict[str, float], str]:
     """(passed, measures, reason) of ``candidate`` against the fp32 ``reference`` outputs, per image
-    lists of CxHxW arrays in ``spec.output_names`` order, images of ``sizes`` (H, W)."""
+    lists of CxHxW arrays in ``spec.output_names`` order, images of ``sizes`` (H, W); ``ids`` name
+    the images in the reason (default "probe image N")."""
     gate = default_gate(spec.task, precision)
     names = checked_outputs(spec)
     results: list[dict[str, Any]] = []
@@ -33,7 +34,7 @@ def auto_gate(spec, precision: str, reference: list[list[np.ndarray]], candidate
             out_pred = decode(out, spec, size)
         except (ValueError, FloatingPointError):  # NaN / Inf everywhere: worst values below
             out_pred = None
-        results.append(image_measures(spec, f"probe image {index}", ref_named, out_named, ref_pred, out_pred,
+        results.append(image_measures(spec, ids[index] if ids else f"probe image {index}", ref_named, out_named, ref_pred, out_pred,
                                       gate.tensor))
     failures, summary = judge(gate, results, get_task(spec).fidelity_measures, names)
     flat: dict[str, float] = {}

@@ -32,7 +32,6 @@ def register(sub) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16", "int8"),
                         help="probe only this precision (default: all)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of random weights")
     parser.add_argument("--quick", action="store_true",
                         help="make only the quick first choice (what other commands do on an empty cache)")
     parser.add_argument("--show", action="store_true", help="print the cached choice without measuring")

@@ -258,16 +258,17 @@ def _judged_runtime(args, spec, console):
             console.print(verdict.one_line(), highlight=False)
         return runtime
     if args.verbose:
-        console.print("gate failures: " + verdict.reason, highlight=False)
+        for failure in verdict.failures:
+            console.print(f"gate failure: {failure}", highlight=False, soft_wrap=True)
         console.print("measures: " + ", ".join(f"{k} {v:.4g}" for k, v in verdict.measures.items()), highlight=False)
     if not args.allow_unverified:
         console.print(f"[red]gate failed:[/] {runtime.name} {verdict.one_line()}. Nothing written; pass "
                       "--allow-unverified to write these masks anyway (marked unverified)"
-                      + ("" if args.verbose else ", --verbose for every measure"), highlight=False)
+                      + ("" if args.verbose else ", --verbose for every measure"), highlight=False, soft_wrap=True)
         return 3
     runtime.unverified = f"{runtime.name} {verdict.one_line()}"
     console.print(f"[yellow]unverified:[/] {runtime.unverified}; writing anyway (--allow-unverified)",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     return runtime
 
 

@@ -20,7 +20,14 @@ from segdeploy.verify.measures import checked_outputs, image_measures
 
 def auto_gate(spec, precision: str, reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
               sizes: list[tuple[int, int]], ids: list[str] | None = None) -> tuple[bool, dict[str, float], str]:
-    """(passed, measures, reason) of ``candidate`` against the fp32 ``reference`` outputs, per image
+    """(passed, measures, reason): :func:`gate_failures` with its first three failures joined."""
+    failures, flat = gate_failures(spec, precision, reference, candidate, sizes, ids)
+    return not failures, flat, "; ".join(failures[:3])
+
+
+def gate_failures(spec, precision: str, reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
+                  sizes: list[tuple[int, int]], ids: list[str] | None = None) -> tuple[list[str], dict[str, float]]:
+    """(failures, measures) of ``candidate`` against the fp32 ``reference`` outputs, per image
     lists of CxHxW arrays in ``spec.output_names`` order, images of ``sizes`` (H, W); ``ids`` name
     the images in the reason (default "probe image N")."""
     gate = default_gate(spec.task, precision)
@@ -42,7 +49,7 @@ def auto_gate(spec, precision: str, reference: list[list[np.ndarray]], candidate
         for key in ("quantile", "worst"):
             if isinstance(stats, dict) and isinstance(stats.get(key), (int, float)):
                 flat[f"{name}_{key}"] = float(stats[key])
-    return not failures, flat, "; ".join(failures[:3])
+    return failures, flat
 
 
 def install() -> None:

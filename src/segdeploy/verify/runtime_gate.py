@@ -24,14 +24,18 @@ class RuntimeVerdict:
     passed: bool
     precision: str
     judged: int
-    reason: str = ""
+    failures: list[str] = field(default_factory=list)
     measures: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.failures)
 
     def one_line(self) -> str:
         if self.passed:
             return f"{self.precision} passed the fidelity gate against PyTorch fp32 on {self.judged} images"
         return (f"{self.precision} failed the fidelity gate against PyTorch fp32 on {self.judged} images: "
-                f"{self.reason.split('; ')[0]}")
+                f"{self.failures[0] if self.failures else 'no image judged'}")
 
 
 def _images(spec, trained: bool) -> list[tuple[str, np.ndarray]]:
@@ -49,7 +53,7 @@ def judge_runtime(spec, runtime, *, weights=None, seed: int = 0, device: str = "
     ``weights`` (default: the model's packaged ones)."""
     from segdeploy.backends import open_runtime
     from segdeploy.engine.transforms import preprocess_with_valid
-    from segdeploy.verify.auto_gate import auto_gate
+    from segdeploy.verify.auto_gate import gate_failures
     from segdeploy.zoo import create_model
 
     module = create_model(spec, weights, seed=seed)
@@ -65,8 +69,8 @@ def judge_runtime(spec, runtime, *, weights=None, seed: int = 0, device: str = "
         candidate.append([np.asarray(o[0]) for o in runtime.run(x)])
         sizes.append(image.shape[:2])
     precision = getattr(runtime, "precision", "fp32")
-    passed, measures, reason = auto_gate(spec, precision, reference, candidate, sizes, [n for n, _ in named])
-    return RuntimeVerdict(passed, precision, len(named), reason, measures)
+    failures, measures = gate_failures(spec, precision, reference, candidate, sizes, [n for n, _ in named])
+    return RuntimeVerdict(not failures, precision, len(named), failures, measures)
 
 
 __all__ = ["JUDGED_PRECISIONS", "RuntimeVerdict", "judge_runtime"]

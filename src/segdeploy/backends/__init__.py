@@ -325,6 +325,13 @@ def select_auto(model=None, device: str = "cpu", precision: str | None = None, *
     return choice.backend, choice.precision
 
 
-__all__ = ["open_runtime", "Runtime", "RuntimeUnavailable", "register_runtime", "get_runtime_class",
+def auto_choice(model, device: str = "cpu", precision: str | None = None, *, weights=None, seed: int = 0):
+    """The :class:`~segdeploy.backends.auto.AutoChoice` ``open_runtime(backend="auto")`` runs for
+    ``model`` (a name with ``weights``, or a module from create_model): the one code path every
+    command (predict, serve, Session, run, demo) takes, cached per machine."""
+    return _auto_choice(model, device, precision, weights, None, seed)
+
+
+__all__ = ["open_runtime", "auto_choice", "Runtime", "RuntimeUnavailable", "register_runtime", "get_runtime_class",
            "backend_names", "available_backends", "select_auto", "physical_cores", "PRECISIONS",
            "decode_outputs"]

@@ -287,3 +287,27 @@ def test_trained_weights_are_also_judged_on_the_packaged_real_photos(monkeypatch
     monkeypatch.setattr(auto_probe, "_weights_id", lambda m: "sha256:abc")
     rows = auto_probe.probe(module, BIN)
     assert seen["images"] == 16 + len(photos) and rows[-1].judged == 16 + len(photos)
+
+
+@pytest.mark.slow
+def test_an_export_failing_parity_under_auto_says_so_and_runs_pytorch(monkeypatch, tmp_path, capsys):
+    """Issue 22: where the ONNX export of the quick choice fails its parity check (here made to
+    fail by a zero tolerance), auto says so in one line and runs PyTorch fp32 — and caches that."""
+    import functools
+
+    import segdeploy.convert.export_cache as export_cache
+    import segdeploy.convert.parity as parity
+    from segdeploy.backends import open_runtime
+
+    monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
+    monkeypatch.setenv("SEGDEPLOY_AUTO_PROBE", "1")
+    monkeypatch.setattr(parity, "PARITY_ATOL", -1.0)
+    monkeypatch.setattr(export_cache, "export_onnx", functools.partial(export_cache.export_onnx, parity_rtol=-1.0))
+    rt = open_runtime("unetpp_dsb2018", "auto", weights="random")
+    err = capsys.readouterr().err
+    assert rt.name == "torch" and rt.selection["backend"] == "torch"
+    assert "parity check" in err and "PyTorch fp32" in err and "Traceback" not in err
+    assert "parity check" in rt.selection["why"]
+    again = open_runtime("unetpp_dsb2018", "auto", weights="random")
+    assert again.name == "torch" and again.selection["source"] == "cache"
+    assert "parity" not in capsys.readouterr().err  # not exported again

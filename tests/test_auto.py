@@ -311,3 +311,18 @@ def test_an_export_failing_parity_under_auto_says_so_and_runs_pytorch(monkeypatc
     again = open_runtime("unetpp_dsb2018", "auto", weights="random")
     assert again.name == "torch" and again.selection["source"] == "cache"
     assert "parity" not in capsys.readouterr().err  # not exported again
+
+
+def test_segdeploy_auto_command_makes_shows_and_verifies_the_cached_choice(monkeypatch, tmp_path, capsys):
+    from segdeploy.cli.main import main
+
+    monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
+    assert main(["auto", "unetpp_dsb2018", "--weights", "random", "--show"]) == 0
+    assert "no cached choice" in capsys.readouterr().err
+    assert main(["auto", "unetpp_dsb2018", "--weights", "random", "--quick", "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "auto → " in out and "fp32" in out and "cached: " in out
+    made = json.loads((tmp_path / "c.json").read_text())
+    assert made["made_by"] == "quick" and made["digest"]
+    assert main(["auto", "unetpp_dsb2018", "--weights", "random", "--show"]) == 0
+    assert f"auto → {made['backend']} fp32" in capsys.readouterr().out

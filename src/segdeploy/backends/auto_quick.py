@@ -101,6 +101,8 @@ def quick_choice(module, spec, device: str, precision: str | None, weights_id: s
                                   artifact=str(xml), table=table, made_by="quick")
             say(f"auto: the packaged int8 model failed the gate here ({row.reason.split(';')[0]}); using fp32")
     base = static_choice(device, precision)
+    say(f"auto: no cached choice for {spec.name} on this machine; running {base.backend} {base.precision}, the "
+        f"fastest engine installed, without a probe ({hint})")
     return AutoChoice(base.backend, base.precision,
                       f"{base.backend} {base.precision}: the fastest engine installed here, chosen without timing "
                       f"(fp32 exports are checked against PyTorch when made); {hint}", "quick", table=table,

@@ -22,13 +22,14 @@ ship with the package) cuts out the subjects of a few photographs that ship with
 (public-domain / CC0, credits in the report), and every way of running it on this CPU is checked
 against PyTorch fp32:
 
-  backends {', '.join(DEMO_BACKENDS)} x precisions {', '.join(DEMO_PRECISIONS)}
-  export -> open each -> fidelity gate on the photographs -> benchmark (batch
-  {', '.join(map(str, DEMO_BATCH_SIZES))}; {DEMO_BENCH_WARMUP} warm-up + {DEMO_BENCH_ITERS} timed calls) -> report
+  backends {', '.join(DEMO_BACKENDS)} x precisions {', '.join(DEMO_PRECISIONS)} (bf16 only where the CPU has it)
+  export -> open each -> fidelity gate on 20 images (the photographs and 3 crops of each)
+  -> benchmark (batch {', '.join(map(str, DEMO_BATCH_SIZES))}; {DEMO_BENCH_WARMUP} warm-up + {DEMO_BENCH_ITERS} timed calls) -> report
 
-The report (RUN_DIR/report.html, report.md, results.json) opens with the verdict: which
-configurations pass the gate, which fail and on what measure, and which one `--backend auto`
-should use (the fastest that passes). The cut-outs of that configuration are in RUN_DIR/cutouts.
+The report (RUN_DIR/report.html, report.md, results.json) opens with the answer in words: the
+cut-outs (RUN_DIR/cutouts), made with what `--backend auto` runs on this machine (the same choice
+as predict, serve and Session), the fastest faithful configuration, and what was not faithful and
+on which image and measure; then one line per configuration.
 
 Other models have no packaged weights: `segdeploy run RECIPE --weights random` runs them with
 random weights, and says so.

@@ -182,7 +182,6 @@ def main(argv=None) -> int:
     from segdeploy.core.environment import environment
     from segdeploy.core.registry import get_spec
     from segdeploy.engine.writers import atomic_write_text
-    from segdeploy.verify.auto_gate import install
 
     args = parse_args(argv)
     if args.render is not None:
@@ -191,7 +190,6 @@ def main(argv=None) -> int:
         atomic_write_text(args.render, json.dumps(payload, indent=2, default=str) + "\n")
         atomic_write_text(args.render.with_suffix(".md"), markdown(payload))
         return 0
-    install()  # --backend auto judges its candidates with compare's gate
     spec = get_spec(args.model)
     start = time.perf_counter()
     runtime = open_runtime(args.model, backend=args.backend)

@@ -77,7 +77,10 @@ def test_decide_takes_the_fastest_passing_row_never_a_failing_one():
     best = auto_probe.decide(rows)
     assert (best.backend, best.precision) == ("openvino", "fp32")
     why = auto_probe.explain(best, rows)
-    assert "openvino bf16" in why and "map MAE" in why and "mask IoU 0.80" in why
+    # one line: the failing configurations named, their measures in the table
+    assert "openvino bf16" in why and "openvino int8 (ort-qdq)" in why and "map MAE" not in why
+    choice = AutoChoice(best.backend, best.precision, why, "probe", table=rows)
+    assert any("map MAE" in line for line in auto_probe.table_lines(choice))
     with pytest.raises(ValueError):
         auto_probe.decide([r for r in rows if r.status != "pass"])
 
@@ -103,15 +106,16 @@ def test_probe_is_cached_per_key_and_reused(monkeypatch, tmp_path):
 
     monkeypatch.setattr(auto_probe, "probe", fake_probe)
     module = create_model("unetpp_dsb2018", "random")
-    first = auto_probe.choose_auto(module, BIN, "cpu")
+    first = auto_probe.choose_auto(module, BIN, "cpu", full=True)
     assert (first.backend, first.precision, first.source) == ("openvino", "fp32", "probe")
     saved = json.loads((tmp_path / "auto" / first.cache_path.split("/")[-1]).read_text())
     assert saved["key"]["weights"] == "random:0" and saved["key"]["machine"]["cores"] >= 1
     assert {"torch", "openvino"} <= set(saved["key"]["libraries"])
     second = auto_probe.choose_auto(module, BIN, "cpu")
     assert second.source == "cache" and second.backend == "openvino" and calls == ["unetpp_dsb2018"]
+    assert auto_probe.choose_auto(module, BIN, "cpu", full=True).source == "cache"  # a probe's choice is final
     # Other weights are another key: probed again.
-    auto_probe.choose_auto(create_model("unetpp_dsb2018", "random", seed=1), BIN, "cpu")
+    auto_probe.choose_auto(create_model("unetpp_dsb2018", "random", seed=1), BIN, "cpu", full=True)
     assert len(calls) == 2
     lines = auto_probe.table_lines(second)
     assert any("← chosen" in line and "openvino fp32" in line for line in lines)
@@ -119,20 +123,62 @@ def test_probe_is_cached_per_key_and_reused(monkeypatch, tmp_path):
 
 def test_open_runtime_auto_records_the_choice_and_its_table(monkeypatch, tmp_path):
     from segdeploy.backends import open_runtime
+    from segdeploy.zoo import create_model
 
     monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
     monkeypatch.setenv("SEGDEPLOY_AUTO_PROBE", "1")
     rows = [ProbeRow("torch", "fp32", None, "pass", 1.0, reason="the reference"),
             ProbeRow("onnxruntime", "fp32", None, "pass", 3.0)]
     monkeypatch.setattr(auto_probe, "probe", lambda *a, **k: rows)
+    # An empty cache: the quick choice, fp32 on the first engine installed, never the probe.
+    rt = open_runtime("unetpp_dsb2018", "auto", weights="random")
+    assert rt.precision == "fp32" and rt.selection["source"] == "quick" and rt.selection["digest"]
+    # The full probe on request (segdeploy auto) replaces it; every later open reads it back.
+    auto_probe.choose_auto(create_model("unetpp_dsb2018", "random"), BIN, "cpu", full=True)
     rt = open_runtime("unetpp_dsb2018", "auto", weights="random")
     assert rt.name == "onnxruntime" and rt.precision == "fp32"
     sel = rt.selection
-    assert sel["source"] == "probe" and sel["backend"] == "onnxruntime" and len(sel["table"]) == 2
+    assert sel["source"] == "cache" and sel["made_by"] == "probe" and sel["backend"] == "onnxruntime"
+    assert len(sel["table"]) == 2
     # Probing off: the static choice, no table.
     monkeypatch.setenv("SEGDEPLOY_AUTO_PROBE", "0")
     rt = open_runtime("unetpp_dsb2018", "auto", weights="random")
     assert rt.selection["source"] == "static" and rt.selection["precision"] == "fp32"
+
+
+def test_an_edited_cached_choice_is_said_and_chosen_again(monkeypatch, tmp_path, capsys):
+    """Issue 23: a cached choice is evidence. Editing its JSON (here: int8 instead of fp32) breaks
+    its digest; auto says so and chooses again instead of running what the file says."""
+    from segdeploy.zoo import create_model
+
+    monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
+    monkeypatch.setenv("SEGDEPLOY_AUTO_PROBE", "1")
+    module = create_model("unetpp_dsb2018", "random")
+    messages: list[str] = []
+    first = auto_probe.choose_auto(module, BIN, "cpu", progress=messages.append)
+    assert first.made_by == "quick" and first.precision == "fp32" and first.digest
+    path = tmp_path / "auto" / first.cache_path.split("/")[-1]
+    data = json.loads(path.read_text())
+    data["precision"], data["why"] = "int8", "trust me"
+    path.write_text(json.dumps(data))
+    again = auto_probe.choose_auto(module, BIN, "cpu", progress=messages.append)
+    assert again.precision == "fp32" and again.source == "quick"
+    assert any("does not verify" in m and "digest" in m for m in messages), messages
+    # Re-written with a fresh digest: read back from the cache now.
+    assert auto_probe.choose_auto(module, BIN, "cpu").source == "cache"
+    # An artifact swapped under a cached choice does not verify either.
+    artifact = tmp_path / "model.xml"
+    artifact.write_text("<net/>")
+    artifact.with_suffix(".bin").write_bytes(b"judged")
+    from segdeploy.backends.auto_cache import load_choice, save_choice
+
+    choice = AutoChoice("openvino", "int8", "judged", "probe", artifact=str(artifact), key=first.key,
+                        made_by="probe")
+    save_choice(choice, path)
+    assert load_choice(path, first.key)[0] is not None
+    artifact.with_suffix(".bin").write_bytes(b"other")
+    loaded, problem = load_choice(path, first.key)
+    assert loaded is None and "not the one that was judged" in problem
 
 
 def test_generated_images_are_deterministic_and_photo_like():
@@ -160,7 +206,7 @@ def test_real_probe_on_a_small_model(monkeypatch, tmp_path):
     monkeypatch.setenv("SEGDEPLOY_AUTO_PROBE", "1")
     monkeypatch.setenv("SEGDEPLOY_AUTO_INT8", "0")
     monkeypatch.setattr(auto_probe, "PROBE_SECONDS", 0.1)
-    choice = auto_probe.choose_auto(create_model("unetpp_dsb2018", "random"), BIN, "cpu")
+    choice = auto_probe.choose_auto(create_model("unetpp_dsb2018", "random"), BIN, "cpu", full=True)
     statuses = {r.label: r.status for r in choice.table}
     assert statuses["torch fp32"] == "pass" and statuses["onnxruntime fp32"] == "pass"
     chosen = next(r for r in choice.table if (r.backend, r.precision) == (choice.backend, choice.precision))
@@ -244,3 +290,42 @@ def test_trained_weights_are_also_judged_on_the_packaged_real_photos(monkeypatch
     monkeypatch.setattr(auto_probe, "_weights_id", lambda m: "sha256:abc")
     rows = auto_probe.probe(module, BIN)
     assert seen["images"] == 16 + len(photos) and rows[-1].judged == 16 + len(photos)
+
+
+@pytest.mark.slow
+def test_an_export_failing_parity_under_auto_says_so_and_runs_pytorch(monkeypatch, tmp_path, capsys):
+    """Issue 22: where the ONNX export of the quick choice fails its parity check (here made to
+    fail by a zero tolerance), auto says so in one line and runs PyTorch fp32 — and caches that."""
+    import functools
+
+    import segdeploy.convert.export_cache as export_cache
+    import segdeploy.convert.parity as parity
+    from segdeploy.backends import open_runtime
+
+    monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
+    monkeypatch.setenv("SEGDEPLOY_AUTO_PROBE", "1")
+    monkeypatch.setattr(parity, "PARITY_ATOL", -1.0)
+    monkeypatch.setattr(export_cache, "export_onnx", functools.partial(export_cache.export_onnx, parity_rtol=-1.0))
+    rt = open_runtime("unetpp_dsb2018", "auto", weights="random")
+    err = capsys.readouterr().err
+    assert rt.name == "torch" and rt.selection["backend"] == "torch"
+    assert "parity check" in err and "PyTorch fp32" in err and "Traceback" not in err
+    assert "parity check" in rt.selection["why"]
+    again = open_runtime("unetpp_dsb2018", "auto", weights="random")
+    assert again.name == "torch" and again.selection["source"] == "cache"
+    assert "parity" not in capsys.readouterr().err  # not exported again
+
+
+def test_segdeploy_auto_command_makes_shows_and_verifies_the_cached_choice(monkeypatch, tmp_path, capsys):
+    from segdeploy.cli.main import main
+
+    monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
+    assert main(["auto", "unetpp_dsb2018", "--weights", "random", "--show"]) == 0
+    assert "no cached choice" in capsys.readouterr().err
+    assert main(["auto", "unetpp_dsb2018", "--weights", "random", "--quick", "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "auto → " in out and "fp32" in out and "cached: " in out
+    made = json.loads((tmp_path / "c.json").read_text())
+    assert made["made_by"] == "quick" and made["digest"]
+    assert main(["auto", "unetpp_dsb2018", "--weights", "random", "--show"]) == 0
+    assert f"auto → {made['backend']} fp32" in capsys.readouterr().out

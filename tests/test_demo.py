@@ -153,13 +153,21 @@ def _check_demo_run(run_dir: Path) -> dict:
     assert list(results)[:2] == ["schema", "verdict"]
     report = read_document(results)
     markdown = (run_dir / "report.md").read_text().splitlines()
-    # The report opens with the verdict: the headline, then one line per configuration.
-    assert markdown[0] == f"# Verdict: {report.verdict.headline}"
-    assert markdown[2:2 + len(report.configs)] == [f"- {line}" for line in report.verdict.lines]
+    # The report opens with the demo's title and the answer in words, then the cut-outs, then
+    # one line per configuration; empty sections are left out.
+    assert markdown[0].startswith("# segdeploy demo") and markdown[2] == report.demo.answer
+    assert report.demo.answer and "Cut-outs" in markdown[4]
+    lines = markdown.index(f"## Every configuration: {report.verdict.headline}")
+    assert markdown[lines + 1] == ""
+    assert markdown[lines + 2:lines + 2 + len(report.configs)] == [f"- {line}" for line in report.verdict.lines]
     page = (run_dir / "report.html").read_text()
-    assert page.index('<section id="verdict">') < page.index('<section id="warnings">')
+    assert "<title>segdeploy demo</title>" in page
+    assert page.index('<section id="demo">') < page.index('<section id="verdict">')
     for anchor, _ in SECTIONS:
-        assert f'<section id="{anchor}">' in page
+        if anchor not in ("warnings", "published"):  # shown only when they have something to say
+            assert f'<section id="{anchor}">' in page
+    assert ('<section id="warnings">' in page) == bool(report.warnings)
+    assert "None: no published number" not in page
     # Every configuration of the matrix is reported as it is: passes, fails with its measure, or
     # did not run with the reason.
     for config in report.configs:
@@ -198,6 +206,7 @@ def test_demo_with_stand_in_photos_and_random_weights(tmp_path, monkeypatch, cap
     assert code == 0
     out = capsys.readouterr().out
     assert "Random weights" in out and "Verdict:" in out and "demo finished in" in out
+    assert "--backend auto runs" in (run_dir / "report.md").read_text()
     results = _check_demo_run(run_dir)
     assert results["weights"]["kind"] == "random" and results["options"]["device"] == "cpu"
     assert results["steps"]["eval"]["status"] == "skipped"

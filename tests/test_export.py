@@ -202,6 +202,24 @@ def test_cached_export_is_reused_and_rebuilt_when_invalid(tmp_path, monkeypatch)
     assert first.stat().st_mtime_ns != stamp
 
 
+def test_a_tampered_cached_export_is_reported_then_rebuilt(tmp_path, monkeypatch, capsys):
+    """Issue 23: the cache is evidence. A cached ONNX whose bytes changed after it was written and
+    parity-checked is said on stderr, then exported again (never run as it is)."""
+    monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    module = _Tiny().eval()
+    first = cached_export(module, spec=TINY_SPEC)
+    capsys.readouterr()
+    good = first.read_bytes()
+    first.write_bytes(good[:-8] + bytes(8))  # a few bytes flipped: still a file, not the checked one
+    again = cached_export(module, spec=TINY_SPEC)
+    err = capsys.readouterr().err
+    assert again == first and first.name in err and "sha256" in err and "exporting it again" in err
+    assert first.read_bytes() == good  # the export is deterministic: the checked file is back
+    cached_export(module, spec=TINY_SPEC)
+    assert capsys.readouterr().err == ""  # intact: reused without a word
+
+
 def test_weights_tags_name_the_weights():
     from segdeploy.convert.fingerprints import weights_tag
 

@@ -128,8 +128,13 @@ def open_runtime(
             selection["options"] = chosen_options
         options = {**chosen_options, **options}
     precision = precision or "fp32"
-    runtime = open_configured(model, backend, device, precision, weights, onnx_path, seed=seed, spec=spec,
-                              export_options=export_options, calib=calib, num_calib=num_calib, **options)
+    try:
+        runtime = open_configured(model, backend, device, precision, weights, onnx_path, seed=seed, spec=spec,
+                                  export_options=export_options, calib=calib, num_calib=num_calib, **options)
+    except Exception as exc:
+        if not _auto_export_failed(exc, selection, backend, onnx_path):
+            raise
+        runtime, selection = _auto_after_failed_export(exc, model, device, weights, seed, spec, selection)
     runtime.selection = selection
     if file_info is not None and file_info.static_batch is not None:
         from segdeploy.backends.onnx_file import FixedBatch
@@ -156,6 +161,39 @@ def _auto_choice(model, device, precision, weights, onnx_path, seed):
 
         module = create_model(spec, weights, seed=seed)
     return choose_auto(module, spec, device, precision, seed=seed, progress=_auto_progress)
+
+
+def _auto_export_failed(exc: Exception, selection, backend: str, onnx_path) -> bool:
+    """Whether ``auto``'s choice failed because the model's ONNX export failed its parity check."""
+    from segdeploy.convert.export import ExportParityError
+
+    return (isinstance(exc, ExportParityError) and selection is not None and selection.get("requested") == "auto"
+            and backend != "torch" and onnx_path is None)
+
+
+def _auto_after_failed_export(exc, model, device, weights, seed, spec, selection):
+    """Say that the export failed its parity check, run PyTorch fp32 instead, and cache that."""
+    from segdeploy.backends.auto import AutoChoice
+    from segdeploy.backends.auto_probe import describe_choice, record_fallback
+
+    why = (f"PyTorch fp32: the ONNX export failed its parity check against PyTorch ({str(exc).splitlines()[0]}), "
+           "so no ONNX runtime is used for these weights")
+    _auto_progress(f"auto: {why}")
+    cached = selection.get("cache")
+    if cached:
+        import json
+
+        try:
+            choice = AutoChoice.from_dict(json.loads(open(cached).read()))
+            choice.cache_path = cached
+            record_fallback(choice, "torch", "fp32", why)
+        except (OSError, ValueError, TypeError):
+            pass  # the cache is a shortcut; the next run would find the same failure and say so
+    runtime = _open(model, "torch", device, "fp32", weights, None, seed=seed, spec=spec, export_options=None,
+                    calib=None, num_calib=None)
+    new = {**selection, "backend": "torch", "precision": "fp32", "why": why}
+    new.pop("options", None)
+    return runtime, new
 
 
 def _auto_progress(message: str) -> None:
@@ -208,9 +246,36 @@ def open_configured(model, backend, device, precision, weights, onnx_path, *, se
     if artifact is None:
         # The graph does not depend on the preprocessing, so the export (and its cache entry and
         # metadata) is made from the model's own spec; ``spec`` only drives calibration and running.
-        artifact = cls.make_artifact(module if module is not None else base_spec, weights, precision, seed=seed,
-                                     spec=spec, export_options=export_options, calib=calib, num_calib=num_calib)
+        source = module if module is not None else base_spec
+        packaged = _packaged_int8(base_spec, module, weights, seed) if precision == "int8" and calib is None and \
+            cls.name == "openvino" else None
+        # shipped for these weights and judged on held-out photos (assets/int8), else made and cached
+        artifact = packaged or cls.make_artifact(source, weights, precision, seed=seed, spec=spec,
+                                                 export_options=export_options, calib=calib, num_calib=num_calib)
     return cls(spec, device, precision, **options).load(artifact)
+
+
+def _packaged_int8(spec, module, weights, seed: int):
+    """The int8 IR segdeploy ships for these weights (path as str), or None."""
+    from segdeploy.backends.auto_quick import packaged_int8
+
+    if module is not None:
+        from segdeploy.backends.auto_probe import _weights_id
+
+        weights_id = _weights_id(module)
+    else:
+        from segdeploy.core.errors import WeightsError
+        from segdeploy.zoo.checkpoints import RANDOM, file_sha256, resolve_weights
+
+        try:
+            path = resolve_weights(spec, weights)
+        except WeightsError:
+            return None
+        if str(path) == RANDOM or not os.path.isfile(path):
+            return None
+        weights_id = f"sha256:{file_sha256(path)}"
+    xml = packaged_int8(spec, weights_id)
+    return str(xml) if xml is not None else None
 
 
 def available_backends() -> dict[str, str | None]:
@@ -236,7 +301,14 @@ def select_auto(model=None, device: str = "cpu", precision: str | None = None, *
     return choice.backend, choice.precision
 
 
-__all__ = ["open_runtime", "open_configured", "Runtime", "RuntimeUnavailable", "register_runtime",
+def auto_choice(model, device: str = "cpu", precision: str | None = None, *, weights=None, seed: int = 0):
+    """The :class:`~segdeploy.backends.auto.AutoChoice` ``open_runtime(backend="auto")`` runs for
+    ``model`` (a name with ``weights``, or a module from create_model): the one code path every
+    command (predict, serve, Session, run, demo) takes, cached per machine."""
+    return _auto_choice(model, device, precision, weights, None, seed)
+
+
+__all__ = ["open_runtime", "auto_choice", "open_configured", "Runtime", "RuntimeUnavailable", "register_runtime",
            "get_runtime_class", "backend_names", "by_preference", "consumes", "is_auto", "file_backends",
            "module_backends", "plugin_errors", "available_backends", "select_auto", "physical_cores", "PRECISIONS",
            "decode_outputs"]

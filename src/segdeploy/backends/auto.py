@@ -44,13 +44,14 @@ from segdeploy.backends.base import (RuntimeUnavailable, backend_names, by_prefe
 GATE_IMAGES = 16
 CALIB_IMAGES = 16
 PROBE_SECONDS = 1.5
-CACHE_VERSION = 4  # 2: OpenVINO streams; 3: the OpenVINO QDQ candidate is QDQ; 4: real photos judged for trained weights
+CACHE_VERSION = 5  # 2: OpenVINO streams; 3: the OpenVINO QDQ candidate is QDQ; 4: real photos judged for trained weights; 5: digests, quick choices
 
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One configuration the probe may choose. ``quantizer``: int8 only ("ort-qdq" or "nncf")."""
+    """One configuration the probe may choose. ``quantizer``: int8 only ("ort-qdq", "nncf", or
+    "packaged": an IR shipped with segdeploy for these weights, :mod:`segdeploy.backends.auto_quick`)."""
 
     backend: str
     precision: str
@@ -94,6 +95,10 @@ class AutoChoice:
     table: list[ProbeRow] = field(default_factory=list)
     key: dict[str, Any] = field(default_factory=dict)
     cache_path: str | None = None
+    #: how the choice was made before it was cached: "quick" (no timing: fp32, or a packaged int8
+    #: artifact judged at first use) or "probe" (every candidate judged and timed)
+    made_by: str | None = None
+    digest: str | None = None  # sha256 of the cached content (auto_cache)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,7 +106,8 @@ class AutoChoice:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AutoChoice":
         table = [ProbeRow(**row) for row in data.get("table", [])]
-        return cls(**{**data, "table": table})
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in {**data, "table": table}.items() if k in known})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -153,6 +159,38 @@ def bundled_photos(height: int, width: int) -> list[np.ndarray]:
                 rgb = img.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
                 photos.append(np.asarray(rgb, dtype=np.uint8).copy())
     return photos
+
+
+def photo_crops(photo: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """Three crops of one photograph, each a different framing of it: top-left and bottom-right
+    two thirds, and the centre half."""
+    h, w = photo.shape[:2]
+    return [("topleft", photo[: h * 2 // 3, : w * 2 // 3]), ("bottomright", photo[h // 3:, w // 3:]),
+            ("centre", photo[h // 4: h * 3 // 4, w // 4: w * 3 // 4])]
+
+
+def held_out_photos() -> list[tuple[str, np.ndarray]]:
+    """The images the packaged int8 artifacts and the demo are judged on: each packaged photograph
+    (``assets/photos``) whole and as :func:`photo_crops` — 20 named RGB uint8 images at native size
+    (none of them was used to calibrate a packaged artifact). Empty without the photographs."""
+    from importlib import resources
+
+    from PIL import Image
+
+    folder = resources.files("segdeploy") / "assets" / "photos"
+    out: list[tuple[str, np.ndarray]] = []
+    try:
+        entries = sorted(folder.iterdir(), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for entry in entries:
+        if entry.name.lower().endswith((".jpg", ".jpeg", ".png")):
+            with entry.open("rb") as fh, Image.open(fh) as img:
+                photo = np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+            stem = entry.name.rsplit(".", 1)[0]
+            out.append((stem, photo))
+            out.extend((f"{stem}-{name}", crop) for name, crop in photo_crops(photo))
+    return out
 
 
 def _gate_size(spec) -> tuple[int, int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -139,6 +138,14 @@ def _open_candidate(candidate: Candidate, module, spec, calib: list[np.ndarray],
     from segdeploy.backends.auto import auto_options
 
     onnx_path = None
+    if candidate.quantizer == "packaged":
+        from segdeploy.backends.auto_quick import packaged_int8
+
+        xml = packaged_int8(spec, _weights_id(module))
+        if xml is None:
+            raise RuntimeUnavailable("segdeploy ships no int8 model for these weights")
+        return _open(module, "openvino", "cpu", "int8", None, str(xml), seed=seed, spec=None, export_options=None,
+                     calib=None, num_calib=None, **auto_options("openvino"))
     if candidate.quantizer == "ort-qdq" and candidate.backend == "openvino":
         # OpenVINO int8 from calibration images would be NNCF's (its own candidate): this one runs
         # ONNX Runtime's QDQ file, as its label says.
@@ -188,7 +195,8 @@ def probe(module, spec, device: str = "cpu", precision: str | None = None, *, se
     say(f"auto: reference PyTorch fp32 on {judged_description(len(images))}")
     reference = _run_images(reference_rt, batches)
     rows: list[ProbeRow] = []
-    for candidate in candidates_for(device, precision):
+    todo = candidates_for(device, precision)
+    for number, candidate in enumerate(todo, 1):
         t0 = time.perf_counter()
         row = ProbeRow(candidate.backend, candidate.precision, candidate.quantizer, "error", judged=len(images))
         try:
@@ -202,7 +210,7 @@ def probe(module, spec, device: str = "cpu", precision: str | None = None, *, se
                 rows.append(row)
                 continue
             else:
-                say(f"auto: trying {candidate.label}")
+                say(f"auto: [{number}/{len(todo)}] trying {candidate.label}")
                 if candidate.quantizer == "nncf":
                     runtime, _, passed, measures, reason = gated_nncf(module, spec, calib, batches, reference, sizes,
                                                                       seed=seed)
@@ -219,15 +227,16 @@ def probe(module, spec, device: str = "cpu", precision: str | None = None, *, se
                     passed, measures, reason = fidelity_gate(spec, candidate.precision, reference,
                                                              _run_images(runtime, batches), sizes)
                 row.status, row.measures, row.reason = ("pass" if passed else "fail"), measures, reason
-                row.artifact = getattr(runtime, "onnx_path", None)
+                row.artifact = getattr(runtime, "onnx_path", None) or getattr(runtime, "artifact", None)
             row.images_per_s = round(time_runtime(runtime, shape), 3)
         except RuntimeUnavailable as exc:
             row.status, row.reason = "unavailable", str(exc)
         except Exception as exc:  # noqa: BLE001 - a candidate that breaks is reported, never chosen
             row.status, row.reason = "error", f"{type(exc).__name__}: {str(exc)[:300]}"
         row.seconds = round(time.perf_counter() - t0, 2)
-        say(f"auto: {row.label}: {row.status}" + (f", {row.images_per_s:.2f} images/s" if row.images_per_s else "")
-            + (f" ({row.reason})" if row.reason and row.status != "pass" else ""))
+        say(f"auto: [{number}/{len(todo)}] {row.label}: {row.status}"
+            + (f", {row.images_per_s:.2f} images/s" if row.images_per_s else "")
+            + (f" ({row.reason.split('; ')[0][:160]})" if row.reason and row.status != "pass" else ""))
         rows.append(row)
     return rows
 
@@ -241,44 +250,70 @@ def decide(rows: list[ProbeRow]) -> ProbeRow:
 
 
 def explain(best: ProbeRow, rows: list[ProbeRow]) -> str:
-    failed = [f"{r.label} ({r.reason})" for r in rows if r.status == "fail"]
+    failed = [r.label for r in rows if r.status == "fail"]
     text = (f"{best.label}: {best.images_per_s:.2f} images/s, the fastest of {sum(r.status == 'pass' for r in rows)} "
             f"configuration(s) whose fidelity gate passed against PyTorch fp32 on {judged_description(best.judged)}")
     if failed:
-        text += "; gate failed: " + ", ".join(failed)
+        # one line: the details are in the table (`segdeploy auto MODEL`, `bench --backend auto`)
+        text += f"; gate failed: {', '.join(failed)} (`segdeploy auto` shows why)"
     return text
 
 
 def choose_auto(module, spec, device: str = "cpu", precision: str | None = None, *, seed: int = 0,
-                refresh: bool = False, progress: Callable[[str], None] | None = None) -> AutoChoice:
-    """Cached probe choice for ``module`` (built by create_model) on this machine; static when off."""
-    from segdeploy.engine.writers import atomic_write_text
+                refresh: bool = False, progress: Callable[[str], None] | None = None,
+                full: bool = False) -> AutoChoice:
+    """The cached choice for ``module`` (built by create_model) on this machine; static when off.
+
+    On a miss (or a cached file that does not verify, which is said): on the CPU the quick choice
+    of :mod:`segdeploy.backends.auto_quick` (seconds), unless ``full`` asks for the timed probe
+    of every candidate; on CUDA the probe (no calibration there). ``full`` also replaces a cached
+    quick choice. Either is cached with its digests (:mod:`segdeploy.backends.auto_cache`).
+    """
+    from segdeploy.backends.auto_cache import load_choice, save_choice
 
     if not probing_enabled():
         return static_choice(device, precision)
-    key = probe_key(spec, _weights_id(module), device, precision)
+    say = progress or (lambda message: None)
+    weights_id = _weights_id(module)
+    key = probe_key(spec, weights_id, device, precision)
     path = cache_path_for(key)
-    if path.is_file() and not refresh:
+    if not refresh:
+        cached, problem = load_choice(path, key)
+        if cached is not None and (not full or cached.made_by == "probe"):
+            cached.source = "cache"
+            return cached
+        if problem:
+            say(f"auto: the cached choice {path.name} does not verify ({problem}); choosing again")
+    if not full and not str(device).startswith("cuda"):
+        from segdeploy.backends.auto_quick import quick_choice
+
+        choice = quick_choice(module, spec, device, precision, weights_id, seed=seed, say=say)
+    else:
+        rows = probe(module, spec, device, precision, seed=seed, progress=progress)
         try:
-            cached = AutoChoice.from_dict(json.loads(path.read_text()))
-            if cached.key == key and (cached.artifact is None or Path(cached.artifact).exists()):
-                cached.source = "cache"
-                cached.cache_path = str(path)
-                return cached
-        except (OSError, ValueError, TypeError, KeyError):
-            pass  # unreadable or from another version: probe again
-    rows = probe(module, spec, device, precision, seed=seed, progress=progress)
-    try:
-        best = decide(rows)
-    except ValueError:
-        fallback = static_choice(device, precision)
-        fallback.table, fallback.why = rows, "no probed configuration passed; " + fallback.why
-        return fallback
-    choice = AutoChoice(best.backend, best.precision, explain(best, rows), "probe", quantizer=best.quantizer,
-                        artifact=best.artifact if best.precision == "int8" else None, table=rows, key=key,
-                        cache_path=str(path))
-    atomic_write_text(path, json.dumps(choice.to_dict(), indent=2, default=str) + "\n")
+            best = decide(rows)
+        except ValueError:
+            fallback = static_choice(device, precision)
+            fallback.table, fallback.why = rows, "no probed configuration passed; " + fallback.why
+            return fallback
+        choice = AutoChoice(best.backend, best.precision, explain(best, rows), "probe", quantizer=best.quantizer,
+                            artifact=best.artifact if best.precision == "int8" else None, table=rows,
+                            made_by="probe")
+    choice.key, choice.cache_path = key, str(path)
+    save_choice(choice, path)
     return choice
+
+
+def record_fallback(choice: AutoChoice, backend: str, precision: str, why: str) -> AutoChoice:
+    """Replace a cached choice that could not be opened (e.g. an export whose parity check failed)
+    by ``backend`` ``precision``, so that later runs do not try it again."""
+    from segdeploy.backends.auto_cache import save_choice
+
+    new = AutoChoice(backend, precision, why, choice.source, table=choice.table, key=choice.key,
+                     cache_path=choice.cache_path, made_by=choice.made_by)
+    if choice.cache_path and choice.key:
+        save_choice(new, Path(choice.cache_path))
+    return new
 
 
 def table_lines(choice: AutoChoice) -> list[str]:
@@ -299,6 +334,6 @@ def describe_choice(choice: AutoChoice) -> dict[str, Any]:
     """The dict kept on ``runtime.selection``."""
     return {"requested": "auto", "backend": choice.backend, "precision": choice.precision,
             "quantizer": choice.quantizer, "why": choice.why, "source": choice.source,
-            "cache": choice.cache_path,
+            "made_by": choice.made_by, "cache": choice.cache_path, "digest": choice.digest,
             "table": [{"configuration": r.label, "status": r.status, "images_per_s": r.images_per_s,
                        "measures": r.measures, "reason": r.reason} for r in choice.table]}

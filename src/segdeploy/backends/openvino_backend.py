@@ -61,7 +61,8 @@ class OpenVINORuntime(Runtime):
     # OpenVINO's own quantizer first: on the trained U²-Netp its IR passes the int8 gate where the
     # ORT QDQ model run by OpenVINO does not (benchmarks/results/int8_trained_u2netp_cpu.md).
     int8_quantizers = ("nncf", "ort-qdq")
-    auto_candidates = {"cpu": (("fp32", None), ("bf16", None), ("int8", "ort-qdq"), ("int8", "nncf"))}
+    # "packaged": an int8 IR shipped for these weights (backends/auto_quick.py), judged like the others
+    auto_candidates = {"cpu": (("fp32", None), ("bf16", None), ("int8", "ort-qdq"), ("int8", "nncf"), ("int8", "packaged"))}
     preference = 10
     option_names = ("performance_hint", "threads", "streams", "shape_mode", "int8_rest")
 

@@ -22,13 +22,14 @@ ship with the package) cuts out the subjects of a few photographs that ship with
 (public-domain / CC0, credits in the report), and every way of running it on this CPU is checked
 against PyTorch fp32:
 
-  backends {', '.join(DEMO_BACKENDS)} x precisions {', '.join(DEMO_PRECISIONS)}
-  export -> open each -> fidelity gate on the photographs -> benchmark (batch
-  {', '.join(map(str, DEMO_BATCH_SIZES))}; {DEMO_BENCH_WARMUP} warm-up + {DEMO_BENCH_ITERS} timed calls) -> report
+  backends {', '.join(DEMO_BACKENDS)} x precisions {', '.join(DEMO_PRECISIONS)} (bf16 only where the CPU has it)
+  export -> open each -> fidelity gate on 20 images (the photographs and 3 crops of each)
+  -> benchmark (batch {', '.join(map(str, DEMO_BATCH_SIZES))}; {DEMO_BENCH_WARMUP} warm-up + {DEMO_BENCH_ITERS} timed calls) -> report
 
-The report (RUN_DIR/report.html, report.md, results.json) opens with the verdict: which
-configurations pass the gate, which fail and on what measure, and which one `--backend auto`
-should use (the fastest that passes). The cut-outs of that configuration are in RUN_DIR/cutouts.
+The report (RUN_DIR/report.html, report.md, results.json) opens with the answer in words: the
+cut-outs (RUN_DIR/cutouts), made with what `--backend auto` runs on this machine (the same choice
+as predict, serve and Session), the fastest faithful configuration, and what was not faithful and
+on which image and measure; then one line per configuration.
 
 Other models have no packaged weights: `segdeploy run RECIPE --weights random` runs them with
 random weights, and says so.
@@ -82,7 +83,8 @@ def run(args) -> int:
     from rich.console import Console
     from rich.panel import Panel
 
-    from segdeploy.recipes.demo_run import demo_weights, write_cutouts
+    from segdeploy.backends import auto_choice
+    from segdeploy.recipes.demo_run import cpu_has_bf16, demo_answer, demo_weights, judged_images, write_cutouts
     from segdeploy.recipes.runner import Config, Runner, resolve_options
     from segdeploy.cli.run import RichReporter
     from segdeploy.report.document import read_document
@@ -98,17 +100,23 @@ def run(args) -> int:
         style = "yellow" if weights == "random" or photo_note else "green"
         console.print(Panel(notice, title="segdeploy demo", border_style=style))
     precisions = tuple(args.precisions or DEMO_PRECISIONS)
+    bf16_note = ""
+    if not args.precisions and "bf16" in precisions and not cpu_has_bf16():
+        precisions = tuple(p for p in precisions if p != "bf16")
+        bf16_note = "This CPU has no bf16 (no AVX512_BF16 or AMX), so bf16 is not run."
+    judged_dir, judged_count, judged_note = judged_images(photos, folder, run_dir)
+    notice = " ".join(t for t in (notice, bf16_note, judged_note) if t)
     options = resolve_options(
         DEMO_RECIPE, weights=weights, model=args.model, device=args.device or "cpu",
         backends=args.backends or DEMO_BACKENDS, precisions=precisions,
         batch_sizes=args.batch_sizes or DEMO_BATCH_SIZES, input_size=args.input_size,
-        compare_images=args.compare_images or len(photos), eval_on=args.eval_on,
+        compare_images=args.compare_images or judged_count, eval_on=args.eval_on,
         bench_warmup=DEMO_BENCH_WARMUP if args.bench_warmup is None else args.bench_warmup,
         bench_iters=DEMO_BENCH_ITERS if args.bench_iters is None else args.bench_iters, seed=DEMO_SEED,
-        model_input_size=args.model_input_size, calib=args.calib, num_calib=args.num_calib, images=folder,
+        model_input_size=args.model_input_size, calib=args.calib, num_calib=args.num_calib, images=judged_dir,
         exclude=DEMO_EXCLUDE,
-        # a handful of bundled photographs: fewer than the gate's default minimum, said in the report
-        allow_few_images=args.allow_few_images or len(photos) < 16)
+        # fewer images than the gate's minimum only when the photographs are missing: said in the notice
+        allow_few_images=args.allow_few_images or judged_count < 16)
     demo = {"notice": notice, "photos_dir": folder, "cutouts": [], "weights_note": weights_note,
             "configuration": None}
     runner = Runner(options, run_dir, force=args.force, skip=tuple(dict.fromkeys(("eval", *args.skip))),
@@ -116,16 +124,22 @@ def run(args) -> int:
                     skip_reasons={"eval": "the demo's photographs have no ground-truth masks, so accuracy is not "
                                           "measured; `segdeploy run u2net-ecssd --data-root ECSSD/` scores it"})
     runner.run()
-    verdict = read_document(runner.results).verdict
+    report_now = read_document(runner.results)
+    verdict = report_now.verdict
     choice = verdict.choice
-    config = Config(choice.backend, choice.precision) if choice else Config("torch", "fp32")
+    # The cut-outs are made with what `--backend auto` runs here: the same cached choice as
+    # predict, serve and Session (one code path), not a second ranking of the demo's own table.
+    auto = auto_choice(runner.module(), args.device or "cpu")
+    config = Config(auto.backend, auto.precision)
     demo["configuration"] = config.label
+    demo["auto"] = f"--backend auto runs {auto.backend} {auto.precision} here"
     demo["cutouts"] = write_cutouts(runner, config, photos, run_dir)
-    demo["notice"] = notice + f" Cut-outs made with {config.label}" + (
-        " (the fastest configuration that passes the gate)." if choice else " (nothing faster passed the gate).")
+    demo["notice"] = notice + f" Cut-outs made with {config.label}, what `--backend auto` runs on this machine."
+    demo["answer"] = demo_answer(report_now, auto, weights == "random")
     report = read_document(runner.finish(demo))
     if not args.quiet:
-        console.print(f"[bold]Verdict: {verdict.headline}[/]", highlight=False)
+        console.print(f"[bold]{demo['answer']}[/]", highlight=False)
+        console.print(f"Verdict: {verdict.headline}", highlight=False)
         for line in verdict.lines:
             colour = "red" if line.startswith("FAIL") else ("green" if line.startswith(("pass", "reference"))
                                                            else "yellow")

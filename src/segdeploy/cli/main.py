@@ -14,11 +14,12 @@ import sys
 from segdeploy import __version__
 
 # Order is the order shown by --help: the seed guide's steps, then the one-command recipes.
-COMMANDS = ("list", "info", "predict", "export", "quantize", "compare", "eval", "bench", "prepare", "run", "demo", "serve")
+COMMANDS = ("list", "info", "predict", "export", "quantize", "compare", "eval", "bench", "prepare", "run", "demo", "serve",
+            "auto")
 
 EPILOG = """\
 typical session:
-  segdeploy demo                                    # whole pipeline on bundled photos, trained U²-Netp
+  segdeploy demo                                    # trained U²-Netp on bundled photos: every backend checked
   segdeploy list                                    # the model zoo
   segdeploy predict u2net photos/ -o masks/ --weights u2net.pth
   segdeploy export u2net --weights u2net.pth -o u2net.onnx

@@ -127,6 +127,11 @@ def register(sub) -> None:
                         help="decoded images held at once by the readers, e.g. 512M, 2G (default: 1G)")
     parser.add_argument("--workers", type=count(1), default=None, metavar="N",
                         help="threads for reading and writing (default: CPU count, at most 8)")
+    parser.add_argument("--allow-unverified", action="store_true",
+                        help="write masks even when the precision asked for (--precision fp16|bf16|int8) fails its "
+                        "fidelity gate against PyTorch fp32; every output is then marked unverified (manifest, "
+                        "summary, --json)")
+    parser.add_argument("--verbose", action="store_true", help="print every measure of a failed gate")
     parser.add_argument("--json", metavar="PATH", help="write the run summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     from segdeploy.cli.video import video_arguments
@@ -175,6 +180,11 @@ def run(args) -> int:
     if code is not None:
         return code
     # --- end video hook ---
+    gated = _judged_runtime(args, spec, console)
+    if isinstance(gated, int):
+        return gated
+    common["runtime"] = gated
+
     if "-" in args.inputs or is_single_file_output(args.inputs, args.output):
         if len(args.inputs) != 1:
             raise UsageError("- (stdin) is one image; give it alone, with -o FILE.png or -o -")
@@ -186,7 +196,9 @@ def run(args) -> int:
             sel = result["selection"]
             console.print(f"backend auto → {sel['backend']} {sel['precision']}: {sel['why']}", highlight=False)
         if args.output != "-" and not args.quiet:
-            console.print(printable(f"written {args.output}"), highlight=False, markup=False)
+            unverified = (result.get("runtime") or {}).get("unverified")
+            console.print(printable(f"written {args.output}") + (" — UNVERIFIED (--allow-unverified)" if unverified
+                                                                 else ""), highlight=False, markup=False)
         _random_note(console, result.get("weights"))
         if args.json:
             write_summary_json(result, args.json)
@@ -211,6 +223,7 @@ def run(args) -> int:
         if args.onnx is not None or args.calib is not None:
             raise UsageError("--onnx / --calib run with the local engine only; drop them or --engine ray")
 
+        common.pop("runtime", None)
         summary = predict_files_ray(spec.name, args.inputs, args.output, options=ray_options(args),
                                     weights=args.weights, recursive=args.recursive, batch_size=args.batch_size,
                                     backend=args.backend, device=args.device, precision=args.precision,
@@ -234,12 +247,50 @@ def run(args) -> int:
     speed = f", {summary.images_per_s:.1f} images/s" if summary.images_per_s else ""
     if getattr(summary, "load_seconds", 0):
         speed += f" (after {summary.load_seconds:.1f} s opening the model)"
+    unverified = (summary.runtime or {}).get("unverified")
     console.print(f"found {summary.found}, written {summary.written}, skipped {summary.skipped} (already done), "
-                  f"failed {len(summary.failed)} in {summary.seconds:.1f} s{speed}", highlight=False)
+                  f"failed {len(summary.failed)} in {summary.seconds:.1f} s{speed}"
+                  + (" — UNVERIFIED outputs (--allow-unverified)" if unverified else ""), highlight=False)
     _random_note(console, summary.weights)
     if args.json:
         write_summary_json(summary, args.json)
     return 1 if summary.failed else 0
+
+
+def _judged_runtime(args, spec, console):
+    """The runtime of a precision the user asked for (fp16 / bf16 / int8), opened and judged
+    against PyTorch fp32; None when nothing is to judge; an exit code (3) when the gate fails
+    without --allow-unverified. The Ray engine opens its runtimes in its workers: not judged here."""
+    from segdeploy.jobs.session import open_model_runtime
+    from segdeploy.verify.runtime_gate import JUDGED_PRECISIONS, judge_runtime
+
+    if args.precision not in JUDGED_PRECISIONS or getattr(args, "engine", "local") == "ray":
+        return None
+    options = {"seed": args.seed, **({"onnx_path": args.onnx} if args.onnx else {}),
+               **({"calib": args.calib} if args.calib else {})}
+    runtime = open_model_runtime(spec.name, weights=args.weights, backend=args.backend, device=args.device,
+                                 precision=args.precision, **options)
+    if not args.quiet:
+        console.print(f"judging {runtime.name} {args.precision} against PyTorch fp32 (the precision asked for)…",
+                      highlight=False)
+    verdict = judge_runtime(spec, runtime, weights=args.weights, seed=args.seed, device=args.device)
+    if verdict.passed:
+        if not args.quiet:
+            console.print(verdict.one_line(), highlight=False)
+        return runtime
+    if args.verbose:
+        for failure in verdict.failures:
+            console.print(f"gate failure: {failure}", highlight=False, soft_wrap=True)
+        console.print("measures: " + ", ".join(f"{k} {v:.4g}" for k, v in verdict.measures.items()), highlight=False)
+    if not args.allow_unverified:
+        console.print(f"[red]gate failed:[/] {runtime.name} {verdict.one_line()}. Nothing written; pass "
+                      "--allow-unverified to write these masks anyway (marked unverified)"
+                      + ("" if args.verbose else ", --verbose for every measure"), highlight=False, soft_wrap=True)
+        return 3
+    runtime.unverified = f"{runtime.name} {verdict.one_line()}"
+    console.print(f"[yellow]unverified:[/] {runtime.unverified}; writing anyway (--allow-unverified)",
+                  highlight=False, soft_wrap=True)
+    return runtime
 
 
 def _random_note(console, weights) -> None:

@@ -57,6 +57,11 @@ def cached_export(model_or_name, weights=None, *, opset: int = DEFAULT_OPSET, in
     path = cache_dir() / "onnx" / f"{spec.name}-{weights_tag(info, module)}-opset{opset}-{tag}.onnx"
     if _cache_valid(path, spec, info):
         return path
+    if _tampered(path):
+        import sys
+
+        print(f"segdeploy: the cached export {path.name} is not the file that was written and checked (its sha256 "
+              "differs from the one recorded beside it); exporting it again", file=sys.stderr, flush=True)
     export_onnx(module if module is not None else spec, weights, path, opset=opset, input_size=hw,
                 dynamic_batch=dynamic_batch, dynamic_spatial=dynamic_spatial, exporter=exporter, seed=seed,
                 spec=spec)
@@ -76,6 +81,20 @@ def _weights_info(spec: ModelSpec, weights, seed: int) -> dict[str, Any]:
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
     return {"kind": "file", "path": str(path.resolve()), "sha256": file_sha256(path), "seed": None}
+
+
+def _tampered(path: Path) -> bool:
+    """Whether a cached export exists, its sidecar records a complete write, and the file's bytes
+    are no longer those it recorded (edited, truncated or replaced since)."""
+    side = sidecar_path(path)
+    if not (path.is_file() and side.is_file()):
+        return False
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return False
+    recorded = data.get("file_sha256") if isinstance(data, dict) else None
+    return data.get("written") is True and bool(recorded) and not artifact_intact(path, recorded)
 
 
 def _cache_valid(path: Path, spec: ModelSpec, info: dict[str, Any]) -> bool:

@@ -85,10 +85,18 @@ def image_measures(spec, image_id: str, ref_outputs: dict[str, np.ndarray], out_
 
 
 def fidelity_gate(spec, precision: str, reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
-                  sizes: list[tuple[int, int]]) -> tuple[bool, dict[str, float], str]:
-    """(passed, measures, reason) of ``candidate`` against the fp32 ``reference`` outputs (per image
-    lists of CxHxW arrays in ``spec.output_names`` order, images of ``sizes`` (H, W)), judged by
-    :func:`segdeploy.engine.gate.default_gate` of the model's task and ``precision``."""
+                  sizes: list[tuple[int, int]], ids: list[str] | None = None) -> tuple[bool, dict[str, float], str]:
+    """(passed, measures, reason): :func:`gate_failures` with its first three failures joined."""
+    failures, flat = gate_failures(spec, precision, reference, candidate, sizes, ids)
+    return not failures, flat, "; ".join(failures[:3])
+
+
+def gate_failures(spec, precision: str, reference: list[list[np.ndarray]], candidate: list[list[np.ndarray]],
+                  sizes: list[tuple[int, int]], ids: list[str] | None = None) -> tuple[list[str], dict[str, float]]:
+    """(failures, measures) of ``candidate`` against the fp32 ``reference`` outputs (per image lists
+    of CxHxW arrays in ``spec.output_names`` order, images of ``sizes`` (H, W)), judged by
+    :func:`segdeploy.engine.gate.default_gate` of the model's task and ``precision``; ``ids`` name
+    the images in the failures (default "probe image N")."""
     gate = default_gate(spec.task, precision)
     names = checked_outputs(spec)
     results: list[dict[str, Any]] = []
@@ -100,12 +108,12 @@ def fidelity_gate(spec, precision: str, reference: list[list[np.ndarray]], candi
             out_pred = decode(out, spec, size)
         except (ValueError, FloatingPointError):  # NaN / Inf everywhere: worst values below
             out_pred = None
-        results.append(image_measures(spec, f"probe image {index}", ref_named, out_named, ref_pred, out_pred,
-                                      gate.tensor))
+        label = ids[index] if ids else f"probe image {index}"
+        results.append(image_measures(spec, label, ref_named, out_named, ref_pred, out_pred, gate.tensor))
     failures, summary = judge(gate, results, get_task(spec).fidelity_measures, names)
     flat: dict[str, float] = {}
     for name, stats in summary.get("measures", {}).items():
         for key in ("quantile", "worst"):
             if isinstance(stats, dict) and isinstance(stats.get(key), (int, float)):
                 flat[f"{name}_{key}"] = float(stats[key])
-    return not failures, flat, "; ".join(failures[:3])
+    return failures, flat

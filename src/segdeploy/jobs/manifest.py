@@ -47,7 +47,7 @@ def runtime_settings(describe: dict[str, Any] | None) -> dict[str, Any] | None:
     """Backend and precision actually run (what changes the numbers), from ``runtime.describe()``."""
     if not describe:
         return None
-    keep = ("backend", "precision", "device", "provider", "providers", "cast")
+    keep = ("backend", "precision", "device", "provider", "providers", "cast", "unverified")
     return {key: describe[key] for key in keep if describe.get(key) is not None}
 
 

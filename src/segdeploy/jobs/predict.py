@@ -138,7 +138,7 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
         runtime = session_module.open_model_runtime(spec.name, weights=weights, backend=backend, device=device,
                                                     precision=precision, **options)
     warm_up(runtime, spec, min(batch_size, len(todo)))
-    summary.runtime = runtime.describe() if hasattr(runtime, "describe") else None
+    summary.runtime = runtime_record(runtime)
     summary.selection = getattr(runtime, "selection", None)
     summary.weights = weights_of(runtime)
     plan.begin(summary.runtime)
@@ -213,7 +213,7 @@ def predict_one(model: str, source: str, target: str, *, weights=None, backend: 
                 precision: str | None = None, cutout: bool = False, background: tuple[int, ...] | None = None,
                 save_prob: bool = False, overwrite: bool = False, seed: int = 0, max_size: int | None | str = "spec",
                 max_pixels: int | None = DEFAULT_MAX_PIXELS, onnx_path=None, calib=None, stdin=None,
-                stdout=None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                stdout=None, log: Callable[[str], None] | None = None, runtime=None) -> dict[str, Any]:
     """One image to one file: ``source`` is a path or "-" (stdin), ``target`` a file path or "-" (stdout).
 
     The file is the mask, or the cut-out with ``cutout`` / ``background``; its format follows the
@@ -251,7 +251,8 @@ def predict_one(model: str, source: str, target: str, *, weights=None, backend: 
         if warning and log:
             log(f"warning: {warning}")
     session = Session(spec.name, weights=weights, backend=backend, device=device, precision=precision,
-                      max_size=max_size, max_pixels=max_pixels, onnx_path=onnx_path, calib=calib, seed=seed)
+                      max_size=max_size, max_pixels=max_pixels, onnx_path=onnx_path, calib=calib, seed=seed,
+                      runtime=runtime)
     pred = session.predict(item, return_maps=True)
     if cutout:
         original = read_image(item, max_pixels=max_pixels)
@@ -267,8 +268,18 @@ def predict_one(model: str, source: str, target: str, *, weights=None, backend: 
         atomic_write_bytes(target, data_out)
         if save_prob:
             write_npy(Path(target).with_suffix(".npy"), pred.map.astype(np.float32))
-    return {"output": target, "bytes": len(data_out), "size": list(pred.mask.shape), "runtime": session.describe(),
+    return {"output": target, "bytes": len(data_out), "size": list(pred.mask.shape),
+            "runtime": runtime_record(session.runtime),
             "selection": getattr(session.runtime, "selection", None), "weights": weights_of(session.runtime)}
+
+
+def runtime_record(runtime) -> dict | None:
+    """``runtime.describe()``, plus ``unverified`` (the gate's verdict) when the runtime failed its
+    fidelity gate and runs anyway (``--allow-unverified``): recorded in the manifest and summary."""
+    record = runtime.describe() if hasattr(runtime, "describe") else None
+    if record is not None and getattr(runtime, "unverified", None):
+        record = {**record, "unverified": runtime.unverified}
+    return record
 
 
 def weights_of(runtime) -> dict | None:

@@ -137,3 +137,66 @@ def write_cutouts(runner, config, photos: list[Photo], run_dir: Path) -> list[di
         out.append({**asdict(photo), "cutout": cutout, "mask": mask,
                     "foreground": round(float(np.mean(pred.map >= 0.5)), 4)})
     return out
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512_BF16 or AMX); elsewhere OpenVINO runs a
+    bf16 request in fp32 and PyTorch emulates it (26x slower than fp32 on the 2-core machine)."""
+    from segdeploy.core.environment import cpu_features
+
+    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_features()))
+
+
+def judged_images(photos: list[Photo], folder: str, run_dir: Path) -> tuple[str, int, str]:
+    """(folder, count, note) of the images the demo's fidelity gate judges: the packaged
+    photographs whole and as 3 crops each (:func:`segdeploy.backends.auto.held_out_photos`, 20
+    images) written into RUN_DIR/judged; other photographs (``--photos``, generated) as they are,
+    with a note when they are fewer than the gate's 16."""
+    from PIL import Image
+
+    from segdeploy.backends.auto import held_out_photos, photo_crops
+
+    if Path(folder).resolve() == photos_dir().resolve():
+        named = held_out_photos()
+    else:
+        named = []
+        for photo in photos:
+            with Image.open(photo.path) as img:
+                image = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            stem = Path(photo.file).stem
+            named += [(stem, image)] + [(f"{stem}-{n}", c) for n, c in photo_crops(image)]
+    out = run_dir / "judged"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, image in named:
+        target = out / f"{name}.png"
+        if not target.is_file():
+            Image.fromarray(image).save(target)
+    note = "" if len(named) >= 16 else (f"Only {len(named)} images to judge (fewer than the gate's 16): the "
+                                        "verdict is marked as judged on few images.")
+    return str(out), len(named), note
+
+
+def demo_answer(report, auto, random_weights: bool) -> str:
+    """The report's first paragraph: are the masks right, what is fastest and faithful, what is not."""
+    verdict = report.verdict
+    judged = report.compare_inputs or "the judged images"
+    auto_row = next((c for c in report.configs if (c.backend, c.precision) == (auto.backend, auto.precision)), None)
+    if random_weights:
+        first = "Random weights: the masks mean nothing, but fidelity and speed are real."
+    elif auto_row is not None and auto_row.passes:
+        first = (f"The masks are right: {auto.backend} {auto.precision}, what `--backend auto` runs here, keeps "
+                 f"PyTorch fp32's masks on {judged}; its cut-outs are below.")
+    else:
+        first = (f"The cut-outs below are made with {auto.backend} {auto.precision}, what `--backend auto` runs here "
+                 f"({auto.why}).")
+    parts = [first]
+    if verdict.choice is not None:
+        parts.append(f"The fastest faithful configuration measured: {verdict.choice.label} "
+                     f"({verdict.choice.images_per_s:.2f} images/s at batch {verdict.choice.batch_size}).")
+    failing = [c for c in report.configs if c.fails]
+    if failing:
+        parts.append("Not faithful (their masks differ from PyTorch fp32's beyond the gate): "
+                     + "; ".join(f"{c.label} ({(c.gate_reasons or ('gate failed',))[0]})" for c in failing) + ".")
+    else:
+        parts.append("Every configuration that ran kept the masks.")
+    return " ".join(parts)

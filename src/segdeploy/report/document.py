@@ -210,7 +210,8 @@ def _demo(doc: dict[str, Any]) -> Demo | None:
                            cutout=c.get("cutout"), mask=c.get("mask"), foreground=c.get("foreground"))
                     for c in demo.get("cutouts", []) or [])
     return Demo(notice=demo.get("notice", ""), photos_dir=demo.get("photos_dir", ""), cutouts=cutouts,
-                configuration=demo.get("configuration"), weights_note=demo.get("weights_note", ""))
+                configuration=demo.get("configuration"), weights_note=demo.get("weights_note", ""),
+                answer=demo.get("answer", ""), auto=demo.get("auto", ""))
 
 
 def read_document(doc: dict[str, Any]) -> RunReport:

@@ -255,6 +255,10 @@ class Demo:
     cutouts: tuple[Cutout, ...] = ()
     configuration: str | None = None
     weights_note: str = ""
+    #: the answer in words (the masks, the fastest faithful configuration, what was not faithful)
+    answer: str = ""
+    #: what `--backend auto` runs here (the same choice as predict, serve, Session)
+    auto: str = ""
 
 
 @dataclass(frozen=True)

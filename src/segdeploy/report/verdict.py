@@ -74,7 +74,9 @@ def make_verdict(configs: Sequence[ConfigResult], steps: Sequence[StepSummary] =
     choice = choose(configs)
     headline = " / ".join(parts) + f" of {len(configs)} configurations"
     if choice is not None:
-        headline += f"; auto picks {choice.label} ({choice.images_per_s:.2f} images/s, fastest passing)"
+        # The fastest passing row of this run's table; what `--backend auto` runs is the backends'
+        # choice (cached, the same for every command), which a caller may add beside it.
+        headline += f"; fastest passing here: {choice.label} ({choice.images_per_s:.2f} images/s)"
     failed_steps = tuple(f"{s.name}: {s.reason}" for s in steps if s.status == "failed")
     order = {"fail": 0, "error": 0, "reference": 1, "pass": 2, "not checked": 3, "not run": 4}
     lines = tuple(config_line(c) for c in sorted(configs, key=lambda c: order[c.gate]))

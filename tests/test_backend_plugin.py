@@ -94,7 +94,14 @@ def test_auto_probes_the_plugin_backend_and_takes_the_fastest_passing(plugin_sit
         from segdeploy.backends import open_runtime
         from segdeploy.backends.auto import candidates_for
 
+        from segdeploy.backends.auto_probe import choose_auto
+        from segdeploy.core.registry import get_spec
+        from segdeploy.zoo import create_model
+
         labels = [c.label for c in candidates_for("cpu", "fp32")]
+        # the timed probe of every candidate (what `segdeploy auto` runs; an empty cache alone gets
+        # the quick choice), then auto opens what it cached
+        choose_auto(create_model("tinyseg", "random"), get_spec("tinyseg"), "cpu", "fp32", full=True)
         runtime = open_runtime("tinyseg", "auto", precision="fp32", weights="random")
         print(json.dumps({"labels": labels, "selection": runtime.selection}))
     """, SEGDEPLOY_AUTO_PROBE="1", SEGDEPLOY_AUTO_INT8="0", SEGDEPLOY_CACHE=str(tmp_path / "cache"))
@@ -121,7 +128,7 @@ def test_plugin_backend_serves_a_request(plugin_site, tmp_path):
     log = open(tmp_path / "server.log", "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "segdeploy.cli.main", "serve", "tinyseg", "--weights", "random", "--backend",
-         "onnxref", "--port", str(port), "--check-images", "2", "--check-size", "32x48", "--log-level", "warning"],
+         "onnxref", "--port", str(port), "--check-images", "16", "--check-size", "32x48", "--log-level", "warning"],
         env=_env(plugin_site), stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

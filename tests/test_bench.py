@@ -244,6 +244,11 @@ def fake_runtimes(monkeypatch):
     module.is_auto = is_auto
     module.open_runtime = open_runtime
     module.select_auto = select_auto
+    # The CLI checks --backend against the real registry while parsing: load it before the stand-in
+    # replaces the package (its submodules cannot be imported through a plain module).
+    from segdeploy.backends.base import backend_names
+
+    backend_names()
     monkeypatch.setitem(sys.modules, "segdeploy.backends", module)
     return opened
 

@@ -36,7 +36,8 @@ FREE_TEXT = {
 BAD_VALUES = {
     "int": ["x", "1.5"], "float": ["x"], "positive_number": ["x", "0", "-1", "nan"],
     "count_from_0": ["x", "-1"], "count_from_1": ["x", "0", "-3"], "count_from_7": ["x", "6"],
-    "backend_name": ["tensorrt"], "precision_name": ["int4", "fp64"], "device_name": ["tpu", "cuda:x"],
+    "backend_name": ["tensorrt"], "precision_name": ["int4", "fp64"], "precision_or_auto": ["int4"],
+    "device_name": ["tpu", "cuda:x"],
     "backend_list": ["tensorrt", "torch,bogus", ","], "precision_list": ["int4", ","],
     "size_hw": ["0x0", "axb", "1x2x3"], "int_list": ["a,b"], "_rgba": ["300,0,0", "1,2"],
     "_non_negative": ["-1", "x"], "_size_bytes": ["lots", "0"],

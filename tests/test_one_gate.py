@@ -50,6 +50,12 @@ def gates_used(monkeypatch, tmp_path):
             return result
         return default_gate
 
+    # the timed probe of every candidate (an empty cache alone gets auto's quick choice, judged on nothing)
+    import functools
+
+    from segdeploy.backends import auto_probe
+
+    monkeypatch.setattr(auto_probe, "choose_auto", functools.partial(auto_probe.choose_auto, full=True))
     monkeypatch.setattr(fidelity, "default_gate", recording("auto"))
     monkeypatch.setattr(compare, "default_gate", recording("compare"))
     return used

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 
-from segdeploy.backends.auto import AutoChoice, ProbeRow, fidelity_gate, held_out_photos, static_choice
+from segdeploy.backends.auto import AutoChoice, ProbeRow, held_out_photos, static_choice
+from segdeploy.engine.fidelity import fidelity_gate
 from segdeploy.backends.base import RuntimeUnavailable, get_runtime_class
 
 

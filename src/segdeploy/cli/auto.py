@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import model_argument, weights_argument
+from segdeploy.cli.common import device_name, model_argument, weights_argument
 
 DESCRIPTION = """\
 Measure every way of running MODEL here and remember the fastest faithful one.
@@ -29,7 +29,7 @@ def register(sub) -> None:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     model_argument(parser)
     weights_argument(parser)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--device", default="cpu", type=device_name, help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--precision", default=None, choices=("fp32", "fp16", "bf16", "int8"),
                         help="probe only this precision (default: all)")
     parser.add_argument("--quick", action="store_true",

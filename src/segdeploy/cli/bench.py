@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from segdeploy.cli.common import (BackendsHelp, backend_name, count, device_name, int_list, model_argument,
-                                  positive_number, precision_name, size_hw, torch_arguments, torch_options,
+                                  positive_number, precision_or_auto, size_hw, torch_arguments, torch_options,
                                   weights_argument)
 
 DESCRIPTION = """\
@@ -40,7 +40,7 @@ def register(sub) -> None:
     parser.add_argument("--backend", default="torch", type=backend_name,
                         help=BackendsHelp("{backends} | auto (default: torch); auto prints the probe table "
                                           "behind its choice"))
-    parser.add_argument("--precision", default="fp32", type=precision_name,
+    parser.add_argument("--precision", default="fp32", type=precision_or_auto,
                         help="fp32 | fp16 | bf16 | int8 | auto (auto: with --backend auto) (default: fp32)")
     parser.add_argument("--device", default="cpu", type=device_name, help="cpu | cuda[:N] (default: cpu); never silently falls back")
     parser.add_argument("--batch-sizes", type=int_list, default=[1], metavar="B1,B2,...",

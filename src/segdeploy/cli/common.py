@@ -118,6 +118,11 @@ def precision_name(text: str) -> str:
     return _one_of("precision", text, _PRECISIONS)
 
 
+def precision_or_auto(text: str) -> str:
+    """A precision, or ``auto`` (bench: the one ``--backend auto`` chooses)."""
+    return _one_of("precision", text, [*_PRECISIONS, "auto"])
+
+
 def device_name(text: str) -> str:
     """cpu, cuda, cuda:N (and ``auto`` where a command allows it: checked by its own code)."""
     if text in ("cpu", "cuda", "auto") or (text.startswith("cuda:") and text[5:].isdigit()):

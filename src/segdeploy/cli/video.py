@@ -120,7 +120,8 @@ def run_if_video(args, spec, common: dict, console) -> int | None:
 
 def _opener(args, spec, common: dict):
     def open_runtime():
-        from segdeploy.jobs.predict import open_model_runtime, warm_up
+        from segdeploy.jobs.predict import warm_up
+        from segdeploy.jobs.session import open_model_runtime
 
         options = {"seed": common["seed"]}
         if common["onnx_path"] is not None:

@@ -309,13 +309,6 @@ def stream_predictions(
                 raise InferenceError(f"the device failed and cannot run further inputs ({exc}); "
                                      "the run stopped") from exc
             if len(batch) == 1:
-                if is_out_of_memory(exc):
-                    # One image alone does not fit: every larger one would fail the same way, and the
-                    # user's fix is a smaller --max-size or another device, not a rerun.
-                    from segdeploy.core.errors import InferenceError
-
-                    raise InferenceError(f"out of memory running one image ({exc}); the run stopped — lower "
-                                         "--max-size or --batch-size, or use another device") from exc
                 return [(batch[0], exc)]
         finally:
             times.add("infer", time.perf_counter() - t0)

@@ -11,11 +11,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from segdeploy.core.errors import ImageReadError, UsageError
+from segdeploy.core.errors import ImageReadError, InferenceError, UsageError
 from segdeploy.core.registry import get_spec
 from segdeploy.core.specs import ModelSpec
 from segdeploy.engine.images import DEFAULT_MAX_PIXELS, load_image, read_image
-from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET, StageTimes, stream_predictions
+from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET, StageTimes, is_out_of_memory, stream_predictions
 from segdeploy.engine.transforms import InputPolicy
 from segdeploy.engine.writers import atomic_write_bytes, atomic_write_text, encode_png, write_npy
 from segdeploy.engine.inference_threads import calls_in_flight
@@ -167,6 +167,11 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
                 source, _, key = outcome.item
                 if getattr(outcome.error, "fatal", False):
                     raise outcome.error  # e.g. a full disk: every later input would fail the same way
+                if outcome.stage == "infer" and is_out_of_memory(outcome.error):
+                    # One image alone did not fit (a failed batch is retried image by image first):
+                    # the fix is a smaller --max-size or another device, not a rerun of the rest.
+                    raise InferenceError(f"out of memory running {source} ({outcome.error}); the "
+                                         "run stopped — lower --max-size or --batch-size, or use another device")
                 plan.record(source, key, None if outcome.ok else failure_reason(outcome.error))
                 if task is not None:
                     bar.advance(task)

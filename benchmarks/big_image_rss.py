@@ -1,6 +1,6 @@
 """Peak memory of `segdeploy predict` on huge and hostile images (issue 23 item 1).
 
-Each case runs the real CLI in a fresh child process and reads its peak RSS (``ru_maxrss``):
+Each case runs the real CLI in a fresh child process and reads its peak RSS (VmHWM of its own address space, :mod:`segdeploy.bench.peak_rss`):
 
 * ``144mp_png``: a generated 12000 x 12000 RGB PNG, `predict u2netp` on the DEFAULT backend
   (``auto``) with the packaged trained weights: the configuration README's promise is about;
@@ -33,18 +33,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 MIB = 1 << 20
 
-RUNNER = """
-import resource, runpy, sys
-sys.argv = ["segdeploy", *sys.argv[1:]]
-code = 0
-try:
-    runpy.run_module("segdeploy.cli.main", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code or 0
-print("MAXRSS_KIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
-sys.exit(code)
-"""
-
 MAKE_144MP = """
 import sys
 import numpy as np
@@ -72,16 +60,14 @@ def png_header_bomb(path: Path, width: int, height: int, bit_depth: int = 8, col
 
 
 def run_case(folder: Path, *argv) -> dict:
-    runner = folder / "rss_runner.py"
-    runner.write_text(RUNNER)
-    env = dict(os.environ, PYTHONPATH=SRC)
+    from segdeploy.bench.peak_rss import run_measured
+
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, str(runner), *map(str, argv)], env=env, capture_output=True, text=True)
+    done = run_measured(list(argv), env=dict(os.environ, PYTHONPATH=SRC), timeout=3600)
     seconds = time.perf_counter() - start
-    kib = int([ln for ln in done.stderr.splitlines() if ln.startswith("MAXRSS_KIB")][-1].split()[1])
-    tail = [ln for ln in done.stderr.splitlines() if ln.strip() and not ln.startswith("MAXRSS_KIB")][-3:]
-    return {"argv": ["segdeploy", *map(str, argv)], "exit_code": done.returncode, "peak_rss_mib": round(kib / 1024),
-            "seconds": round(seconds, 1), "stderr_tail": tail}
+    tail = [ln for ln in done.stderr.splitlines() if ln.strip() and not ln.startswith("PEAK_RSS_KIB")][-3:]
+    return {"argv": ["segdeploy", *map(str, argv)], "exit_code": done.returncode,
+            "peak_rss_mib": round(done.peak_rss_bytes / 2**20), "seconds": round(seconds, 1), "stderr_tail": tail}
 
 
 def main(argv=None) -> int:
@@ -123,7 +109,7 @@ def main(argv=None) -> int:
     payload = {"benchmark": "big_image_rss", "load_average_before": load_before, "load_average_after": load_average(),
                "png_144mp_bytes": big_size, "cases": cases, "environment": environment(),
                "note": "default backend (auto) with the packaged trained u2netp weights; peak RSS of the whole CLI "
-                       "process (runtime included), from ru_maxrss"}
+                       "process (runtime included), from VmHWM of its own address space"}
     rows = "\n".join(f"| {name} | {case['exit_code']} | {case['peak_rss_mib']} | {case['seconds']} |"
                      for name, case in cases.items())
     markdown = (f"# Peak RSS of `segdeploy predict u2netp` (default backend, trained weights)\n\n"

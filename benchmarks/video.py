@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -103,19 +102,19 @@ def speed(args, runtime, spec, tmp: Path) -> dict:
 
 
 def memory(args, tmp: Path, seconds: float) -> dict:
+    from segdeploy.bench.peak_rss import run_measured
     from segdeploy.engine.video_synth import make_clip
 
     clip = make_clip(tmp / f"memory1080_{seconds:g}s.mp4", seconds=seconds, width=1920, height=1080)
-    argv = [sys.executable, "-m", "segdeploy.cli.main", "predict", args.model, str(clip), "-o", str(tmp / "mem_out"),
-            "--backend", args.backend, "--quiet", "--json", str(tmp / "mem.json")]
     load = load_average()
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=dict(os.environ, PYTHONPATH=SRC))
-    _, status, usage = os.wait4(proc.pid, 0)
+    # the command's own peak (VmHWM): the rusage of a child forked from this process would include ours
+    done = run_measured(["predict", args.model, clip, "-o", tmp / "mem_out", "--backend", args.backend, "--quiet",
+                         "--json", tmp / "mem.json"], env=dict(os.environ, PYTHONPATH=SRC), timeout=3600)
     elapsed = time.perf_counter() - start
     record = json.loads((tmp / "mem.json").read_text()) if (tmp / "mem.json").exists() else {}
     return {"clip": f"{int(round(seconds * 25))} frames 1920x1080 at 25 fps (H.264, generated)",
-            "exit_status": os.waitstatus_to_exitcode(status), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "exit_status": done.returncode, "peak_rss_mb": round(done.peak_rss_bytes / 2**20, 1),
             "frames": record.get("frames"), "frames_per_s": record.get("frames_per_s"), "seconds": round(elapsed, 1),
             "runtime": record.get("runtime"), "load_before": load, "load_after": load_average()}
 

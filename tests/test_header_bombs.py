@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from segdeploy.bench.peak_rss import run_measured
 from segdeploy.engine.images import load_image
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -23,20 +22,6 @@ GIB = 1 << 30
 #: bomb fails there instead of taking the machine (runtimes reserve address space they never touch,
 #: so RLIMIT_AS would stop the import of the backend, not the bomb).
 DATA_LIMIT = 3 * GIB
-
-RUNNER = """
-import resource, runpy, sys
-limit = int(sys.argv.pop(1))
-resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-sys.argv = ["segdeploy", *sys.argv[1:]]
-code = 0
-try:
-    runpy.run_module("segdeploy.cli.main", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code or 0
-print("MAXRSS_KIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
-sys.exit(code)
-"""
 
 
 def png_header_bomb(path: Path, width: int, height: int, bit_depth: int = 8, colour_type: int = 2) -> Path:
@@ -86,18 +71,15 @@ def test_bombs_beside_a_good_image_under_a_memory_limit(tmp_path):
     png_header_bomb(folder / "bomb.png", 100_000, 100_000)
     png_header_bomb(folder / "scan1bit.png", 30_000, 30_000, bit_depth=1, colour_type=0)
     Image.fromarray(np.full((60, 80, 3), 200, np.uint8)).save(folder / "good.png")
-    runner = tmp_path / "runner.py"
-    runner.write_text(RUNNER)
     # The ONNX export (about 1 GB while torch traces it) is made here, once, as any earlier run would
     # have made it: the child's peak is then the images' and the runtime's, which is what is judged.
     from segdeploy.convert.export_cache import cached_export
 
     cached_export("u2netp", "random")
-    env = dict(os.environ, PYTHONPATH=SRC)
-    done = subprocess.run([sys.executable, str(runner), str(DATA_LIMIT), "predict", "u2netp", str(folder), "-o",
-                           str(tmp_path / "out"), "--weights", "random", "--backend", "onnxruntime", "--quiet"],
-                          env=env, capture_output=True, text=True, timeout=600)
-    rss = int([ln for ln in done.stderr.splitlines() if ln.startswith("MAXRSS_KIB")][-1].split()[1]) * 1024
+    done = run_measured(["predict", "u2netp", folder, "-o", tmp_path / "out", "--weights", "random", "--backend",
+                         "onnxruntime", "--quiet"], data_limit=DATA_LIMIT, env=dict(os.environ, PYTHONPATH=SRC),
+                        timeout=600)
+    rss = done.peak_rss_bytes
     assert done.returncode == 1, done.stderr  # some inputs failed, each named
     assert "bomb.png" in done.stderr and "100000x100000" in done.stderr
     assert "scan1bit.png" in done.stderr and "30000x30000" in done.stderr

@@ -12,34 +12,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segdeploy.bench.peak_rss import run_measured
 from tests.image_zoo import photo
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 GIB = 1 << 30
 
-# Runs the CLI in this child and reports its own peak RSS (ru_maxrss is in KiB on Linux).
-RSS_RUNNER = """
-import resource, runpy, sys
-sys.argv = ["segdeploy", *sys.argv[1:]]
-code = 0
-try:
-    runpy.run_module("segdeploy.cli.main", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code or 0
-print("MAXRSS_KIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
-sys.exit(code)
-"""
-
 
 def peak_rss(tmp_path, *argv, timeout=900) -> tuple[int, int, str]:
     """(exit code, peak RSS bytes, stderr) of ``segdeploy *argv`` in a fresh process."""
-    runner = tmp_path / "rss_runner.py"
-    runner.write_text(RSS_RUNNER)
-    env = dict(os.environ, PYTHONPATH=SRC)
-    done = subprocess.run([sys.executable, str(runner), *map(str, argv)], env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    line = [ln for ln in done.stderr.splitlines() if ln.startswith("MAXRSS_KIB")][-1]
-    return done.returncode, int(line.split()[1]) * 1024, done.stderr
+    done = run_measured(list(argv), env=dict(os.environ, PYTHONPATH=SRC), timeout=timeout)
+    return done.returncode, done.peak_rss_bytes, done.stderr
 
 
 @pytest.mark.slow

@@ -20,6 +20,25 @@ def _private_segdeploy_cache(tmp_path_factory):
         os.environ["SEGDEPLOY_CACHE"] = previous
 
 
+@pytest.fixture(scope="module")
+def plugin_dir(tmp_path_factory):
+    """The serve tests' model plugin (``u2netp-test64``) written to a folder and registered here."""
+    from tests.test_serve_support import register_in_process, write_plugin
+
+    folder = write_plugin(tmp_path_factory.mktemp("plugin"))
+    register_in_process(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def controlled(plugin_dir):
+    """The serve tests' torch runtime of ``u2netp-test64``, its passes counted and holdable."""
+    from segdeploy.backends import open_runtime
+    from tests.test_serve_support import MODEL, ControlledRuntime
+
+    return ControlledRuntime(open_runtime(MODEL, backend="torch", weights="random", seed=0))
+
+
 def _cuda_available() -> bool:
     try:
         import torch

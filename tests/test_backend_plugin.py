@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.test_serve_support import free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "tests" / "plugins"
@@ -114,17 +114,11 @@ def test_auto_probes_the_plugin_backend_and_takes_the_fastest_passing(plugin_sit
     assert chosen == fastest["configuration"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_plugin_backend_serves_a_request(plugin_site, tmp_path):
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("uvicorn")
     image = _images(tmp_path / "images", 1) / "img0.png"
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "server.log", "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "segdeploy.cli.main", "serve", "tinyseg", "--weights", "random", "--backend",
@@ -132,16 +126,7 @@ def test_plugin_backend_serves_a_request(plugin_site, tmp_path):
         env=_env(plugin_site), stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 600  # a busy shared 2-core machine can take minutes to import torch
-        while True:
-            assert proc.poll() is None, log.seek(0) or log.read()
-            try:
-                if httpx.get(base + "/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server never became ready"
-            time.sleep(0.5)
+        wait_until_ready(proc, base, log)
         reply = httpx.post(base + "/v1/models/tinyseg/predict", files={"file": ("img0.png", image.read_bytes())},
                            timeout=300)
         assert reply.status_code == 200

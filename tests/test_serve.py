@@ -10,29 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 
 import numpy as np
 import pytest
 
-from tests.test_serve_support import MODEL, ControlledRuntime, photo, register_in_process, write_plugin
+from tests.test_serve_support import MODEL, photo
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
-
-
-@pytest.fixture(scope="module")
-def plugin_dir(tmp_path_factory):
-    folder = write_plugin(tmp_path_factory.mktemp("plugin"))
-    register_in_process(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def controlled(plugin_dir):
-    from segdeploy.backends import open_runtime
-
-    return ControlledRuntime(open_runtime(MODEL, backend="torch", weights="random", seed=0))
 
 
 @pytest.fixture(scope="module")

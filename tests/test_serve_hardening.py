@@ -16,27 +16,13 @@ import time
 import numpy as np
 import pytest
 
-from tests.test_serve_support import MODEL, ControlledRuntime, free_port, photo, register_in_process, write_plugin
+from tests.test_serve_support import MODEL, free_port, photo
 
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
 #: one 1000 x 1000 RGB upload is priced at ~20 MB (8 + 12 bytes per pixel): one fits, two do not
 BUDGET = 30_000_000
-
-
-@pytest.fixture(scope="module")
-def plugin_dir(tmp_path_factory):
-    folder = write_plugin(tmp_path_factory.mktemp("plugin"))
-    register_in_process(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def controlled(plugin_dir):
-    from segdeploy.backends import open_runtime
-
-    return ControlledRuntime(open_runtime(MODEL, backend="torch", weights="random", seed=0))
 
 
 class Server:

@@ -10,21 +10,13 @@ import asyncio
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.test_serve_support import MODEL, free_port, photo, register_in_process, subprocess_env, write_plugin
+from tests.test_serve_support import MODEL, free_port, photo, subprocess_env, wait_until_ready
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
-
-
-@pytest.fixture(scope="module")
-def plugin_dir(tmp_path_factory):
-    folder = write_plugin(tmp_path_factory.mktemp("plugin"))
-    register_in_process(folder)
-    return folder
 
 
 def _metric(text: str, prefix: str) -> float:
@@ -50,16 +42,7 @@ def test_uvicorn_process_serves_predict_bytes_batches_and_drains(plugin_dir, tmp
         env=subprocess_env(plugin_dir), stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 600  # a busy shared 2-core machine can take minutes to import torch
-        while True:
-            assert proc.poll() is None, log.seek(0) or log.read()
-            try:
-                if httpx.get(base + "/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server never became ready"
-            time.sleep(0.5)
+        wait_until_ready(proc, base, log)
 
         single = httpx.post(base + f"/v1/models/{MODEL}/predict", files={"file": ("cat.jpg", image.read_bytes())},
                             timeout=300)

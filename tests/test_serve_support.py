@@ -83,6 +83,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_ready(proc, base: str, log, seconds: float = 600) -> None:
+    """Poll ``base``/readyz until it answers 200; fail with the server's log if it exits first."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + seconds  # a busy shared 2-core machine can take minutes to import torch
+    while True:
+        assert proc.poll() is None, log.seek(0) or log.read()
+        try:
+            if httpx.get(base + "/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "server never became ready"
+        time.sleep(0.5)
+
+
 class ControlledRuntime:
     """A real runtime behind a switch: ``hold()`` makes forward passes wait until ``release()``
     (to pile requests up deterministically), and ``poison`` makes any batch holding a constant

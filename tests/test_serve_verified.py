@@ -10,19 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_serve_support import MODEL, free_port, photo, register_in_process, write_plugin
+from tests.test_serve_support import MODEL, free_port, photo
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
 OFFICIAL = Path(__file__).resolve().parents[1] / "src" / "segdeploy" / "assets" / "weights" / "u2netp_official.safetensors"
-
-
-@pytest.fixture(scope="module")
-def plugin_dir(tmp_path_factory):
-    folder = write_plugin(tmp_path_factory.mktemp("plugin"))
-    register_in_process(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

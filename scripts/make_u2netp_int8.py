@@ -65,7 +65,7 @@ def main() -> int:
     from segdeploy.convert.export_cache import cached_export
     from segdeploy.convert.fingerprints import library_versions
     from segdeploy.convert.nncf_quantize import nncf_quantize
-    from segdeploy.convert.quantize import _calib_input
+    from segdeploy.convert.quantize import calib_input
     from segdeploy.engine.transforms import preprocess_with_valid
     from segdeploy.engine.fidelity import fidelity_gate as auto_gate
     from segdeploy.zoo import create_model
@@ -78,7 +78,7 @@ def main() -> int:
     onnx = cached_export(module, spec=spec)
     out_dir = Path(args.out)
     xml = out_dir / "u2netp_official_nncf.xml"
-    nncf_quantize(onnx, spec, [_calib_input(image, spec) for _, image in calib], xml, overflow_fix=args.overflow_fix,
+    nncf_quantize(onnx, spec, [calib_input(image, spec) for _, image in calib], xml, overflow_fix=args.overflow_fix,
                   ignore_last=args.float_last, metadata={"weights_sha256": weights_sha})
     seconds = time.perf_counter() - t0
     judged = held_out_photos()

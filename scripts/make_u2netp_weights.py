@@ -77,7 +77,7 @@ def _import_segdeploy():
         import segdeploy  # noqa: F401
     except ImportError:
         sys.path.insert(0, str(REPO_ROOT / "src"))
-    from segdeploy.specs import get_spec
+    from segdeploy.core.registry import get_spec
 
     return get_spec
 

@@ -4,6 +4,8 @@ Each case runs the real CLI in a fresh child process and reads its peak RSS (VmH
 
 * ``144mp_png``: a generated 12000 x 12000 RGB PNG, `predict u2netp` on the DEFAULT backend
   (``auto``) with the packaged trained weights: the configuration README's promise is about;
+* ``144mp_1bit_png``: a 12000 x 12000 1-bit PNG (a scan; not strip-decodable, so decoded whole)
+  with the same command: the input of ``tests/test_predict_bounds.py``;
 * ``baseline``: the same command on one 320 x 240 PNG: what the runtime alone costs;
 * ``header_bomb``: a 74-byte PNG whose header claims 100000 x 100000, beside a good image;
 * ``1bit_30000``: a header claiming a 30000 x 30000 1-bit PNG;
@@ -76,6 +78,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tag", default=None)
     args = parser.parse_args(argv)
 
+    import numpy as np
     from PIL import Image
 
     from segdeploy.core.environment import environment
@@ -87,6 +90,12 @@ def main(argv=None) -> int:
         big = tmp / "big" / "scan144.png"
         big.parent.mkdir()
         subprocess.run([sys.executable, "-c", MAKE_144MP, str(big)], check=True)
+        scan = tmp / "big1bit" / "scan1bit144.png"
+        scan.parent.mkdir()
+        pixels = np.zeros((12000, 12000), bool)
+        pixels[3000:9000, 2000:10000] = True
+        Image.fromarray(pixels).convert("1").save(scan, optimize=True)
+        del pixels
         small = tmp / "small"
         small.mkdir()
         Image.new("RGB", (320, 240), (90, 120, 150)).save(small / "small.png")
@@ -98,7 +107,10 @@ def main(argv=None) -> int:
 
         cases["baseline"] = run_case(tmp, "predict", "u2netp", small, "-o", tmp / "out_small", "--quiet")
         cases["144mp_png"] = run_case(tmp, "predict", "u2netp", big, "-o", tmp / "out_big", "--quiet")
+        Image.MAX_IMAGE_PIXELS = None  # the mask is as large as the input, on purpose
         cases["144mp_png"]["mask_size"] = list(Image.open(tmp / "out_big" / "scan144.png").size)
+        cases["144mp_1bit_png"] = run_case(tmp, "predict", "u2netp", scan, "-o", tmp / "out_scan", "--quiet")
+        cases["144mp_1bit_png"]["mask_size"] = list(Image.open(tmp / "out_scan" / "scan1bit144.png").size)
         cases["header_bomb_and_1bit_30000"] = run_case(tmp, "predict", "u2netp", hostile, "-o", tmp / "out_hostile",
                                                        "--quiet")
         cases["header_bomb_and_1bit_30000"]["good_written"] = (tmp / "out_hostile" / "good.png").exists()

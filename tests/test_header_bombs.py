@@ -49,6 +49,23 @@ def test_the_header_is_read_without_decoding(tmp_path):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024  # KiB: nothing decoded
 
 
+def test_the_memory_estimate_reads_a_huge_header_without_pillows_bomb_warning(tmp_path):
+    """The pre-run estimate sizes a 144-megapixel file from its header with segdeploy's own limit:
+    Pillow's 89-megapixel DecompressionBombWarning neither prints nor hides the file."""
+    import warnings
+
+    from segdeploy import get_spec
+    from segdeploy.engine.transforms import InputPolicy
+    from segdeploy.jobs.sizing import check_memory
+
+    scan = png_header_bomb(tmp_path / "scan.png", 12_000, 12_000)
+    spec = get_spec("u2netp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        note = check_memory(spec, InputPolicy.for_model(spec), [scan], 250_000_000, budget=1)
+    assert note and "scan.png" in note and "12000x12000" in note
+
+
 def test_png_exif_orientation_after_the_image_data_is_still_applied(tmp_path):
     """Orientation read by walking chunk headers: an eXIf chunk after IDAT still turns the image."""
     exif = Image.Exif()

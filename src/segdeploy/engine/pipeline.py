@@ -21,7 +21,7 @@ from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 import numpy as np
 
 from segdeploy.core.specs import ModelSpec
-from segdeploy.engine.images import LoadedImage
+from segdeploy.engine.images import LARGE_IMAGE_PIXELS, LoadedImage, return_freed_memory
 from segdeploy.engine.inference_threads import InferenceThreads, calls_in_flight
 from segdeploy.engine.transforms import (InputPolicy, Prediction, decode, prediction_from_8bit_map,
                                         preprocess_with_valid)
@@ -245,6 +245,8 @@ def stream_predictions(
             else:
                 array, valid = preprocess_with_valid(image, spec)
                 prep = _Prepared(item, image, array, valid, original)
+            if original[0] * original[1] > LARGE_IMAGE_PIXELS:
+                return_freed_memory()  # the decoder's strips, before the mask at full size is made
             account(prep.nbytes)
             largest[0] = max(largest[0], prep.nbytes)
             return prep
@@ -264,6 +266,8 @@ def stream_predictions(
             t1 = time.perf_counter()
             times.add("decode", t1 - t0)
             t0, stage = t1, "write"
+            if prep.original_hw[0] * prep.original_hw[1] > LARGE_IMAGE_PIXELS:
+                return_freed_memory()  # the decode's float maps, before the writer encodes the mask
             if abandoned.is_set():  # interrupted: write nothing the manifest will not know of
                 raise RuntimeError("run interrupted before this output was written")
             result = sink(prep.item, prep.image, pred) if sink is not None else None

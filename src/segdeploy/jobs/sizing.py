@@ -9,9 +9,9 @@ estimated per input pixel from measured peaks on CPU (U²-Netp 320², 1-stage ws
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
+from segdeploy.engine.images import header_size
 from segdeploy.engine.transforms import InputPolicy, target_size
 
 #: Bytes of activations per network-input pixel at the forward pass's peak: an upper-bound style
@@ -41,8 +41,6 @@ def estimate_bytes(spec, policy: InputPolicy, width: int, height: int) -> tuple[
 def check_memory(spec, policy: InputPolicy, paths: list[Path], max_pixels: int | None,
                  budget: int | None = None) -> str | None:
     """A warning when the largest input is estimated to exceed ``budget`` bytes (default: 80 % of RAM)."""
-    from PIL import Image
-
     limit = budget
     if limit is None:
         ram = total_memory()
@@ -52,10 +50,7 @@ def check_memory(spec, policy: InputPolicy, paths: list[Path], max_pixels: int |
     largest, size = None, (0, 0)
     for path in paths:
         try:
-            if not stat.S_ISREG(os.stat(path).st_mode):
-                continue  # opening a FIFO would block; the reader reports it
-            with Image.open(path) as img:
-                w, h = img.size
+            w, h = header_size(path)  # refuses a FIFO before opening it (opening would block)
         except Exception:  # unreadable files are reported by the reader, not here
             continue
         if max_pixels and w * h > max_pixels:

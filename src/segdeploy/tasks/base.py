@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import math
+
 import numpy as np
 
 from segdeploy.core.errors import UsageError
@@ -91,6 +93,43 @@ def resize_float(array: np.ndarray, height: int, width: int) -> np.ndarray:
         chunk = np.ascontiguousarray(array[start:start + 4].transpose(1, 2, 0), dtype=np.float32)
         resized = cv2.resize(chunk, (width, height), interpolation=cv2.INTER_LINEAR)
         out[start:start + 4] = resized.reshape(height, width, -1).transpose(2, 0, 1)
+    return out
+
+
+#: Outputs up to this many pixels are resized whole; larger ones a band of rows at a time.
+BANDED_RESIZE_PIXELS = 1 << 24
+
+
+def resize_u8_pil(array: np.ndarray, width: int, height: int, resample) -> np.ndarray:
+    """PIL's resize of an HxW uint8 array; a large output is made a band of rows at a time.
+
+    A whole resize holds the PIL result and its array copy at once (288 MB for a 144-megapixel
+    mask). Pillow resizes in two passes, rows to the new width and then columns to the new height;
+    here the first pass is made whole (source height x new width, a few MB) and the second a band
+    of output rows at a time, from the rows under the band (``box``). Pillow reads ``box`` as 32-bit
+    floats and places output row ``i`` at ``box_top + (i + 0.5) * scale``, so the bands give the
+    whole resize's bytes only where each band's top maps to a source row a float holds exactly with
+    the scale unchanged: band tops are multiples of the odd part of ``height / gcd(height, source
+    height)``. Where that unit is too tall, the resize is whole. ``tests/test_tasks_resize.py``
+    compares bands with whole resizes.
+    """
+    from PIL import Image
+
+    source = Image.fromarray(np.ascontiguousarray(array))
+    in_height = array.shape[0]
+    unit = height // math.gcd(height, in_height)
+    while unit % 2 == 0:
+        unit //= 2
+    rows = unit * max(1, (1 << 22) // max(1, width * unit))  # about 4 MB of output a band
+    if height * width <= BANDED_RESIZE_PIXELS or rows >= height:
+        return np.asarray(source.resize((width, height), resample=resample))
+    widened = source.resize((width, in_height), resample=resample)
+    out = np.empty((height, width), dtype=np.uint8)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        box = (0, top * in_height / height, width, bottom * in_height / height)
+        band = widened.resize((width, bottom - top), resample=resample, box=box)
+        out[top:bottom] = np.frombuffer(band.tobytes(), np.uint8).reshape(bottom - top, width)
     return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segdeploy.tasks.base import FidelityMeasure, Prediction, Task, mask_iou, resize_float
+from segdeploy.tasks.base import FidelityMeasure, Prediction, Task, mask_iou, resize_float, resize_u8_pil
 
 
 class SaliencyTask(Task):
@@ -40,8 +40,7 @@ class SaliencyTask(Task):
             # u2net_test.py save_output: Image.fromarray(pred*255).convert('RGB') truncates to 8 bits,
             # then resizes to the original (W, H) with BILINEAR.
             u8 = np.clip(pred * 255.0, 0, 255).astype(np.uint8)
-            mask = np.asarray(Image.fromarray(u8).resize((width, height), resample=Image.Resampling.BILINEAR))
-            mask = np.ascontiguousarray(mask)
+            mask = resize_u8_pil(u8, width, height, Image.Resampling.BILINEAR)
             return Prediction(mask=mask, lazy_map=lambda: mask.astype(np.float32) / np.float32(255.0))
         prob = np.clip(resize_float(pred[None].astype(np.float32), height, width)[0], 0.0, 1.0)
         return Prediction(map=prob, mask=np.round(prob * 255).astype(np.uint8))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import (BackendsHelp, backend_name, count, device_name, int_list, model_argument,
+from segdeploy.cli.common import (make_console, BackendsHelp, backend_name, count, device_name, int_list, model_argument,
                                   positive_number, precision_or_auto, size_hw, torch_arguments, torch_options,
                                   weights_argument)
 
@@ -79,7 +79,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from segdeploy.backends import is_auto, open_runtime
@@ -89,8 +88,8 @@ def run(args) -> int:
     from segdeploy.engine.writers import atomic_write_text
 
     spec = get_spec(args.model)
-    err = Console(stderr=True)
-    out = Console()
+    err = make_console(stderr=True)
+    out = make_console()
     runtime = None
     options = torch_options(args)
     if is_auto(args.backend) or args.precision == "auto":

@@ -15,6 +15,16 @@ class BackendsHelp(str):
         return str(self).replace("{backends}", " | ".join(backend_names())) % params
 
 
+def make_console(stderr: bool = False):
+    """A rich console that wraps lines only on a terminal: into a file or a pipe each message stays on
+    one line, so that a log can be searched for what it says."""
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    console.soft_wrap = not console.is_terminal
+    return console
+
+
 def model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="registry name (see 'segdeploy list')")
 
@@ -173,8 +183,6 @@ class OneLineParser(argparse.ArgumentParser):
     argparse's default prints the whole usage block first."""
 
     def error(self, message: str):  # noqa: D401 - argparse's hook
-        import sys
-
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import (BackendsHelp, backend_list, count, csv_list, device_name, model_argument,
+from segdeploy.cli.common import (make_console, BackendsHelp, backend_list, count, device_name, model_argument,
                                   precision_list, size_hw, weights_argument)
 from segdeploy.core.errors import exit_code_table
 
@@ -108,14 +108,13 @@ def parse_tolerances(items: list[str]) -> dict:
 
 
 def run(args) -> int:
-    from rich.console import Console
 
     from segdeploy.backends import backend_names
     from segdeploy.core.errors import UsageError
     from segdeploy.verify.compare import compare, write_report
 
-    console = Console()
-    err = Console(stderr=True)
+    console = make_console()
+    err = make_console(stderr=True)
     say = (lambda message: None) if args.quiet else (lambda message: err.print(f"[dim]{message}[/]", highlight=False))
     tolerances = parse_tolerances(args.tolerance)
     common = dict(

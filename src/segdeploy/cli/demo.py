@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from segdeploy.cli.common import make_console
 from segdeploy.cli.run import add_run_arguments
 from segdeploy.recipes.demo_run import (
     DEMO_BACKENDS,
@@ -80,7 +81,6 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from rich.console import Console
     from rich.panel import Panel
 
     from segdeploy.backends import auto_choice
@@ -89,7 +89,7 @@ def run(args) -> int:
     from segdeploy.cli.run import RichReporter
     from segdeploy.report.document import read_document
 
-    console = Console()
+    console = make_console()
     started = time.perf_counter()
     run_dir = Path(args.run_dir or "runs/demo")
     photos, folder, photo_note = _photos(args, run_dir, console)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import (count, model_argument, runtime_arguments, size_hw, torch_arguments, torch_options,
+from segdeploy.cli.common import (make_console, count, model_argument, runtime_arguments, size_hw, torch_arguments, torch_options,
                                   weights_argument)
 
 DESCRIPTION = """\
@@ -64,7 +64,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from segdeploy.jobs.evaluate import WsegOptions, evaluate, write_record
@@ -103,7 +102,7 @@ def run(args) -> int:
                           device=args.device, precision=args.precision, batch_size=args.batch_size, limit=args.limit,
                           save_masks=args.save_masks, layout_options=options, wseg=wseg, progress=not args.quiet,
                           seed=args.seed, runtime_options=torch_options(args))
-    console = Console()
+    console = make_console()
     table = Table(title=f"{record['model']} on {record['dataset'].get('dataset', args.dataset)}: "
                         f"{record['images_scored']} images scored, {record['images_skipped']} skipped")
     table.add_column("metric")

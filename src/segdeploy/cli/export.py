@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import count, model_argument, positive_number, size_hw, weights_argument
+from segdeploy.cli.common import count, model_argument, positive_number, size_hw, weights_argument, make_console
 
 DESCRIPTION = """\
 Export a model to ONNX (opset 17 by default) with a dynamic batch axis and, where the network
@@ -45,14 +45,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from segdeploy.convert.export import DEFAULT_PARITY_RTOL, ExportParityError, export_onnx
     from segdeploy.engine.writers import atomic_write_text
 
-    console = Console()
-    err = Console(stderr=True)
+    console = make_console()
+    err = make_console(stderr=True)
     try:
         result = export_onnx(
             args.model, args.weights, args.output, opset=args.opset, input_size=args.input_size,

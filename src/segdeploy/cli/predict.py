@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import (count, default_batch_size, model_argument, printable, runtime_arguments,
+from segdeploy.cli.common import (make_console, count, default_batch_size, model_argument, printable, runtime_arguments,
                                   torch_arguments, torch_options, weights_argument)
 from segdeploy.cli.video import VIDEO_HELP
 
@@ -146,7 +146,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
     from rich.markup import escape
 
     from segdeploy.core.errors import UsageError
@@ -166,7 +165,7 @@ def run(args) -> int:
     check_json_target(args.json)
     if args.onnx is None:
         resolve_weights(spec, args.weights)  # fail before scanning inputs, with advice on getting the checkpoint
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     max_size = "spec" if args.max_size is None else args.max_size
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
     common = dict(weights=args.weights, backend=args.backend, device=args.device, precision=args.precision,

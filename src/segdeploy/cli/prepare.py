@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from segdeploy.cli.common import count
+from segdeploy.cli.common import count, make_console
 
 
 def register(subparsers) -> None:
@@ -47,11 +47,10 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``segdeploy prepare``; returns the exit code (0 ok, 2 bad input)."""
-    from rich.console import Console
 
     from segdeploy.data import DatasetError, prepare_dsb2018
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     if getattr(args, "prepare_dataset", None) != "dsb2018":
         console.print("[red]error:[/red] choose a dataset to prepare: dsb2018")
         return 2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import count, model_argument, size_hw, weights_argument
+from segdeploy.cli.common import count, model_argument, size_hw, weights_argument, make_console
 
 DESCRIPTION = """\
 Quantize a model to int8 (ONNX QDQ: int8 per-channel symmetric weights, uint8 per-tensor
@@ -45,7 +45,6 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from rich.console import Console
 
     from segdeploy.convert.quantize import DEFAULT_OP_TYPES, quantize_onnx
 
@@ -56,7 +55,7 @@ def run(args) -> int:
     if args.onnx is None and args.weights is None:
         raise UsageError("nothing to quantize: add --weights FILE (the checkpoint to export and quantize; 'random' "
                          "for a trial) or --onnx FILE (an fp32 export)")
-    console = Console()
+    console = make_console()
     result = quantize_onnx(
         args.model, args.weights, args.calib, args.output, num_calib=args.num_calib, onnx_path=args.onnx,
         input_size=args.input_size, per_channel=not args.per_tensor, calibrate_method=args.calibrate_method,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import (BackendsHelp, backend_list, count, csv_list, device_name, int_list,
+from segdeploy.cli.common import (make_console, BackendsHelp, backend_list, count, csv_list, device_name, int_list,
                                   precision_list, size_hw)
 from segdeploy.core.errors import exit_code_table
 
@@ -200,11 +200,10 @@ def _dataset_options(items: list[str]) -> dict:
 
 
 def run(args) -> int:
-    from rich.console import Console
 
     from segdeploy.recipes.runner import Runner, resolve_options
 
-    console = Console(stderr=False)
+    console = make_console()
     options = resolve_options(
         args.recipe, weights=args.weights, data_root=args.data_root, model=args.model, dataset=args.dataset,
         device=args.device, backends=args.backends, precisions=args.precisions, batch_sizes=args.batch_sizes,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import (make_console, BackendsHelp, backend_name, count, device_name, int_list, model_argument,
-                                  positive_number, precision_or_auto, size_hw, torch_arguments, torch_options,
-                                  weights_argument)
+from segdeploy.cli.common import (BackendsHelp, backend_name, count, device_name, int_list, make_console,
+                                  model_argument, positive_number, precision_or_auto, size_hw, torch_arguments,
+                                  torch_options, weights_argument)
 
 DESCRIPTION = """\
 Measure throughput and per-batch latency of one model on one runtime and precision.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import (make_console, BackendsHelp, backend_list, count, device_name, model_argument,
+from segdeploy.cli.common import (BackendsHelp, backend_list, count, device_name, make_console, model_argument,
                                   precision_list, size_hw, weights_argument)
 from segdeploy.core.errors import exit_code_table
 
@@ -108,7 +108,6 @@ def parse_tolerances(items: list[str]) -> dict:
 
 
 def run(args) -> int:
-
     from segdeploy.backends import backend_names
     from segdeploy.core.errors import UsageError
     from segdeploy.verify.compare import compare, write_report

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import (make_console, count, model_argument, runtime_arguments, size_hw, torch_arguments, torch_options,
-                                  weights_argument)
+from segdeploy.cli.common import (count, make_console, model_argument, runtime_arguments, size_hw, torch_arguments,
+                                  torch_options, weights_argument)
 
 DESCRIPTION = """\
 Score a model on a dataset read as distributed (ECSSD, DUTS-TE, MSRA-B, HKU-IS, PASCAL-S,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import count, model_argument, positive_number, size_hw, weights_argument, make_console
+from segdeploy.cli.common import count, make_console, model_argument, positive_number, size_hw, weights_argument
 
 DESCRIPTION = """\
 Export a model to ONNX (opset 17 by default) with a dynamic batch axis and, where the network

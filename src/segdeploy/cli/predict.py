@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import (make_console, count, default_batch_size, model_argument, printable, runtime_arguments,
-                                  torch_arguments, torch_options, weights_argument)
+from segdeploy.cli.common import (count, default_batch_size, make_console, model_argument, printable,
+                                  runtime_arguments, torch_arguments, torch_options, weights_argument)
 from segdeploy.cli.video import VIDEO_HELP
 
 DESCRIPTION = """\

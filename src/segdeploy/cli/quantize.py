@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import count, model_argument, size_hw, weights_argument, make_console
+from segdeploy.cli.common import count, make_console, model_argument, size_hw, weights_argument
 
 DESCRIPTION = """\
 Quantize a model to int8 (ONNX QDQ: int8 per-channel symmetric weights, uint8 per-tensor

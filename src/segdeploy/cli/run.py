@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli.common import (make_console, BackendsHelp, backend_list, count, csv_list, device_name, int_list,
+from segdeploy.cli.common import (BackendsHelp, backend_list, count, csv_list, device_name, int_list, make_console,
                                   precision_list, size_hw)
 from segdeploy.core.errors import exit_code_table
 
@@ -200,7 +200,6 @@ def _dataset_options(items: list[str]) -> dict:
 
 
 def run(args) -> int:
-
     from segdeploy.recipes.runner import Runner, resolve_options
 
     console = make_console()

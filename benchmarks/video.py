@@ -6,7 +6,7 @@
    through ``predict`` (JPEG decode, ..., PNG encode + atomic write) and against the engine's pure
    rate (``Runtime.run`` on seeded random network inputs). One runtime object, one process; each
    measurement once, interleaved video → JPEG → pure, per round. Target: video ≥ 90 % of the JPEG rate.
-2. Memory: peak RSS of a ``segdeploy predict`` process (a child, measured with ``wait4``) on a
+2. Memory: peak RSS of a ``segdeploy predict`` process (a child; its own VmHWM, :mod:`segdeploy.bench.peak_rss`) on a
    generated 1080p clip (60 s by default). Target: < 1.5 GB.
 3. Flicker: a static clip with fresh noise on every frame, with and without ``--smooth 5``: the
    mean absolute frame-to-frame change of the mask, and each frame's mask IoU (>= 128) against the
@@ -158,7 +158,7 @@ def markdown(p: dict) -> str:
                      f"{r['pure_frames_per_s']:.2f} | **{r['video_frames_per_s'] / r['jpeg_images_per_s']:.0%}** | "
                      f"{r['video_frames_per_s'] / r['pure_frames_per_s']:.0%} | "
                      f"{'/'.join(map(str, r['load_before']))} → {'/'.join(map(str, r['load_after']))} |")
-    lines += ["", "## Memory", "", "`segdeploy predict` on each clip as a child process (peak RSS from `wait4`; "
+    lines += ["", "## Memory", "", "`segdeploy predict` on each clip as a child process (peak RSS: the child's own VmHWM; "
               "target < 1536 MB, not growing with the length):", ""]
     for m in mem:
         lines.append(f"- {m['clip']}: peak RSS **{m['peak_rss_mb']:.0f} MB**, exit {m['exit_status']}, {m['frames']} "

@@ -174,7 +174,7 @@ def _auto_export_failed(exc: Exception, selection, backend: str, onnx_path) -> b
 def _auto_after_failed_export(exc, model, device, weights, seed, spec, selection):
     """Say that the export failed its parity check, run PyTorch fp32 instead, and cache that."""
     from segdeploy.backends.auto import AutoChoice
-    from segdeploy.backends.auto_probe import describe_choice, record_fallback
+    from segdeploy.backends.auto_probe import record_fallback
 
     why = (f"PyTorch fp32: the ONNX export failed its parity check against PyTorch ({str(exc).splitlines()[0]}), "
            "so no ONNX runtime is used for these weights")
@@ -189,8 +189,8 @@ def _auto_after_failed_export(exc, model, device, weights, seed, spec, selection
             record_fallback(choice, "torch", "fp32", why)
         except (OSError, ValueError, TypeError):
             pass  # the cache is a shortcut; the next run would find the same failure and say so
-    runtime = _open(model, "torch", device, "fp32", weights, None, seed=seed, spec=spec, export_options=None,
-                    calib=None, num_calib=None)
+    runtime = open_configured(model, "torch", device, "fp32", weights, None, seed=seed, spec=spec,
+                              export_options=None, calib=None, num_calib=None)
     new = {**selection, "backend": "torch", "precision": "fp32", "why": why}
     new.pop("options", None)
     return runtime, new

@@ -61,7 +61,7 @@ def _judge_images(spec):
 
 def judge_packaged(module, spec, xml: Path, seed: int, say: Callable[[str], None]) -> ProbeRow:
     """Gate the packaged IR ``xml`` against PyTorch fp32 on the held-out photos."""
-    from segdeploy.backends import _open
+    from segdeploy.backends import open_configured as _open
     from segdeploy.backends.auto import auto_options
     from segdeploy.backends.auto_probe import _run_images
 

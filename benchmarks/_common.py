@@ -198,6 +198,7 @@ def run_variants(model: str, variants: list[Variant], *, batch_sizes: list[int],
     over rounds is the run-to-run noise a difference must exceed.
     """
     from segdeploy.bench.harness import benchmark
+    from segdeploy.bench.options import BenchOptions
 
     for v in variants:
         try:
@@ -212,9 +213,10 @@ def run_variants(model: str, variants: list[Variant], *, batch_sizes: list[int],
                 continue
             try:
                 log(f"[{model}] round {round_index + 1}/{repeats}: {v.label}")
-                report = benchmark(model, runtime=v.runtime, batch_sizes=batch_sizes, input_size=input_size,
-                                   warmup=warmup, iters=iters, duration=duration, device=device, label=v.label,
-                                   count_flops=round_index == 0, limit_images_per_s=limit_images_per_s)
+                options = BenchOptions(batch_sizes=batch_sizes, input_size=input_size, warmup=warmup, iters=iters,
+                                       duration=duration, device=device, label=v.label,
+                                       count_flops=round_index == 0, limit_images_per_s=limit_images_per_s)
+                report = benchmark(model, options, runtime=v.runtime)
                 v.reports.append(report)
             except Exception as exc:  # noqa: BLE001
                 v.error = f"{type(exc).__name__}: {exc}"

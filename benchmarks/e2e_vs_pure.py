@@ -57,14 +57,16 @@ def parse_args(argv=None):
 def measure(model: str, cfg: dict, args, folder: Path) -> dict:
     from segdeploy.backends import open_runtime
     from segdeploy.bench.harness import benchmark
+    from segdeploy.bench.options import BenchOptions
 
     runtime = open_runtime(model, args.backend, precision=args.precision, weights="random")
     before = load_average()
     rounds = []
     for r in range(args.rounds):
         print(f"[{model}] round {r + 1}/{args.rounds}", flush=True)
-        report = benchmark(model, runtime=runtime, batch_sizes=cfg["batch_sizes"], warmup=2,
-                           duration=args.duration, images=folder, count_flops=False, label=f"round {r + 1}")
+        options = BenchOptions(batch_sizes=cfg["batch_sizes"], warmup=2, duration=args.duration, images=folder,
+                               count_flops=False, label=f"round {r + 1}")
+        report = benchmark(model, options, runtime=runtime)
         rounds.append(report)
     after = load_average()
     rows = []

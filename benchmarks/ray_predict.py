@@ -95,20 +95,22 @@ def load() -> list[float]:
 
 
 def run_variant(name: str, images: Path, out: Path, workers: int | None, cpus: float, backend: str) -> dict:
+    from segdeploy.jobs.options import PredictOptions
     from segdeploy.jobs.predict import predict_files
 
     before = load()
     t0 = time.perf_counter()
     if workers is None:
-        summary = predict_files(MODEL, [str(images)], out, weights="random", backend=backend, progress=False)
+        options = PredictOptions.of(weights="random", backend=backend)
+        summary = predict_files(MODEL, [str(images)], out, options, progress=False)
         startup = 0.0
         job = summary.seconds
     else:
         from segdeploy.scale.cluster import RayOptions
         from segdeploy.scale.predict import predict_files_ray
 
-        summary = predict_files_ray(MODEL, [str(images)], out, options=RayOptions(workers=workers, cpus_per_worker=cpus),
-                                    weights="random", backend=backend, progress=False)
+        summary = predict_files_ray(MODEL, [str(images)], out, PredictOptions.of(weights="random", backend=backend),
+                                    ray=RayOptions(workers=workers, cpus_per_worker=cpus), progress=False)
         startup = summary.stages["ray"]["startup_s"]
         job = summary.seconds
     total = time.perf_counter() - t0

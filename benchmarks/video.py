@@ -80,11 +80,11 @@ def jpeg_folder(clip: Path, folder: Path) -> int:
 
 
 def speed(args, runtime, spec, tmp: Path) -> dict:
-    from segdeploy.engine.video_synth import make_clip
+    from segdeploy.engine.video_synth import ClipSpec, make_clip
     from segdeploy.jobs.predict import predict_files
     from segdeploy.jobs.video import VideoOptions, predict_clip
 
-    clip = make_clip(tmp / "speed720.mp4", seconds=args.speed_seconds, width=1280, height=720)
+    clip = make_clip(tmp / "speed720.mp4", ClipSpec(width=1280, height=720), seconds=args.speed_seconds)
     frames = jpeg_folder(clip, tmp / "jpegs")
     rounds = []
     for r in range(args.rounds):
@@ -103,9 +103,9 @@ def speed(args, runtime, spec, tmp: Path) -> dict:
 
 def memory(args, tmp: Path, seconds: float) -> dict:
     from segdeploy.bench.peak_rss import run_measured
-    from segdeploy.engine.video_synth import make_clip
+    from segdeploy.engine.video_synth import ClipSpec, make_clip
 
-    clip = make_clip(tmp / f"memory1080_{seconds:g}s.mp4", seconds=seconds, width=1920, height=1080)
+    clip = make_clip(tmp / f"memory1080_{seconds:g}s.mp4", ClipSpec(width=1920, height=1080), seconds=seconds)
     load = load_average()
     start = time.perf_counter()
     # the command's own peak (VmHWM): the rusage of a child forked from this process would include ours
@@ -120,11 +120,11 @@ def memory(args, tmp: Path, seconds: float) -> dict:
 
 
 def flicker(args, runtime, spec, tmp: Path) -> dict:
-    from segdeploy.engine.video_synth import make_clip
+    from segdeploy.engine.video_synth import ClipSpec, make_clip
     from segdeploy.jobs.video import FlickerMeter, video_masks
 
-    clip = make_clip(tmp / "static.mp4", seconds=args.flicker_seconds, width=640, height=360, static=True,
-                     noise=14.0, audio=False)
+    clip = make_clip(tmp / "static.mp4", ClipSpec(width=640, height=360, static=True, noise=14.0),
+                     seconds=args.flicker_seconds, audio=False)
     results, masks = {}, {}
     for window in (1, 5):
         meter, kept = FlickerMeter(), []

@@ -107,10 +107,11 @@ def rembg_round(proc, src: Path, dst: Path) -> float:
 
 
 def segdeploy_round(src: Path, dst: Path, runtime) -> float:
+    from segdeploy.jobs.options import PredictOptions
     from segdeploy.jobs.predict import predict_files
 
     t0 = time.perf_counter()
-    summary = predict_files("u2netp", [str(src)], dst, runtime=runtime, overwrite=True, progress=False)
+    summary = predict_files("u2netp", [str(src)], dst, PredictOptions(overwrite=True), runtime=runtime, progress=False)
     assert summary.written == 40, summary
     return summary.written / (time.perf_counter() - t0)
 

@@ -130,9 +130,9 @@ def main() -> int:
     from segdeploy.backends import open_runtime
     from segdeploy.convert.export_cache import cached_export
     from segdeploy.convert.nncf_quantize import nncf_quantize
-    from segdeploy.convert.quantize import calib_input, quantize_onnx
+    from segdeploy.convert.quantize import QuantizeOptions, calib_input, quantize_onnx
     from segdeploy.core.registry import get_spec
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
 
     torch.set_num_threads(args.threads)
     spec = get_spec("u2netp")
@@ -142,7 +142,7 @@ def main() -> int:
     fp32 = cached_export(module, None, spec=spec)
     work = Path(tempfile.mkdtemp(prefix="int8-u2netp-"))
     ref = work / "reference.npz"
-    compare(module, combos=[], images=judged, save_reference=ref)
+    compare(module, options=CompareOptions(combos=[], save_reference=ref), images=judged)
     sources = calib_sets(spec, args.num_calib)
     threads = {"threads": args.threads}
     x = calib_input(judged[0], spec)
@@ -162,8 +162,8 @@ def main() -> int:
             t0 = time.perf_counter()
             if kind == "qdq":
                 artifact = work / f"{name}-{calib_name}.onnx"
-                quantize_onnx(module, None, [i[0] for i in inputs], artifact, onnx_path=fp32, spec=spec,
-                              num_calib=len(inputs), **opts)
+                quantize_onnx(module, None, [i[0] for i in inputs], artifact,
+                              QuantizeOptions(num_calib=len(inputs), **opts), onnx_path=fp32, spec=spec)
             elif kind == "pkg-nncf":
                 artifact = nncf_quantize(fp32, spec, inputs, work / f"{name}-{calib_name}.xml")
             else:
@@ -171,7 +171,7 @@ def main() -> int:
             made = time.perf_counter() - t0
             rt = open_runtime(module, backend=backend, precision="int8", onnx_path=artifact, spec=spec,
                               **threads, **rt_opts)
-            report = compare(module, combos=[], images=judged, reference=ref, runtimes=[rt])
+            report = compare(module, options=CompareOptions(combos=[], reference=ref), images=judged, runtimes=[rt])
             row = report.rows[0]
             s = row.summary
             ips = images_per_second(rt, x, args.time_s) if args.time_s else None

@@ -33,7 +33,7 @@ def main() -> int:
     import trained_u2netp as tu
     from segdeploy.backends import open_runtime
     from segdeploy.core.registry import get_spec
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
 
     torch.set_num_threads(args.threads)
     load0 = os.getloadavg()
@@ -50,10 +50,10 @@ def main() -> int:
                                                                            resize_library="pil"))
         runtimes.append(open_runtime(module, backend="torch", precision="fp32", spec=nearest))
     combos = [tuple(c.split(":")) for c in args.combos.split(",") if c]
-    options = {b: {"threads": args.threads} for b in ("torch", "onnxruntime", "openvino")}
-    report = compare(module, combos=combos, images=[im for _, im in judge], calib=[im for _, im in calib],
-                     num_calib=len(calib), runtime_options=options, runtimes=runtimes, progress=print,
-                     allow_few_images=args.images < 16)
+    threads = {b: {"threads": args.threads} for b in ("torch", "onnxruntime", "openvino")}
+    options = CompareOptions(combos=combos, calib=[im for _, im in calib], num_calib=len(calib),
+                             runtime_options=threads, allow_few_images=args.images < 16)
+    report = compare(module, options=options, images=[im for _, im in judge], runtimes=runtimes, progress=print)
     report.render()
     data = report.to_dict()
     data["names"] = [name for name, _ in judge]

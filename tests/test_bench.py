@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from segdeploy.bench.harness import benchmark
+from segdeploy.bench.options import BenchOptions
 from segdeploy.bench.memory import host_peak_rss_bytes
 from segdeploy.bench.pure import MIN_BUFFERS, make_inputs
 from segdeploy.bench.records import BenchReport, load_report
@@ -49,7 +50,7 @@ class FakeRuntime:
 
 def _run(runtime, **kw):
     kw.setdefault("count_flops", False)
-    return benchmark("unetpp_dsb2018", runtime=runtime, **kw)
+    return benchmark("unetpp_dsb2018", BenchOptions(**kw), runtime=runtime)
 
 
 def test_pure_mode_counts_images_actually_processed():
@@ -116,8 +117,8 @@ def test_bad_settings(kwargs, message):
 
 def test_flops_and_limits_in_report():
     pytest.importorskip("torch")
-    report = benchmark("unetpp_dsb2018", runtime=FakeRuntime(), batch_sizes=[2], warmup=0, iters=2,
-                       limit_tflops=100.0, limit_images_per_s=1e6)
+    report = benchmark("unetpp_dsb2018", BenchOptions(batch_sizes=[2], warmup=0, iters=2, limit_tflops=100.0,
+                                                      limit_images_per_s=1e6), runtime=FakeRuntime())
     r = report.results[0]
     assert report.flops_per_image == pytest.approx(9.7e9, rel=0.005)
     assert r.achieved_tflops == pytest.approx(report.flops_per_image * r.images_per_s / 1e12)
@@ -313,8 +314,8 @@ def test_cuda_path_split_and_memory():
         def describe(self):
             return {"backend": "torch", "precision": "fp32", "device": "cuda"}
 
-    report = benchmark("unetpp_dsb2018", runtime=TorchCudaRuntime(), device="cuda", batch_sizes=[1, 8],
-                       warmup=2, iters=5, count_flops=False)
+    report = benchmark("unetpp_dsb2018", BenchOptions(device="cuda", batch_sizes=[1, 8], warmup=2, iters=5,
+                                                      count_flops=False), runtime=TorchCudaRuntime())
     for r in report.results:
         assert r.cuda_latency is not None and r.cuda_latency.count == 5
         assert r.device_peak_bytes > 0 and r.device_used_bytes > 0
@@ -379,8 +380,8 @@ def test_cuda_code_path_with_cpu_stand_in(monkeypatch, with_run_device):
 
     monkeypatch.setattr(bench, "CudaCounters", _CpuStandInForCuda)
     fake = DeviceFake() if with_run_device else FakeRuntime()
-    report = benchmark("unetpp_dsb2018", runtime=fake, device="cuda", batch_sizes=[1, 2], warmup=1, iters=4,
-                       count_flops=False, precision="fp16")
+    report = benchmark("unetpp_dsb2018", BenchOptions(device="cuda", batch_sizes=[1, 2], warmup=1, iters=4,
+                                                      count_flops=False, precision="fp16"), runtime=fake)
     for r in report.results:
         assert r.cuda_latency.count == r.latency.count == 4
         assert (r.device_peak_bytes, r.device_reserved_bytes, r.device_used_bytes) == (1000, 2000, 3000)
@@ -433,8 +434,8 @@ def test_cuda_split_comes_from_the_copies_run_really_does(monkeypatch):
 
     monkeypatch.setattr(bench, "CudaCounters", _CpuStandInForCuda)
     fake = SelectingFake()
-    report = benchmark("u2netp", runtime=fake, device="cuda", batch_sizes=[1], warmup=1, iters=5,
-                       count_flops=False, input_size=(32, 32))
+    report = benchmark("u2netp", BenchOptions(device="cuda", batch_sizes=[1], warmup=1, iters=5,
+                                              count_flops=False, input_size=(32, 32)), runtime=fake)
     split = report.results[0].split
     assert split.method == "run-events"
     assert (split.h2d_ms, split.compute_ms, split.d2h_ms) == (0.1, 4.0, 0.3)  # medians of the 5 timed calls

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from segdeploy.backends import available_backends  # noqa: E402
 from segdeploy.core.errors import UsageError  # noqa: E402
 from segdeploy.core.registry import get_spec, list_models  # noqa: E402
-from segdeploy.verify.compare import compare  # noqa: E402
+from segdeploy.verify.compare import CompareOptions, compare  # noqa: E402
 
 from tests.registry_params import model_params, small_size  # noqa: E402
 
@@ -61,8 +61,8 @@ def test_every_model_converts_faithfully_on_cpu_runtimes(name):
     # per-image min-max normalisation then blows float32 rounding up past the fp32 thresholds,
     # which are judged on trained weights (docs/verification.md).
     weights = None if get_spec(name).default_weights else "random"
-    report = compare(name, weights, combos=combos, images=_images(4, size, size), input_size=(size, size),
-                     allow_few_images=True)
+    report = compare(name, weights, CompareOptions(combos=combos, input_size=(size, size), allow_few_images=True),
+                     images=_images(4, size, size))
     by = {(r.backend, r.precision): r for r in report.rows}
     for key in combos[:2]:
         row = by[key]
@@ -100,8 +100,9 @@ def test_wrong_resize_mode_in_the_graph_fails_naming_image_and_output(tmp_path):
     assert changed
     bad = tmp_path / "nearest.onnx"
     onnx.save(model, str(bad))
-    report = compare("u2netp", "random", combos=[("onnxruntime", "fp32")], onnx_path=bad,
-                     images=_images(4, 64, 64), input_size=(64, 64), allow_few_images=True)
+    options = CompareOptions(combos=[("onnxruntime", "fp32")], onnx_path=bad, input_size=(64, 64),
+                             allow_few_images=True)
+    report = compare("u2netp", "random", options, images=_images(4, 64, 64))
     (row,) = report.rows
     assert row.status == "fail" and report.exit_code() == 3
     assert any(f.startswith("image ") and "d0 tensor error" in f for f in row.failures), row.failures
@@ -125,8 +126,8 @@ def test_a_runtime_that_raises_is_an_error_row_exit_4():
         def describe(self):
             return {}
 
-    report = compare(module, combos=[], runtimes=[Broken()], images=_images(2, 32, 32), input_size=(32, 32),
-                     allow_few_images=True)
+    report = compare(module, options=CompareOptions(combos=[], input_size=(32, 32), allow_few_images=True),
+                     runtimes=[Broken()], images=_images(2, 32, 32))
     (row,) = report.rows
     assert row.status == "error" and "infer failed on array0: RuntimeError: device lost" in row.reason
     assert report.exit_code() == 4
@@ -134,32 +135,34 @@ def test_a_runtime_that_raises_is_an_error_row_exit_4():
 
 def test_unavailable_rows_do_not_fail_unless_required():
     images = _images(2, 32, 32)
-    kwargs = dict(images=images, input_size=(32, 32), allow_few_images=True)
-    report = compare("unetpp_dsb2018", "random", backends=["torch"], precisions=["fp32", "int8"], **kwargs)
+    kwargs = dict(backends=["torch"], input_size=(32, 32), allow_few_images=True)
+    report = compare("unetpp_dsb2018", "random", CompareOptions(precisions=["fp32", "int8"], **kwargs), images=images)
     assert [r.status for r in report.rows] == ["pass", "unavailable"]
     assert "int8" in report.rows[1].reason and report.passed and report.exit_code() == 0
-    strict = compare("unetpp_dsb2018", "random", backends=["torch"], precisions=["int8"], require_all=True, **kwargs)
+    strict = compare("unetpp_dsb2018", "random", CompareOptions(precisions=["int8"], require_all=True, **kwargs),
+                     images=images)
     assert not strict.passed and strict.exit_code() == 3
 
 
 def test_nothing_compared_exits_2():
-    report = compare("unetpp_dsb2018", "random", backends=["torch"], precisions=["int8"], images=_images(2, 32, 32),
-                     input_size=(32, 32), allow_few_images=True)
+    options = CompareOptions(backends=["torch"], precisions=["int8"], input_size=(32, 32), allow_few_images=True)
+    report = compare("unetpp_dsb2018", "random", options, images=_images(2, 32, 32))
     assert report.rows[0].status == "unavailable" and report.exit_code() == 2
 
 
 @pytest.mark.skipif(not HAVE_ORT, reason="needs onnxruntime")
 def test_int8_without_calibration_images_is_judged_on_other_images():
     with pytest.raises(UsageError, match="calibrated on 4 of the 16 images and judged on the other 12"):
-        compare("unetpp_dsb2018", "random", combos=[("onnxruntime", "int8")], images=_images(16, 32, 32),
-                input_size=(32, 32))
+        compare("unetpp_dsb2018", "random", CompareOptions(combos=[("onnxruntime", "int8")], input_size=(32, 32)),
+                images=_images(16, 32, 32))
 
 
 def test_report_json_round_trip(tmp_path):
     from segdeploy.verify.compare import write_report
 
-    report = compare("unetpp_dsb2018", "random", backends=["torch"], precisions=["fp32"],
-                     images=_images(3, 32, 32), input_size=(32, 32), batch_size=2, allow_few_images=True)
+    options = CompareOptions(backends=["torch"], precisions=["fp32"], input_size=(32, 32), batch_size=2,
+                             allow_few_images=True)
+    report = compare("unetpp_dsb2018", "random", options, images=_images(3, 32, 32))
     path = write_report(report, tmp_path / "r.json")
     data = json.loads(path.read_text())
     assert data["model"] == "unetpp_dsb2018" and data["images"] == 3 and data["passed"] is True
@@ -176,8 +179,8 @@ def test_ground_truth_score_is_reported_per_row():
     images = _images(2, 32, 32)
     samples = [SimpleNamespace(id=str(i), image=im, mask=(im[..., 0] > 128).astype(np.uint8))
                for i, im in enumerate(images)]
-    report = compare(spec, "random", backends=["torch"], precisions=["fp32"], samples=samples, input_size=(32, 32),
-                     allow_few_images=True)
+    options = CompareOptions(backends=["torch"], precisions=["fp32"], input_size=(32, 32), allow_few_images=True)
+    report = compare(spec, "random", options, samples=samples)
     gt = report.rows[0].summary["ground_truth"]
     assert gt["measure"] == "gt_iou" and gt["images"] == 2 and gt["reference"] == pytest.approx(gt["candidate"])
 
@@ -267,6 +270,6 @@ def test_cli_help_lists_exit_codes(capsys):
 def test_named_in_memory_images_keep_their_names_in_the_report():
     """(name, array) pairs: a failing photo is named by its name, not by its position."""
     named = [(f"photo{k}", image) for k, image in enumerate(_images(2, 32, 32))]
-    report = compare("unetpp_dsb2018", "random", backends=["torch"], precisions=["fp32"], images=named,
-                     input_size=(32, 32), allow_few_images=True)
+    options = CompareOptions(backends=["torch"], precisions=["fp32"], input_size=(32, 32), allow_few_images=True)
+    report = compare("unetpp_dsb2018", "random", options, images=named)
     assert [im["id"] for im in report.to_dict()["rows"][0]["images"]] == ["photo0", "photo1"]

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from segdeploy.backends import open_runtime  # noqa: E402
 from segdeploy.backends import torch_preprocess as tp  # noqa: E402
 from segdeploy.core.registry import get_spec  # noqa: E402
-from segdeploy.engine.pipeline import stream_predictions  # noqa: E402
+from segdeploy.engine.pipeline import StreamOptions, stream_predictions  # noqa: E402
 from segdeploy.engine.transforms import preprocess  # noqa: E402
 
 
@@ -63,7 +63,7 @@ def test_trained_u2netp_masks_agree_with_host_preprocessing(photos):
     def masks(runtime):
         out = {}
         for outcome in stream_predictions(range(len(photos)), lambda i: photos[i], runtime, runtime.spec,
-                                          batch_size=2):
+                                          options=StreamOptions(batch_size=2)):
             assert outcome.ok, outcome.error
             out[outcome.item] = outcome.prediction
         return out
@@ -82,7 +82,9 @@ def test_trained_u2netp_masks_agree_with_host_preprocessing(photos):
 def test_batches_of_mixed_sizes_and_reduced_photos_keep_their_shapes(photos):
     runtime = open_runtime("u2netp", "torch", weights="random", device_preprocess=True)
     images = [photos[0], photos[0][:100, :150].copy(), photos[1]]
-    results = list(stream_predictions(range(3), lambda i: images[i], runtime, runtime.spec, batch_size=3))
+    results = list(
+        stream_predictions(range(3), lambda i: images[i], runtime, runtime.spec, options=StreamOptions(batch_size=3))
+    )
     assert [r.prediction.mask.shape for r in results] == [im.shape[:2] for im in images]
     assert [r.item for r in results] == [0, 1, 2]
 

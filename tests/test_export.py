@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from segdeploy.convert.export import ExportParityError, export_onnx, sidecar_path  # noqa: E402
+from segdeploy.convert.export import ExportOptions, ExportParityError, export_onnx, sidecar_path  # noqa: E402
 from segdeploy.convert.export_cache import cached_export  # noqa: E402
 from segdeploy.convert.onnx_info import is_quantized, read_metadata  # noqa: E402
 from segdeploy.zoo import create_model  # noqa: E402
@@ -165,12 +165,12 @@ def test_parity_failure_writes_no_onnx_and_names_the_output(tmp_path, monkeypatc
 
 def test_export_rejects_sizes_the_network_cannot_take(tmp_path):
     with pytest.raises(ValueError, match="divisible by 16"):
-        export_onnx("unetpp_dsb2018", "random", tmp_path / "x.onnx", input_size=(40, 40))
+        export_onnx("unetpp_dsb2018", "random", tmp_path / "x.onnx", ExportOptions(input_size=(40, 40)))
 
 
 def test_static_export_fixes_the_axes(tmp_path):
-    result = export_onnx(_Tiny().eval(), None, tmp_path / "s.onnx", spec=TINY_SPEC, input_size=(24, 40),
-                         dynamic_batch=False, dynamic_spatial=False)
+    options = ExportOptions(input_size=(24, 40), dynamic_batch=False, dynamic_spatial=False)
+    result = export_onnx(_Tiny().eval(), None, tmp_path / "s.onnx", options, spec=TINY_SPEC)
     dims = [d.dim_param or d.dim_value for d in onnx.load(result.path).graph.input[0].type.tensor_type.shape.dim]
     assert dims == [2, 3, 24, 40]
     assert result.dynamic_axes == {} and result.parity.passed
@@ -265,7 +265,7 @@ def test_every_registry_model_exports_with_parity(name, tmp_path_factory):
 def test_dynamo_exporter_writes_opset_18_with_parity(tmp_path):
     torch.manual_seed(0)
     module = _Tiny().eval()
-    result = export_onnx(module, None, tmp_path / "d.onnx", spec=TINY_SPEC, exporter="dynamo")
+    result = export_onnx(module, None, tmp_path / "d.onnx", ExportOptions(exporter="dynamo"), spec=TINY_SPEC)
     assert result.exporter == "dynamo" and result.opset == 18  # it implements opset >= 18 only
     assert result.parity.passed and result.parity.max_rel < 1e-4
     session = ort.InferenceSession(result.path, providers=["CPUExecutionProvider"])

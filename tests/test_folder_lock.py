@@ -18,6 +18,7 @@ from PIL import Image
 from segdeploy.core.errors import UsageError
 from segdeploy.core.registry import get_spec
 from segdeploy.jobs.folder_lock import LOCK_NAME
+from segdeploy.jobs.options import PredictOptions
 from segdeploy.jobs.plan import plan_predict_job
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -33,8 +34,8 @@ def photos(tmp_path):
 
 
 def _plan(photos, out, seed=0, log=None):
-    return plan_predict_job(get_spec("u2netp"), [str(photos)], out, weights="random", seed=seed, backend="torch",
-                            log=log)
+    options = PredictOptions.of(weights="random", seed=seed, backend="torch")
+    return plan_predict_job(get_spec("u2netp"), [str(photos)], out, options, log=log)
 
 
 def test_a_run_with_other_settings_is_refused_while_the_folder_is_held(photos, tmp_path):
@@ -99,8 +100,9 @@ def test_a_killed_holder_frees_the_folder(photos, tmp_path):
     out = tmp_path / "out"
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom segdeploy.core.registry import get_spec\n"
-         "from segdeploy.jobs.plan import plan_predict_job\n"
-         f"p = plan_predict_job(get_spec('u2netp'), [{str(photos)!r}], {str(out)!r}, weights='random', seed=9)\n"
+         "from segdeploy.jobs.options import PredictOptions\nfrom segdeploy.jobs.plan import plan_predict_job\n"
+         f"p = plan_predict_job(get_spec('u2netp'), [{str(photos)!r}], {str(out)!r},"
+         " PredictOptions.of(weights='random', seed=9))\n"
          "print('held', flush=True)\ntime.sleep(60)\n"],
         stdout=subprocess.PIPE, text=True, env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"})
     assert holder.stdout.readline().strip() == "held"

@@ -158,15 +158,15 @@ def test_nearest_resize_fault_fails_the_fp32_gate(one_thread):
     from segdeploy.backends import open_runtime
     from segdeploy.convert.export import spec_with_input_size
     from segdeploy.core.registry import get_spec
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
     from segdeploy.zoo import create_model
 
     spec = spec_with_input_size(get_spec("unetpp_dsb2018"), (32, 32))
     module = create_model(spec, "random")
     nearest = dataclasses.replace(spec, preprocess=dataclasses.replace(spec.preprocess, interpolation="nearest"))
     faulty = open_runtime(module, backend="torch", precision="fp32", spec=nearest)
-    report = compare(module, combos=[("torch", "fp32")], runtimes=[faulty], images=_photos(16), input_size=(32, 32),
-                     batch_size=4)
+    options = CompareOptions(combos=[("torch", "fp32")], input_size=(32, 32), batch_size=4)
+    report = compare(module, options=options, runtimes=[faulty], images=_photos(16))
     good, bad = report.rows
     assert good.status == "pass" and good.judged == 16
     assert bad.status == "fail" and report.exit_code() == 3
@@ -192,13 +192,14 @@ def test_fp16_overflow_fault_fails_naming_nan_or_inf(one_thread):
     from segdeploy.backends import open_runtime
     from segdeploy.convert.export import spec_with_input_size
     from segdeploy.core.registry import get_spec
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
     from segdeploy.zoo import create_model
 
     spec = spec_with_input_size(get_spec("unetpp_dsb2018"), (32, 32))
     module = create_model(spec, "random")
     faulty = _Fp16Overflow(open_runtime(module, backend="torch", precision="fp32", spec=spec))
-    report = compare(module, combos=[], runtimes=[faulty], images=_photos(16), input_size=(32, 32), batch_size=4)
+    options = CompareOptions(combos=[], input_size=(32, 32), batch_size=4)
+    report = compare(module, options=options, runtimes=[faulty], images=_photos(16))
     (row,) = report.rows
     assert row.status == "fail" and report.exit_code() == 3
     assert any(f.startswith("image ") and "logits has" in f and "Inf" in f for f in row.failures), row.failures
@@ -209,12 +210,12 @@ def test_real_fp16_overflow_fails_naming_nan_or_inf(one_thread):
     """Inputs scaled past fp16's range (65504): PyTorch fp16 overflows to Inf / NaN and the row fails."""
     from segdeploy.convert.export import spec_with_input_size
     from segdeploy.core.registry import get_spec
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
 
     spec = spec_with_input_size(get_spec("unetpp_dsb2018"), (32, 32))
     spec = dataclasses.replace(spec, preprocess=dataclasses.replace(spec.preprocess, post_divide=1e-6))
-    report = compare(spec, "random", combos=[("torch", "fp16")], images=_photos(4), batch_size=4,
-                     allow_few_images=True)
+    options = CompareOptions(combos=[("torch", "fp16")], batch_size=4, allow_few_images=True)
+    report = compare(spec, "random", options, images=_photos(4))
     (row,) = report.rows
     if row.status == "unavailable":
         pytest.skip(row.reason)
@@ -223,12 +224,13 @@ def test_real_fp16_overflow_fails_naming_nan_or_inf(one_thread):
 
 
 def test_too_few_images_is_a_usage_error_unless_allowed(one_thread):
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
 
+    options = CompareOptions(combos=[("torch", "fp32")], input_size=(32, 32))
     with pytest.raises(UsageError, match="at least 16 images; 3 given.*--allow-few-images"):
-        compare("unetpp_dsb2018", "random", combos=[("torch", "fp32")], images=_photos(3), input_size=(32, 32))
-    report = compare("unetpp_dsb2018", "random", combos=[("torch", "fp32")], images=_photos(3), input_size=(32, 32),
-                     allow_few_images=True)
+        compare("unetpp_dsb2018", "random", options, images=_photos(3))
+    allowed = dataclasses.replace(options, allow_few_images=True)
+    report = compare("unetpp_dsb2018", "random", allowed, images=_photos(3))
     assert report.few_images and report.rows[0].judged == 3
     assert any("only 3 images judged" in n for n in report.notes)
     assert report.to_dict()["few_images"] is True
@@ -242,16 +244,17 @@ def test_trained_u2netp_on_real_photos_passes_fp32_and_fails_int8(one_thread, tm
     from tests import trained_u2netp as tu
 
     from segdeploy.backends import available_backends
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
 
     if available_backends()["onnxruntime"] is not None:
         pytest.skip("needs onnxruntime")
     monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path / "cache"))
     module = tu.trained_u2netp()
     photos = tu.real_photos()
-    report = compare(module, combos=[("onnxruntime", "fp32"), ("onnxruntime", "int8")],
-                     images=[im for _, im in photos[:16]], calib=[im for _, im in photos[16:]], num_calib=16,
-                     runtime_options={"onnxruntime": {"threads": 1}})
+    options = CompareOptions(combos=[("onnxruntime", "fp32"), ("onnxruntime", "int8")],
+                             calib=[im for _, im in photos[16:]], num_calib=16,
+                             runtime_options={"onnxruntime": {"threads": 1}})
+    report = compare(module, options=options, images=[im for _, im in photos[:16]])
     fp32, int8 = report.rows
     assert fp32.status == "pass", fp32.failures
     assert fp32.summary["measures"]["mask_iou"]["worst"] > 0.999

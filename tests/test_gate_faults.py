@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 from segdeploy.backends import open_runtime  # noqa: E402
 from segdeploy.convert.export import spec_with_input_size  # noqa: E402
 from segdeploy.core.registry import get_spec  # noqa: E402
-from segdeploy.verify.compare import compare  # noqa: E402
+from segdeploy.verify.compare import CompareOptions, compare  # noqa: E402
 from segdeploy.zoo import create_model  # noqa: E402
 
 SIZE = (64, 64)
@@ -49,7 +49,8 @@ def _judge(module, spec, runtimes):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return compare(module, combos=[], runtimes=runtimes, images=_photos(), input_size=SIZE, batch_size=8)
+        options = CompareOptions(combos=[], input_size=SIZE, batch_size=8)
+        return compare(module, options=options, runtimes=runtimes, images=_photos())
     finally:
         torch.set_num_threads(before)
 

@@ -36,13 +36,15 @@ def test_device_cuda_on_a_cpu_only_build_is_a_usage_error(tmp_path, capsys):
 @pytest.mark.parametrize("mode,precision", [("eager", "fp16"), ("cudagraphs", "fp16"), ("compile", "fp16"),
                                             ("eager", "bf16"), ("eager", "tf32"), ("cudagraphs", "bf16")])
 def test_every_mode_and_precision_passes_the_gate(mode, precision):
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
 
     options = {"mode": mode, "channels_last": True}
     if mode == "compile":
         options["compile_mode"] = "default"  # the quickest inductor build; the graph is the same
-    report = compare("unetpp_dsb2018", "random", backends=["torch"], precisions=[precision], images=_photos(4),
-                     device="cuda", allow_few_images=True, runtime_options={"torch": options})
+    report = compare("unetpp_dsb2018", "random", CompareOptions(backends=["torch"], precisions=[precision],
+                                                                device="cuda", allow_few_images=True,
+                                                                runtime_options={"torch": options}),
+                     images=_photos(4))
     row = report.rows[0]
     assert row.status == "pass", (row.failures, row.reason)
     assert row.runtime["mode"] == mode and row.runtime["channels_last"] is True

@@ -66,9 +66,10 @@ def _judged_by_auto(used, precision="fp32"):
 
 
 def test_a_ray_worker_judges_auto_with_the_cli_gate(gates_used):
+    from segdeploy.jobs.options import RuntimeRequest
     from segdeploy.scale.workers import PredictActor
 
-    actor = PredictActor(MODEL, {"backend": "auto", "weights": "random", "precision": "fp32"}, 1,
+    actor = PredictActor(MODEL, RuntimeRequest(backend="auto", weights="random", precision="fp32"), 1,
                          cutout=False, save_prob=False)
     assert actor.runtime.selection["source"] == "probe"
     judged = _judged_by_auto(gates_used)
@@ -78,9 +79,10 @@ def test_a_ray_worker_judges_auto_with_the_cli_gate(gates_used):
 
 def test_the_server_judges_auto_and_its_choice_with_the_cli_gate(gates_used):
     from segdeploy.serve.config import ServeConfig
+    from segdeploy.jobs.options import RuntimeRequest
     from segdeploy.serve.service import ModelService
 
-    service = ModelService.load(MODEL, weights="random", backend="auto", precision="fp32",
+    service = ModelService.load(MODEL, RuntimeRequest(weights="random", backend="auto", precision="fp32"),
                                 config=ServeConfig(check_images=16, check_size=(32, 40), max_batch_size=1))
     assert service.runtimes[0].selection["source"] == "probe"
     auto_gates = _judged_by_auto(gates_used)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from segdeploy import get_spec
-from segdeploy.engine.pipeline import StageTimes, stream_predictions
+from segdeploy.engine.pipeline import StageTimes, StreamOptions, stream_predictions
 from tests.image_zoo import photo
 
 
@@ -31,7 +31,11 @@ def read(i):
 
 def test_order_errors_and_batching():
     runtime, times = FakeSaliencyRuntime(), StageTimes()
-    outs = list(stream_predictions(range(9), read, runtime, get_spec("u2netp"), batch_size=4, times=times, workers=2))
+    outs = list(
+        stream_predictions(
+            range(9), read, runtime, get_spec("u2netp"), options=StreamOptions(batch_size=4, workers=2), times=times
+        )
+    )
     assert [o.item for o in outs] == list(range(9))
     assert [o.ok for o in outs] == [i != 3 for i in range(9)]
     assert "unreadable #3" in str(outs[3].error)
@@ -50,7 +54,9 @@ def test_native_size_model_batches_only_equal_shapes():
             return [np.zeros((n, 20), np.float32), np.full((n, 21, h, w), 1 / 21, np.float32)]
 
     sizes = [(16, 16), (16, 16), (24, 16), (16, 16)]
-    outs = list(stream_predictions(sizes, lambda s: photo(*s), Rt(), get_spec("wseg_voc"), batch_size=8))
+    outs = list(
+        stream_predictions(sizes, lambda s: photo(*s), Rt(), get_spec("wseg_voc"), options=StreamOptions(batch_size=8))
+    )
     assert all(o.ok for o in outs)
     assert [s[0] for s in seen] == [2, 1, 1]
 
@@ -86,7 +92,7 @@ def test_failing_batch_is_retried_item_by_item():
 
     pipeline_module.preprocess_with_valid = tagged
     try:
-        outs = list(stream_predictions(items, read_tag, runtime, spec, batch_size=5))
+        outs = list(stream_predictions(items, read_tag, runtime, spec, options=StreamOptions(batch_size=5)))
     finally:
         pipeline_module.preprocess_with_valid = original
     assert [o.ok for o in outs] == [True, True, False, True, True]
@@ -107,7 +113,11 @@ def test_sink_errors_mark_item_failed_and_results_are_kept():
 
 def test_batch_size_must_be_positive():
     with pytest.raises(ValueError):
-        list(stream_predictions([1], read, FakeSaliencyRuntime(), get_spec("u2netp"), batch_size=0))
+        list(
+            stream_predictions(
+                [1], read, FakeSaliencyRuntime(), get_spec("u2netp"), options=StreamOptions(batch_size=0)
+            )
+        )
 
 
 def test_huge_batch_size_is_bounded_by_the_memory_budget():
@@ -115,8 +125,15 @@ def test_huge_batch_size_is_bounded_by_the_memory_budget():
     runtime = FakeSaliencyRuntime()
     per_item = 3 * 320 * 320 * 4 + 20 * 24 * 3  # network input + image
     budget = 6 * per_item
-    outs = list(stream_predictions(range(30), lambda i: photo(20, 24, seed=i), runtime, get_spec("u2netp"),
-                                   batch_size=100_000, memory_budget=budget, workers=2))
+    outs = list(
+        stream_predictions(
+            range(30),
+            lambda i: photo(20, 24, seed=i),
+            runtime,
+            get_spec("u2netp"),
+            options=StreamOptions(batch_size=100_000, memory_budget=budget, workers=2),
+        )
+    )
     assert all(o.ok for o in outs) and len(outs) == 30
     assert sum(runtime.batch_sizes) == 30
     assert max(runtime.batch_sizes) <= 3  # 2 x batch bytes ≥ budget → sent; never waits for 100000
@@ -140,8 +157,15 @@ def test_reading_ahead_stops_at_the_budget():
             return super().run(batch)
 
     per_item = 3 * 320 * 320 * 4 + 40 * 40 * 3
-    list(stream_predictions(range(40), read_counting, Rt(), get_spec("u2netp"), batch_size=1, workers=4,
-                            prefetch=32, memory_budget=3 * per_item))
+    list(
+        stream_predictions(
+            range(40),
+            read_counting,
+            Rt(),
+            get_spec("u2netp"),
+            options=StreamOptions(batch_size=1, workers=4, prefetch=32, memory_budget=3 * per_item),
+        )
+    )
     # at most the budget (3 items) plus the reads in flight when it was reached (≤ workers)
     assert peak[0] <= 3 + 4 + 1
 
@@ -172,14 +196,21 @@ def test_concurrent_runtime_keeps_calls_in_flight_and_order():
                     self.active -= 1
 
     runtime, times = Concurrent(), StageTimes()
-    outs = list(stream_predictions(range(12), read, runtime, get_spec("u2netp"), batch_size=2, times=times,
-                                   workers=2))
+    outs = list(
+        stream_predictions(
+            range(12), read, runtime, get_spec("u2netp"), options=StreamOptions(batch_size=2, workers=2), times=times
+        )
+    )
     assert [o.item for o in outs] == list(range(12))
     assert [o.ok for o in outs] == [i != 3 for i in range(12)]
     assert runtime.peak >= 2 and runtime.peak <= 3
     assert times.items == 12 and times.failed == 1 and sum(times.batch_sizes) == 11
     # the same predictions as one call at a time
-    serial = list(stream_predictions(range(12), read, FakeSaliencyRuntime(), get_spec("u2netp"), batch_size=2))
+    serial = list(
+        stream_predictions(
+            range(12), read, FakeSaliencyRuntime(), get_spec("u2netp"), options=StreamOptions(batch_size=2)
+        )
+    )
     for a, b in zip(outs, serial):
         assert (a.prediction is None) == (b.prediction is None)
         if a.prediction is not None:

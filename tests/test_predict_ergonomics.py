@@ -95,8 +95,8 @@ def test_int8_options_reach_the_runtime(jpg, tmp_path, monkeypatch):
 
     seen = {}
 
-    def capture(model, **kwargs):
-        seen.update(kwargs)
+    def capture(model, request):
+        seen.update(vars(request))
         raise RuntimeError("stop here")
 
     monkeypatch.setattr(session_module, "open_model_runtime", capture)

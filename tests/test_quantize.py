@@ -13,8 +13,8 @@ ort = pytest.importorskip("onnxruntime")
 
 from segdeploy.convert.export_cache import cached_export  # noqa: E402
 from segdeploy.convert.onnx_info import is_quantized, read_metadata  # noqa: E402
-from segdeploy.convert.quantize import cached_quantize, quantize_onnx  # noqa: E402
-from segdeploy.backends import available_backends, open_runtime  # noqa: E402
+from segdeploy.convert.quantize import QuantizeOptions, cached_quantize, quantize_onnx  # noqa: E402
+from segdeploy.backends import ArtifactOptions, available_backends, open_runtime  # noqa: E402
 
 HAVE_OV = available_backends()["openvino"] is None
 
@@ -42,7 +42,8 @@ def calib_dir(tmp_path_factory):
 def u2netp_int8(calib_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "u2netp.int8.onnx"
     fp32 = cached_export("u2netp", "random", input_size=(64, 64))
-    return quantize_onnx("u2netp", "random", calib_dir, out, onnx_path=fp32, input_size=(64, 64), num_calib=4)
+    return quantize_onnx("u2netp", "random", calib_dir, out, QuantizeOptions(input_size=(64, 64), num_calib=4),
+                         onnx_path=fp32)
 
 
 def test_quantized_file_is_qdq_with_metadata(u2netp_int8):
@@ -77,11 +78,11 @@ def test_int8_runs_on_openvino_in_int8(u2netp_int8):
 
 
 def test_compare_reports_int8_agreement_on_both_cpu_runtimes(u2netp_int8):
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
 
     combos = [("onnxruntime", "int8")] + ([("openvino", "int8")] if HAVE_OV else [])
-    report = compare("u2netp", "random", combos=combos, images=_images(4, 64, seed=2), input_size=(64, 64),
-                     int8_onnx=u2netp_int8.path, allow_few_images=True)
+    options = CompareOptions(combos=combos, input_size=(64, 64), int8_onnx=u2netp_int8.path, allow_few_images=True)
+    report = compare("u2netp", "random", options, images=_images(4, 64, seed=2))
     for row in report.rows:
         assert row.judged == 4, row.reason  # measured (a verdict either way: random weights prove nothing)
         measures = row.summary["measures"]
@@ -96,7 +97,7 @@ def test_open_runtime_quantizes_into_the_cache_from_calibration_images(calib_dir
 
     spec = spec_with_input_size(get_spec("unetpp_dsb2018"), (32, 32))
     rt = open_runtime("unetpp_dsb2018", "onnxruntime", precision="int8", weights="random", spec=spec,
-                      calib=calib_dir, num_calib=3, export_options={"input_size": (32, 32)})
+                      artifact=ArtifactOptions(export={"input_size": (32, 32)}, calib=calib_dir, num_calib=3))
     path = rt.describe()["onnx"]
     assert "-int8-" in path and rt.describe()["quantization"]["num_calib"] == 3
     again = cached_quantize(spec, "random", calib_dir, num_calib=3, spec=spec, export_options={"input_size": (32, 32)})
@@ -111,7 +112,7 @@ def test_calibration_errors_name_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         quantize_onnx("u2netp", "random", tmp_path / "nowhere", tmp_path / "x.onnx")
     with pytest.raises(ValueError, match="calibrate_method"):
-        quantize_onnx("u2netp", "random", empty, tmp_path / "x.onnx", calibrate_method="magic")
+        quantize_onnx("u2netp", "random", empty, tmp_path / "x.onnx", QuantizeOptions(calibrate_method="magic"))
 
 
 def test_cli_quantize(tmp_path, calib_dir, capsys):

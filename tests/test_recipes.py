@@ -7,7 +7,7 @@ import pytest
 
 from segdeploy.data import list_layouts
 from segdeploy.recipes.catalog import RECIPES, get_recipe, list_recipes
-from segdeploy.recipes.runner import resolve_options
+from segdeploy.recipes.options import RunRequest, resolve_options
 from segdeploy.core.registry import get_spec, list_models
 
 SHARED = Path("/work/shared")
@@ -74,37 +74,39 @@ def test_get_recipe_accepts_underscores_and_suggests():
 
 
 def test_cpu_defaults_are_modest_and_recorded():
-    options = resolve_options("u2net-ecssd", weights="random", device="cpu")
+    options = resolve_options("u2net-ecssd", asked=RunRequest(weights="random", device="cpu"))
     assert options.batch_sizes == RECIPES["u2net-ecssd"].cpu_batch_sizes
     assert options.precisions == ("fp32",)
     assert options.bench_iters <= 5 and options.bench_warmup <= 1
     assert options.model == "u2net" and options.dataset == "ecssd" and options.data_root is None
-    cuda_like = resolve_options("u2net-ecssd", weights="random", device="cuda")
+    cuda_like = resolve_options("u2net-ecssd", asked=RunRequest(weights="random", device="cuda"))
     assert cuda_like.batch_sizes == (1, 4, 8, 16, 32, 64) and cuda_like.bench_iters == 50
 
 
 def test_weights_are_required_with_the_way_to_get_them():
     with pytest.raises(ValueError) as err:
-        resolve_options("unet-carvana", device="cpu")
+        resolve_options("unet-carvana", asked=RunRequest(device="cpu"))
     message = str(err.value)
     assert "unet_carvana_scale0.5_epoch2.pth" in message and "--weights random" in message
-    assert resolve_options("unetpp-bigmb", device="cpu").weights == "random"  # the guide's own choice
+    assert resolve_options("unetpp-bigmb", asked=RunRequest(device="cpu")).weights == "random"  # the guide's own choice
 
 
 def test_overrides_are_checked():
     with pytest.raises(ValueError, match="runs u2net, u2netp"):
-        resolve_options("u2net-ecssd", weights="random", device="cpu", model="unet_carvana")
+        resolve_options("u2net-ecssd", asked=RunRequest(weights="random", device="cpu", model="unet_carvana"))
     with pytest.raises(ValueError, match="no dataset step"):
-        resolve_options("unetpp-bigmb", device="cpu", dataset="ecssd")
+        resolve_options("unetpp-bigmb", asked=RunRequest(device="cpu", dataset="ecssd"))
     with pytest.raises(ValueError, match="unknown backend"):
-        resolve_options("u2net-ecssd", weights="random", device="cpu", backends=["tensorrt"])
+        resolve_options("u2net-ecssd", asked=RunRequest(weights="random", device="cpu", backends=["tensorrt"]))
     with pytest.raises(ValueError, match="unknown precision"):
-        resolve_options("u2net-ecssd", weights="random", device="cpu", precisions=["fp8"])
+        resolve_options("u2net-ecssd", asked=RunRequest(weights="random", device="cpu", precisions=["fp8"]))
     with pytest.raises(FileNotFoundError):
-        resolve_options("u2net-ecssd", weights="/nonexistent/u2net.pth", device="cpu")
-    options = resolve_options("unetpp-dsb2018", weights="random", device="cpu", model="unetpp_dsb2018")
+        resolve_options("u2net-ecssd", asked=RunRequest(weights="/nonexistent/u2net.pth", device="cpu"))
+    options = resolve_options(
+        "unetpp-dsb2018", asked=RunRequest(weights="random", device="cpu", model="unetpp_dsb2018")
+    )
     assert options.model == "unetpp_dsb2018"
-    options = resolve_options("u2net-ecssd", weights="random", device="cpu", dataset="msra-b")
+    options = resolve_options("u2net-ecssd", asked=RunRequest(weights="random", device="cpu", dataset="msra-b"))
     assert options.dataset == "msra-b"
 
 

@@ -67,14 +67,16 @@ def _verdict(report) -> list[tuple]:
 def test_reference_from_another_process_gives_the_direct_verdict(photos, saved, tmp_path):
     from segdeploy.convert.export import spec_with_input_size
     from segdeploy.core.registry import get_spec
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
     from segdeploy.zoo import create_model
 
     spec = spec_with_input_size(get_spec("unetpp_dsb2018"), (32, 32))
     module = create_model(spec, "random")
-    kwargs = dict(combos=[("torch", "fp32")], images=str(photos), input_size=(32, 32), batch_size=4)
-    direct = compare(module, runtimes=[_nearest_fault(module, spec)], **kwargs)
-    judged = compare(module, runtimes=[_nearest_fault(module, spec)], reference=saved, **kwargs)
+    kwargs = dict(combos=[("torch", "fp32")], input_size=(32, 32), batch_size=4)
+    direct = compare(module, options=CompareOptions(**kwargs), runtimes=[_nearest_fault(module, spec)],
+                     images=str(photos))
+    judged = compare(module, options=CompareOptions(reference=saved, **kwargs), runtimes=[_nearest_fault(module, spec)],
+                     images=str(photos))
     assert [r.status for r in direct.rows] == ["pass", "fail"]
     assert _verdict(judged) == _verdict(direct)  # same statuses, failures (image + measure) and measures
     assert judged.exit_code() == direct.exit_code() == 3
@@ -105,26 +107,26 @@ def test_reference_file_holds_ids_outputs_and_fingerprints(saved, photos):
 
 
 def test_reference_from_other_weights_is_refused_naming_weights(saved, photos):
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
 
+    options = CompareOptions(seed=1, combos=[("torch", "fp32")], input_size=(32, 32), reference=saved)
     with pytest.raises(UsageError, match=r"made with other weights \(sha256") as info:
-        compare("unetpp_dsb2018", "random", seed=1, combos=[("torch", "fp32")], images=str(photos),
-                input_size=(32, 32), reference=saved)
+        compare("unetpp_dsb2018", "random", options, images=str(photos))
     assert "preprocessing/decoding" not in str(info.value)
 
 
 def test_reference_from_other_preprocessing_is_refused_naming_it(saved, photos):
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
 
+    options = CompareOptions(combos=[("torch", "fp32")], input_size=(48, 48), reference=saved)
     with pytest.raises(UsageError, match="made with other preprocessing/decoding") as info:
-        compare("unetpp_dsb2018", "random", combos=[("torch", "fp32")], images=str(photos), input_size=(48, 48),
-                reference=saved)
+        compare("unetpp_dsb2018", "random", options, images=str(photos))
     assert "other weights" not in str(info.value)
 
 
 def test_an_image_the_reference_does_not_hold_is_refused(saved, photos, tmp_path):
     from segdeploy.engine.writers import write_png
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
     from tests.image_zoo import photo
 
     other = tmp_path / "other"
@@ -133,8 +135,8 @@ def test_an_image_the_reference_does_not_hold_is_refused(saved, photos, tmp_path
         (other / path.name).write_bytes(path.read_bytes())
     write_png(other / "p07.png", np.ascontiguousarray(photo(40, 62, seed=99)))  # same name, other pixels
     with pytest.raises(UsageError, match=r"p07\.png: not in the reference"):
-        compare("unetpp_dsb2018", "random", combos=[("torch", "fp32")], images=str(other), input_size=(32, 32),
-                reference=saved)
+        compare("unetpp_dsb2018", "random", CompareOptions(combos=[("torch", "fp32")], input_size=(32, 32),
+                                                           reference=saved), images=str(other))
 
 
 def test_not_a_reference_file_is_a_usage_error(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from segdeploy.backends import RuntimeUnavailable, backend_names, get_runtime_class, open_runtime
+from segdeploy.backends import ArtifactOptions, RuntimeUnavailable, backend_names, get_runtime_class, open_runtime
 from segdeploy.core.registry import get_spec, list_models, register_model, unregister_model
 from segdeploy.core.specs import Decode, ModelSpec, Preprocess
 from segdeploy.engine.transforms import decode, preprocess_with_valid
@@ -101,14 +101,14 @@ def test_a_forward_pass_decodes_to_the_image_size(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", model_params())
 def test_the_onnx_export_passes_compares_fp32_gate(name):
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
 
     if get_runtime_class("onnxruntime").is_available() is False:
         pytest.skip("onnxruntime is not installed")
     side = small_size(name)
     images = [np.random.default_rng(i).integers(0, 256, (side, side + 8, 3), dtype=np.uint8) for i in range(2)]
-    report = compare(name, weights="random", backends=["onnxruntime"], precisions=["fp32"], images=images,
-                     allow_few_images=True)
+    options = CompareOptions(backends=["onnxruntime"], precisions=["fp32"], allow_few_images=True)
+    report = compare(name, weights="random", options=options, images=images)
     assert [row.status for row in report.rows] == ["pass"], report.rows[0].failures
 
 
@@ -168,7 +168,7 @@ def test_backend_runs_int8_where_declared(backend, tiny_model):
     if cls.int8_quantizer() is None:
         pytest.skip(f"{backend}: none of {cls.int8_quantizers} is installed")
     calib = [np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8) for i in range(4)]
-    runtime = _open_or_skip(backend, precision="int8", calib=calib)
+    runtime = _open_or_skip(backend, precision="int8", artifact=ArtifactOptions(calib=calib))
     out = runtime.run(np.random.default_rng(2).standard_normal((1, 3, 32, 32), dtype=np.float32))
     assert out[0].shape == (1, 1, 32, 32) and np.isfinite(out[0]).all()
     assert runtime.describe()["precision"] == "int8"

@@ -81,7 +81,9 @@ def test_dsb2018_run_is_complete_and_valid(dsb_run):
     assert evaluated["label"] == "torch fp32" and record["images_scored"] == 2
     assert 0.0 <= record["metrics"]["iou"] <= 1.0
     # The published-vs-measured IoU row carries the evaluation's number, flagged not comparable.
-    (iou_row,) = [r for r in results["published_vs_measured"] if r["metric"] == "iou" and r["source"] == "seed guide 002"]
+    (iou_row,) = [
+        r for r in results["published_vs_measured"] if r["metric"] == "iou" and r["source"] == "seed guide 002"
+    ]
     assert iou_row["measured"] == record["metrics"]["iou"] and iou_row["comparable"] is False
     assert "random weights" in iou_row["reason"]
     assert any("Random weights" in w for w in results["warnings"])
@@ -200,9 +202,30 @@ def test_an_uninstalled_backend_is_skipped_not_failed(tmp_path, cache, monkeypat
 def test_u2net_recipe_with_small_model_and_input(tmp_path, cache):
     root = make_ecssd_tree(tmp_path / "ecssd", 4)
     run_dir = tmp_path / "run"
-    code = main(["run", "u2net-ecssd", "--data-root", str(root), "--weights", "random", "--model", "u2netp",
-                 "--model-input-size", "64", "--limit", "4", "--compare-images", "2", "--allow-few-images", "--backends",
-                 "torch,onnxruntime", "-o", str(run_dir), *SMALL])
+    code = main(
+        [
+            "run",
+            "u2net-ecssd",
+            "--data-root",
+            str(root),
+            "--weights",
+            "random",
+            "--model",
+            "u2netp",
+            "--model-input-size",
+            "64",
+            "--limit",
+            "4",
+            "--compare-images",
+            "2",
+            "--allow-few-images",
+            "--backends",
+            "torch,onnxruntime",
+            "-o",
+            str(run_dir),
+            *SMALL,
+        ]
+    )
     assert code == 0
     results = _results(run_dir)
     _assert_valid(results)
@@ -272,9 +295,10 @@ def test_an_onnx_artifact_corrupted_in_place_is_exported_again(tmp_path, cache):
 
 def test_unit_fingerprints_include_library_versions(tmp_path, monkeypatch):
     import segdeploy.convert.fingerprints as fingerprints
-    from segdeploy.recipes.runner import Runner, resolve_options
+    from segdeploy.recipes.options import RunRequest, resolve_options
+    from segdeploy.recipes.runner import Runner
 
-    runner = Runner(resolve_options("unetpp-dsb2018", weights="random", device="cpu"), tmp_path)
+    runner = Runner(resolve_options("unetpp-dsb2018", asked=RunRequest(weights="random", device="cpu")), tmp_path)
     before = runner._fp({"step": "x"})
     real = fingerprints.library_versions()
     monkeypatch.setattr(fingerprints, "library_versions", lambda: {**real, "onnxruntime": "0.0-upgraded"})

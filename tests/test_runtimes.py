@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from segdeploy.backends import (  # noqa: E402
+    ArtifactOptions,
     RuntimeUnavailable,
     available_backends,
     backend_names,
@@ -80,7 +81,8 @@ def test_onnx_backends_match_torch_in_fp32(backend, batch, reference, onnx_path)
 
 def test_onnx_backends_export_into_the_cache_without_onnx_path(batch, reference, onnx_path):
     _needs("onnxruntime")
-    rt = open_runtime("u2netp", "onnxruntime", weights="random", export_options={"input_size": (64, 64)})
+    rt = open_runtime("u2netp", "onnxruntime", weights="random",
+                      artifact=ArtifactOptions(export={"input_size": (64, 64)}))
     assert rt.describe()["onnx"] == str(onnx_path)  # the valid cached export is reused
     assert _rel(reference[0], rt.run(batch)[0]) < 1e-4
 
@@ -219,14 +221,17 @@ def test_physical_cores_is_positive():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
-@pytest.mark.parametrize("precision,options", [("fp16", {}), ("bf16", {}), ("fp16", {"channels_last": True, "cast": "half"}),
-                                               ("fp16", {"cuda_graph": True})])
+@pytest.mark.parametrize(
+    "precision,options",
+    [("fp16", {}), ("bf16", {}), ("fp16", {"channels_last": True, "cast": "half"}), ("fp16", {"cuda_graph": True})],
+)
 def test_torch_cuda_precisions_pass_compare(precision, options):
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
 
     images = [np.random.default_rng(i).integers(0, 256, (64, 80, 3), dtype=np.uint8) for i in range(4)]
-    report = compare("u2netp", "random", backends=["torch"], precisions=[precision], images=images, device="cuda",
-                     input_size=(64, 64), runtime_options={"torch": options}, allow_few_images=True)
+    compare_options = CompareOptions(backends=["torch"], precisions=[precision], device="cuda", input_size=(64, 64),
+                                     runtime_options={"torch": options}, allow_few_images=True)
+    report = compare("u2netp", "random", compare_options, images=images)
     row = report.rows[0]
     assert row.status == "pass", (row.failures, row.reason)
     assert row.runtime["device"] == "cuda"
@@ -236,12 +241,13 @@ def test_torch_cuda_precisions_pass_compare(precision, options):
 @pytest.mark.slow
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 def test_torch_cuda_compiled_passes_compare():
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
 
     images = [np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8) for i in range(2)]
-    report = compare("unetpp_dsb2018", "random", backends=["torch"], precisions=["fp16"], images=images,
-                     device="cuda", input_size=(64, 64), allow_few_images=True,
-                     runtime_options={"torch": {"compile": True, "compile_mode": "default"}})
+    options = CompareOptions(backends=["torch"], precisions=["fp16"], device="cuda", input_size=(64, 64),
+                             allow_few_images=True,
+                             runtime_options={"torch": {"compile": True, "compile_mode": "default"}})
+    report = compare("unetpp_dsb2018", "random", options, images=images)
     assert report.rows[0].status == "pass", report.rows[0].failures
 
 

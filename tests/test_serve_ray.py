@@ -18,6 +18,7 @@ def test_two_ray_replicas_serve_the_plain_servers_bytes(tmp_path, monkeypatch):
     serve = pytest.importorskip("ray.serve")
     httpx = pytest.importorskip("httpx")
     from segdeploy.serve import create_app
+    from segdeploy.jobs.options import RuntimeRequest
     from segdeploy.serve.config import ServeConfig
     from segdeploy.serve.ray_deploy import build_deployment
 
@@ -51,8 +52,9 @@ def test_two_ray_replicas_serve_the_plain_servers_bytes(tmp_path, monkeypatch):
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_deployment(MODEL, config=ServeConfig(**settings), weights="random", backend="torch",
-                                   replicas=2, cpus_per_replica=1.0), name="segdeploy", route_prefix="/")
+        serve.run(build_deployment(MODEL, RuntimeRequest(weights="random", backend="torch"),
+                                   config=ServeConfig(**settings), replicas=2, cpus_per_replica=1.0),
+                  name="segdeploy", route_prefix="/")
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 600
         while httpx.get(base + "/readyz", timeout=30).status_code != 200:

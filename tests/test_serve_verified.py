@@ -32,9 +32,11 @@ def _checks():
 
 
 def _report(path: Path, backend="torch", **options) -> Path:
-    from segdeploy.verify.compare import compare, write_report
+    from segdeploy.verify.compare import CompareOptions, compare, write_report
 
-    write_report(compare(MODEL, weights="random", combos=[(backend, "fp32")], images=_checks(), **options), path)
+    report = compare(MODEL, weights="random", options=CompareOptions(combos=[(backend, "fp32")], **options),
+                     images=_checks())
+    write_report(report, path)
     return path
 
 

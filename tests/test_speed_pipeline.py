@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from segdeploy.core.registry import get_spec
-from segdeploy.engine.pipeline import StageTimes, stream_predictions
+from segdeploy.engine.pipeline import StageTimes, StreamOptions, stream_predictions
 from segdeploy.engine.transforms import preprocess
 
 SPEC = get_spec("u2netp")
@@ -40,8 +40,17 @@ def test_pipeline_asks_only_for_the_output_decoding_reads_and_times_five_stages(
     rt = SelectingRuntime()
     times = StageTimes()
     written = []
-    outcomes = list(stream_predictions(_images(5), lambda im: im, rt, SPEC, batch_size=2, times=times,
-                                       sink=lambda item, image, pred: written.append(pred.mask.shape)))
+    outcomes = list(
+        stream_predictions(
+            _images(5),
+            lambda im: im,
+            rt,
+            SPEC,
+            options=StreamOptions(batch_size=2),
+            times=times,
+            sink=lambda item, image, pred: written.append(pred.mask.shape),
+        )
+    )
     assert all(o.ok for o in outcomes) and len(written) == 5
     assert rt.asked == [(0,)] * 3  # batches of 2, 2, 1
     stages = times.to_dict()
@@ -52,7 +61,7 @@ def test_pipeline_asks_only_for_the_output_decoding_reads_and_times_five_stages(
 
 def test_a_runtime_without_output_selection_still_works():
     rt = PlainRuntime()
-    outcomes = list(stream_predictions(_images(2), lambda im: im, rt, SPEC, batch_size=2))
+    outcomes = list(stream_predictions(_images(2), lambda im: im, rt, SPEC, options=StreamOptions(batch_size=2)))
     assert all(o.ok for o in outcomes) and rt.calls == 1
 
 

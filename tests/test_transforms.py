@@ -118,7 +118,7 @@ def test_input_policy_reduces_native_models_and_keeps_fixed_size_exact():
 
 
 def test_native_model_sees_reduced_input_and_writes_full_size_mask():
-    from segdeploy.engine.pipeline import stream_predictions
+    from segdeploy.engine.pipeline import StreamOptions, stream_predictions
 
     seen = []
 
@@ -129,10 +129,12 @@ def test_native_model_sees_reduced_input_and_writes_full_size_mask():
             return [np.zeros((n, 20), np.float32), np.full((n, 21, h, w), 1 / 21, np.float32)]
 
     image = photo(300, 1200)
-    out = list(stream_predictions([0], lambda _: image, Rt(), get_spec("wseg_voc"), max_side=400))
+    out = list(
+        stream_predictions([0], lambda _: image, Rt(), get_spec("wseg_voc"), options=StreamOptions(max_side=400))
+    )
     assert seen == [(1, 3, 104, 400)]  # 100 x 400 padded to a multiple of 8, aspect kept
     assert out[0].prediction.mask.shape == (300, 1200)
-    list(stream_predictions([0], lambda _: image, Rt(), get_spec("wseg_voc"), max_side=0))
+    list(stream_predictions([0], lambda _: image, Rt(), get_spec("wseg_voc"), options=StreamOptions(max_side=0)))
     assert seen[-1] == (1, 3, 304, 1200)
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 av = pytest.importorskip("av")
 
 from segdeploy.cli.main import main  # noqa: E402
-from segdeploy.engine.video_synth import make_clip  # noqa: E402
+from segdeploy.engine.video_synth import ClipSpec, make_clip  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 ORT = ("--backend", "onnxruntime")
@@ -45,7 +45,7 @@ def rate_of(path):
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """The acceptance clip: a disc moving over a gradient, 3 s at 25 fps, with an AAC tone."""
-    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", seconds=3.0, fps=25, width=160, height=120)
+    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", ClipSpec(width=160, height=120), seconds=3.0, fps=25)
 
 
 def test_mask_video_frames_equal_png_predictions_and_bgcolor_keeps_audio(clip, tmp_path, capsys):
@@ -95,7 +95,7 @@ def test_cutout_video_has_alpha_and_rotation_is_kept(session, tmp_path, suffix, 
     from segdeploy.jobs.video import VideoOptions
     from segdeploy.jobs.video_job import predict_video_file
 
-    source = make_clip(tmp_path / "turned.mp4", seconds=0.24, width=96, height=64, rotation=90)
+    source = make_clip(tmp_path / "turned.mp4", ClipSpec(width=96, height=64, rotation=90), seconds=0.24)
     target = tmp_path / f"cut{suffix}"
     clip = predict_video_file(session.spec, str(source), str(target), session.runtime, VideoOptions(cutout=True))
     assert clip.frames == 6 and target.exists()
@@ -113,8 +113,8 @@ def test_cutout_video_has_alpha_and_rotation_is_kept(session, tmp_path, suffix, 
 def test_smoothing_halves_flicker_on_a_static_noisy_clip(session, tmp_path):
     from segdeploy.jobs.video import FlickerMeter
 
-    source = make_clip(tmp_path / "still.mp4", seconds=1.0, width=160, height=120, static=True, noise=14.0,
-                       audio=False)
+    source = make_clip(tmp_path / "still.mp4", ClipSpec(width=160, height=120, static=True, noise=14.0),
+                       seconds=1.0, audio=False)
     plain = [mask for _, mask in session.video(source)]
     smooth = [mask for index, mask in session.video(source, smooth=5)]
     assert len(plain) == len(smooth) == 25
@@ -132,7 +132,7 @@ def test_smoothing_halves_flicker_on_a_static_noisy_clip(session, tmp_path):
 
 
 def _truncated_mkv(path: Path) -> Path:
-    whole = make_clip(path.with_name("whole.mkv"), seconds=1.0, width=96, height=64, audio=False)
+    whole = make_clip(path.with_name("whole.mkv"), ClipSpec(width=96, height=64), seconds=1.0, audio=False)
     data = whole.read_bytes()
     path.write_bytes(data[: int(len(data) * 0.5)])
     whole.unlink()
@@ -142,7 +142,7 @@ def _truncated_mkv(path: Path) -> Path:
 def test_damaged_clips_are_named_and_the_others_go_on(tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
-    make_clip(folder / "good.mp4", seconds=0.2, width=96, height=64)
+    make_clip(folder / "good.mp4", ClipSpec(width=96, height=64), seconds=0.2)
     (folder / "garbage.mp4").write_bytes(os.urandom(3000))
     _truncated_mkv(folder / "cut.mkv")
     Image.fromarray(np.full((40, 50, 3), 120, np.uint8)).save(folder / "photo.png")
@@ -171,7 +171,7 @@ def test_damaged_clips_are_named_and_the_others_go_on(tmp_path, capsys):
 
 
 def test_without_pyav_video_is_a_one_line_usage_error(tmp_path):
-    clip = make_clip(tmp_path / "c.mp4", seconds=0.12, width=32, height=32, audio=False)
+    clip = make_clip(tmp_path / "c.mp4", ClipSpec(width=32, height=32), seconds=0.12, audio=False)
     code = ("import sys; sys.modules['av'] = None\n"
             "from segdeploy.cli.main import build_parser, main\n"
             "build_parser(); assert 'av' not in sys.modules or sys.modules['av'] is None\n"
@@ -188,7 +188,7 @@ def test_without_pyav_video_is_a_one_line_usage_error(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_within_2_s_leaves_nothing_and_rerun_completes(tmp_path):
-    clip = make_clip(tmp_path / "long.mp4", seconds=6.0, width=320, height=240)
+    clip = make_clip(tmp_path / "long.mp4", ClipSpec(width=320, height=240), seconds=6.0)
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "segdeploy.cli.main", "predict", "u2netp", str(clip), "-o", str(out),
             "--backend", "onnxruntime", "--quiet"]

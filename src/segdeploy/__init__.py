@@ -30,11 +30,19 @@ _LAZY = {
     "predict": "segdeploy.jobs.predict",
     "Session": "segdeploy.jobs.session",
     "evaluate": "segdeploy.jobs.evaluate",
+    "predict_files": "segdeploy.jobs.predict",
+    "RuntimeRequest": "segdeploy.jobs.options",
+    "PredictOptions": "segdeploy.jobs.options",
+    "EvalOptions": "segdeploy.jobs.options",
     # backends, conversion, verification, benchmarks, recipes
     "open_runtime": "segdeploy.backends",
+    "ArtifactOptions": "segdeploy.backends",
     "export_onnx": "segdeploy.convert.export",
+    "ExportOptions": "segdeploy.convert.export",
     "compare": "segdeploy.verify.compare",
+    "CompareOptions": "segdeploy.verify.compare_plan",
     "benchmark": "segdeploy.bench.harness",
+    "BenchOptions": "segdeploy.bench.options",
     "run_recipe": "segdeploy.recipes.runner",
 }
 

@@ -16,6 +16,7 @@ from typing import Any
 from segdeploy.core.errors import UsageError
 from segdeploy.backends.base import (
     PRECISIONS,
+    ArtifactOptions,
     Runtime,
     RuntimeUnavailable,
     backend_names,
@@ -55,9 +56,7 @@ def open_runtime(
     *,
     seed: int = 0,
     spec=None,
-    export_options: dict[str, Any] | None = None,
-    calib=None,
-    num_calib: int | None = None,
+    artifact: ArtifactOptions | None = None,
     **options: Any,
 ) -> Runtime:
     """Open ``model`` on one backend, device and precision; raise RuntimeUnavailable if it can't run.
@@ -75,11 +74,10 @@ def open_runtime(
             is exported to the cache (:func:`segdeploy.convert.export_cache.cached_export`), reusing a valid export.
         seed: seed of random weights.
         spec: a ModelSpec to use instead of the model's own (e.g. a smaller preprocessing size).
-        export_options: keyword arguments for the cached export (input_size, opset, exporter, ...).
-        calib: for int8 without ``onnx_path``: calibration images (folder, paths or uint8 arrays);
-            the quantized model (ONNX Runtime QDQ; for openvino an NNCF IR when nncf is installed) is
-            cached like the export.
-        num_calib: calibration images used (default: :data:`segdeploy.convert.quantize.DEFAULT_NUM_CALIB`).
+        artifact: how the file is made without ``onnx_path`` (:class:`ArtifactOptions`): the cached
+            export's keywords (input_size, opset, exporter, ...) and, for int8, the calibration
+            images (folder, paths or uint8 arrays) and how many to use; the quantized model (ONNX
+            Runtime QDQ; for openvino an NNCF IR when nncf is installed) is cached like the export.
         **options: backend options (see the backend's module docstring).
 
     Raises:
@@ -130,7 +128,7 @@ def open_runtime(
     precision = precision or "fp32"
     try:
         runtime = open_configured(model, backend, device, precision, weights, onnx_path, seed=seed, spec=spec,
-                                  export_options=export_options, calib=calib, num_calib=num_calib, **options)
+                                  artifact=artifact, **options)
     except Exception as exc:
         if not _auto_export_failed(exc, selection, backend, onnx_path):
             raise
@@ -189,8 +187,7 @@ def _auto_after_failed_export(exc, model, device, weights, seed, spec, selection
             record_fallback(choice, "torch", "fp32", why)
         except (OSError, ValueError, TypeError):
             pass  # the cache is a shortcut; the next run would find the same failure and say so
-    runtime = open_configured(model, "torch", device, "fp32", weights, None, seed=seed, spec=spec,
-                              export_options=None, calib=None, num_calib=None)
+    runtime = open_configured(model, "torch", device, "fp32", weights, None, seed=seed, spec=spec)
     new = {**selection, "backend": "torch", "precision": "fp32", "why": why}
     new.pop("options", None)
     return runtime, new
@@ -223,8 +220,8 @@ def _check_reads(backend: str, path) -> None:
     raise UsageError(f"a {suffix} file runs on --backend {where}, not {backend}")
 
 
-def open_configured(model, backend, device, precision, weights, onnx_path, *, seed, spec, export_options, calib,
-                    num_calib, **options) -> Runtime:
+def open_configured(model, backend: str, device: str, precision: str, weights=None, onnx_path=None, *, seed: int = 0,
+                    spec=None, artifact: ArtifactOptions | None = None, **options) -> Runtime:
     """Open ``backend`` exactly as configured (no auto, no file checks): the module for a backend
     that runs it, else ``onnx_path`` or the file the backend's ``make_artifact`` builds (cached)."""
     cls = get_runtime_class(backend)
@@ -242,17 +239,17 @@ def open_configured(model, backend, device, precision, weights, onnx_path, *, se
         elif cls.modifies_module(device, precision, options):
             module = copy.deepcopy(module)
         return cls(spec, device, precision, **options).load(module)
-    artifact = onnx_path
-    if artifact is None:
+    path = onnx_path
+    if path is None:
         # The graph does not depend on the preprocessing, so the export (and its cache entry and
         # metadata) is made from the model's own spec; ``spec`` only drives calibration and running.
         source = module if module is not None else base_spec
+        calib = artifact.calib if artifact is not None else None
         packaged = _packaged_int8(base_spec, module, weights, seed) if precision == "int8" and calib is None and \
             cls.name == "openvino" else None
         # shipped for these weights and judged on held-out photos (assets/int8), else made and cached
-        artifact = packaged or cls.make_artifact(source, weights, precision, seed=seed, spec=spec,
-                                                 export_options=export_options, calib=calib, num_calib=num_calib)
-    return cls(spec, device, precision, **options).load(artifact)
+        path = packaged or cls.make_artifact(source, weights, precision, seed=seed, spec=spec, artifact=artifact)
+    return cls(spec, device, precision, **options).load(path)
 
 
 def _packaged_int8(spec, module, weights, seed: int):
@@ -308,7 +305,25 @@ def auto_choice(model, device: str = "cpu", precision: str | None = None, *, wei
     return _auto_choice(model, device, precision, weights, None, seed)
 
 
-__all__ = ["open_runtime", "auto_choice", "open_configured", "Runtime", "RuntimeUnavailable", "register_runtime",
-           "get_runtime_class", "backend_names", "by_preference", "consumes", "is_auto", "file_backends",
-           "module_backends", "plugin_errors", "available_backends", "select_auto", "physical_cores", "PRECISIONS",
-           "decode_outputs"]
+__all__ = [
+    "open_runtime",
+    "ArtifactOptions",
+    "auto_choice",
+    "open_configured",
+    "Runtime",
+    "RuntimeUnavailable",
+    "register_runtime",
+    "get_runtime_class",
+    "backend_names",
+    "by_preference",
+    "consumes",
+    "is_auto",
+    "file_backends",
+    "module_backends",
+    "plugin_errors",
+    "available_backends",
+    "select_auto",
+    "physical_cores",
+    "PRECISIONS",
+    "decode_outputs",
+]

@@ -25,7 +25,7 @@ from segdeploy.backends.auto import (
     probing_enabled,
     static_choice,
 )
-from segdeploy.backends.base import RuntimeUnavailable
+from segdeploy.backends.base import ArtifactOptions, RuntimeUnavailable
 from segdeploy.engine.fidelity import fidelity_gate
 from segdeploy.engine.inference_threads import calls_in_flight
 
@@ -123,8 +123,7 @@ def gated_nncf(module, spec, calib: list[np.ndarray], batches: list[np.ndarray],
     options = {**auto_options("openvino"), **({"int8_rest": int8_rest} if int8_rest else {})}
     for rung in ladder:
         xml = cached_nncf_quantize(module, None, calib, seed=seed, spec=spec, ignore_last=rung)
-        runtime = _open(module, "openvino", "cpu", "int8", None, xml, seed=seed, spec=None, export_options=None,
-                        calib=None, num_calib=None, **options)
+        runtime = _open(module, "openvino", "cpu", "int8", None, xml, seed=seed, **options)
         passed, measures, reason = fidelity_gate(spec, "int8", reference, _run_images(runtime, batches), sizes)
         measures = {**measures, "float_last_convs": float(rung)}
         result = (runtime, rung, passed, measures, reason)
@@ -144,8 +143,7 @@ def _open_candidate(candidate: Candidate, module, spec, calib: list[np.ndarray],
         xml = packaged_int8(spec, _weights_id(module))
         if xml is None:
             raise RuntimeUnavailable("segdeploy ships no int8 model for these weights")
-        return _open(module, "openvino", "cpu", "int8", None, str(xml), seed=seed, spec=None, export_options=None,
-                     calib=None, num_calib=None, **auto_options("openvino"))
+        return _open(module, "openvino", "cpu", "int8", None, str(xml), seed=seed, **auto_options("openvino"))
     if candidate.quantizer == "ort-qdq" and candidate.backend == "openvino":
         # OpenVINO int8 from calibration images would be NNCF's (its own candidate): this one runs
         # ONNX Runtime's QDQ file, as its label says.
@@ -154,8 +152,8 @@ def _open_candidate(candidate: Candidate, module, spec, calib: list[np.ndarray],
         onnx_path = cached_quantize(module, None, calib, num_calib=len(calib), seed=seed, spec=spec)
     int8_from_images = candidate.precision == "int8" and onnx_path is None
     return _open(module, candidate.backend, "cpu", candidate.precision, None, onnx_path, seed=seed, spec=None,
-                 export_options=None, calib=calib if int8_from_images else None,
-                 num_calib=len(calib) if int8_from_images else None, **auto_options(candidate.backend))
+                 artifact=ArtifactOptions(calib=calib, num_calib=len(calib)) if int8_from_images else None,
+                 **auto_options(candidate.backend))
 
 
 def _run_images(runtime, batches: list[np.ndarray]) -> list[list[np.ndarray]]:
@@ -190,8 +188,7 @@ def probe(module, spec, device: str = "cpu", precision: str | None = None, *, se
         from segdeploy.backends.auto_cuda import timing_shape
 
         shape = timing_shape(spec, shape)
-    reference_rt = _open(module, "torch", device, "fp32", None, None, seed=seed, spec=None, export_options=None,
-                         calib=None, num_calib=None)
+    reference_rt = _open(module, "torch", device, "fp32", None, None, seed=seed)
     say(f"auto: reference PyTorch fp32 on {judged_description(len(images))}")
     reference = _run_images(reference_rt, batches)
     rows: list[ProbeRow] = []
@@ -219,7 +216,6 @@ def probe(module, spec, device: str = "cpu", precision: str | None = None, *, se
                         from segdeploy.backends.auto import auto_options
 
                         runtime = _open(module, candidate.backend, device, candidate.precision, None, None, seed=seed,
-                                        spec=None, export_options=None, calib=None, num_calib=None,
                                         **auto_options(candidate.backend, device, spec=spec,
                                                        precision=candidate.precision))
                     else:

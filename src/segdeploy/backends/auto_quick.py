@@ -69,11 +69,9 @@ def judge_packaged(module, spec, xml: Path, seed: int, say: Callable[[str], None
     ids, batches, sizes = _judge_images(spec)
     row = ProbeRow("openvino", "int8", "packaged", "error", judged=len(ids), artifact=str(xml))
     say(f"auto: judging the packaged int8 model ({xml.name}) against PyTorch fp32 on {len(ids)} held-out photos")
-    reference_rt = _open(module, "torch", "cpu", "fp32", None, None, seed=seed, spec=None, export_options=None,
-                         calib=None, num_calib=None)
+    reference_rt = _open(module, "torch", "cpu", "fp32", None, None, seed=seed)
     reference = _run_images(reference_rt, batches)
-    runtime = _open(module, "openvino", "cpu", "int8", None, str(xml), seed=seed, spec=None, export_options=None,
-                    calib=None, num_calib=None, **auto_options("openvino"))
+    runtime = _open(module, "openvino", "cpu", "int8", None, str(xml), seed=seed, **auto_options("openvino"))
     passed, measures, reason = fidelity_gate(spec, "int8", reference, _run_images(runtime, batches), sizes, ids)
     row.status, row.measures, row.reason = ("pass" if passed else "fail"), measures, reason
     row.seconds = round(time.perf_counter() - t0, 2)

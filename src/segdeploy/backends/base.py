@@ -25,7 +25,8 @@ import threading
 import warnings
 from importlib import metadata
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -36,6 +37,21 @@ DEVICES = ("cpu", "cuda")
 
 
 from segdeploy.core.errors import RuntimeUnavailable, UsageError  # noqa: E402  (defined in core, raised here)
+
+
+@dataclass(frozen=True)
+class ArtifactOptions:
+    """How a backend that runs a file makes one when none is given (:meth:`Runtime.make_artifact`).
+
+    Attributes:
+        export: keyword arguments of the cached ONNX export (input_size, opset, exporter, ...).
+        calib: int8 only: calibration images (a folder, paths or uint8 arrays).
+        num_calib: calibration images used (None: the quantizer's default).
+    """
+
+    export: Mapping[str, Any] | None = None
+    calib: Any = None
+    num_calib: int | None = None
 
 
 class Runtime(ABC):
@@ -133,12 +149,14 @@ class Runtime(ABC):
 
     @classmethod
     def make_artifact(cls, source, weights, precision: str, *, seed: int = 0, spec: ModelSpec | None = None,
-                      export_options: dict[str, Any] | None = None, calib=None, num_calib: int | None = None):
+                      artifact: "ArtifactOptions | None" = None):
         """The file ``load`` takes, made from ``source`` (a ModelSpec or an nn.Module) and cached:
-        the ONNX export, or for int8 the file of :meth:`int8_quantizer` calibrated on ``calib``.
-        ``spec`` drives calibration; the export is always made from the model's own spec."""
+        the ONNX export, or for int8 the file of :meth:`int8_quantizer` calibrated on
+        ``artifact.calib``. ``spec`` drives calibration; the export is always made from the model's own spec."""
         from segdeploy.core.registry import get_spec
 
+        artifact = artifact or ArtifactOptions()
+        export_options, calib = artifact.export, artifact.calib
         base_spec = get_spec(getattr(source, "segdeploy_spec", source))
         if precision != "int8":
             from segdeploy.convert.export_cache import cached_export
@@ -159,7 +177,7 @@ class Runtime(ABC):
         else:
             raise RuntimeUnavailable(f"{cls.name}: no int8 quantizer installed "
                                      f"({', '.join(cls.int8_quantizers) or 'it declares none'})")
-        return quantize(source, weights, calib, num_calib=num_calib, seed=seed, spec=spec or base_spec,
+        return quantize(source, weights, calib, num_calib=artifact.num_calib, seed=seed, spec=spec or base_spec,
                         export_options=export_options)
 
     # -- life cycle ---------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def run_end_to_end(
     """
     from segdeploy.engine.images import read_image
     from segdeploy.engine.writers import write_png
-    from segdeploy.engine.pipeline import StageTimes, stream_predictions
+    from segdeploy.engine.pipeline import StageTimes, StreamOptions, stream_predictions
 
     if not files:
         raise ValueError("no images to run end to end")
@@ -46,8 +46,8 @@ def run_end_to_end(
         write_png(out_dir / item[1].with_suffix(".png"), np.asarray(prediction.mask))
         return 1
 
-    warm = list(stream_predictions(files[:batch_size], read, runtime, spec, batch_size=batch_size,
-                                   workers=workers))
+    stream = StreamOptions(batch_size=batch_size, workers=workers)
+    warm = list(stream_predictions(files[:batch_size], read, runtime, spec, stream))
     for outcome in warm:
         if not outcome.ok:
             raise RuntimeError(f"{outcome.item[0]}: end-to-end warm-up failed: {outcome.error}")
@@ -55,8 +55,7 @@ def run_end_to_end(
     written = 0
     failures: list[str] = []
     start = now()
-    for outcome in stream_predictions(files, read, runtime, spec, batch_size=batch_size, workers=workers,
-                                      sink=sink, times=times):
+    for outcome in stream_predictions(files, read, runtime, spec, stream, sink=sink, times=times):
         if outcome.ok:
             written += int(outcome.sink_result or 0)
         else:

@@ -32,8 +32,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,9 @@ import numpy as np
 
 from segdeploy.bench.endtoend import image_files, run_end_to_end
 from segdeploy.bench.memory import CudaCounters, device_limit
+from segdeploy.bench.options import MIN_BUFFERS, BenchOptions, Roofline, TimingPlan
+from segdeploy.bench.pure import measure_batch
 from segdeploy.bench.records import BatchResult, BenchReport
-from segdeploy.bench.pure import MIN_BUFFERS, measure_batch
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,15 +103,16 @@ def _parse_size(size: Any) -> tuple[int, int]:
     return h, w
 
 
-def _open(spec, backend: str, device: str, precision: str, weights, onnx_path, runtime_options):
+def _open(spec, options: BenchOptions):
     from segdeploy.backends import open_runtime
 
-    return open_runtime(spec.name, backend=backend, device=device, precision=precision, weights=weights,
-                        onnx_path=onnx_path, **(runtime_options or {}))
+    return open_runtime(spec.name, backend=options.backend, device=options.device, precision=options.precision,
+                        weights=options.weights, onnx_path=options.onnx_path, **(options.runtime_options or {}))
 
 
-def _checked_plan(iters, duration, warmup: int, batch_sizes, num_buffers: int) -> tuple[int | None, list[int]]:
-    """(timed calls or None for a duration, batch sizes) after checking the timing arguments."""
+def _checked_plan(options: BenchOptions) -> tuple[TimingPlan, list[int]]:
+    """(how each batch size is timed, batch sizes) after checking the timing options."""
+    iters, duration, warmup = options.iters, options.duration, options.warmup
     if iters is not None and duration is not None:
         raise ValueError("give iters or duration, not both")
     if iters is None and duration is None:
@@ -121,12 +123,12 @@ def _checked_plan(iters, duration, warmup: int, batch_sizes, num_buffers: int) -
         raise ValueError(f"duration must be > 0 seconds, got {duration}")
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
-    sizes = [int(b) for b in batch_sizes]
+    sizes = [int(b) for b in options.batch_sizes]
     if not sizes or any(b < 1 for b in sizes):
-        raise ValueError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
-    if num_buffers < MIN_BUFFERS:
+        raise ValueError(f"batch sizes must be positive integers, got {list(options.batch_sizes)}")
+    if options.num_buffers < MIN_BUFFERS:
         raise ValueError(f"num_buffers must be >= {MIN_BUFFERS}")
-    return iters, sizes
+    return TimingPlan(warmup, iters, duration, options.num_buffers, options.seed), sizes
 
 
 def _input_hw(spec, input_size) -> tuple[int, int]:
@@ -171,115 +173,126 @@ def _device_ceiling(runtime, cuda, precision: str, notes: list[str]) -> float | 
     return found[0]
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What a benchmark will do, every option checked before a runtime is opened."""
+
+    spec: Any
+    sizes: list[int]
+    timing: TimingPlan
+    hw: tuple[int, int]
+    files: list[tuple[Path, Path]]
+    workers: int
+    cuda: CudaCounters | None
+
+
 def benchmark(
     model: Any,
-    backend: str = "torch",
-    precision: str = "fp32",
-    batch_sizes: Sequence[int] = (1,),
+    options: BenchOptions | None = None,
     *,
-    warmup: int = 10,
-    iters: int | None = None,
-    duration: float | None = None,
-    input_size: tuple[int, int] | str | None = None,
-    images: str | os.PathLike | None = None,
-    device: str = "cpu",
-    weights: str | os.PathLike | None = "random",
-    seed: int = 0,
-    num_buffers: int = MIN_BUFFERS,
     runtime: Any = None,
-    onnx_path: str | os.PathLike | None = None,
-    runtime_options: dict[str, Any] | None = None,
-    limit_tflops: float | None = None,
-    limit_images_per_s: float | None = None,
-    count_flops: bool = True,
-    e2e_workers: int | None = None,
-    e2e_max_images: int | None = None,
-    label: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> BenchReport:
-    """Measure images/s and per-batch latency of ``model`` on one runtime over ``batch_sizes``.
+    """Measure images/s and per-batch latency of ``model`` on one runtime over ``options.batch_sizes``.
 
     Args:
         model: registry name or ModelSpec.
-        backend, precision, device, weights, onnx_path, runtime_options: passed to
-            ``segdeploy.backends.open_runtime`` (ignored when ``runtime`` is given).
-        batch_sizes: rows per ``run`` call to sweep.
-        warmup: untimed ``run`` calls per batch size after ``Runtime.warmup(shape)``.
-        iters: timed ``run`` calls per batch size (default 50 when ``duration`` is not given).
-        duration: instead of ``iters``, time calls until this many seconds have passed (>= 1 call).
-        input_size: (H, W) or "HxW" of the synthetic input; default the spec's input size.
-        images: folder of images for an end-to-end pass per batch size (see module doc).
-        seed: seed of the synthetic inputs.
-        num_buffers: rotated input buffers per batch size (>= 3).
-        runtime: an already opened runtime (``run``, ``warmup``, ``describe``); overrides opening one.
-        limit_tflops: compute ceiling for ``share_of_limit``; default a measured ceiling from
-            docs/performance.md §2 when the device is known there, else None.
-        limit_images_per_s: the model's images/s limit (docs/performance.md §2) for
-            ``share_of_image_limit``.
-        count_flops: count FLOP per image with :func:`segdeploy.bench.flops.flops_for_model`.
-        e2e_workers: threads for reading and for writing (default min(8, CPU count)).
-        e2e_max_images: use only the first N images of ``images``.
-        label: name of this configuration in tables and plots (default "backend precision").
+        options: what to open and time, and the limits to judge against (:class:`BenchOptions`);
+            default ``BenchOptions()``.
+        runtime: an already opened runtime (``run``, ``warmup``, ``describe``); overrides opening one
+            from ``options.backend``, ``precision``, ``device``, ``weights``, ``onnx_path`` and
+            ``runtime_options``.
         progress: called with a short message before each measurement.
 
     Returns:
         A :class:`BenchReport`; the best batch size (highest images/s) is marked.
+
+    Raises:
+        ValueError: an option out of range, or an input size the model cannot take.
+        FileNotFoundError: ``options.images`` is not a folder.
     """
+    options = options or BenchOptions()
+    plan = _plan(model, options)
+    say = progress or (lambda message: None)
+    notes: list[str] = []
+    if runtime is None:
+        say(f"opening {options.backend} {options.precision} on {options.device}")
+        runtime = _open(plan.spec, options)
+    roofline, flops_method = _roofline(plan, runtime, options, notes)
+    results = _sweep(plan, runtime, roofline, say)
+    return _report(plan, runtime, options, results, roofline, flops_method, notes)
+
+
+def _plan(model: Any, options: BenchOptions) -> _Plan:
+    """Check the options against the model before anything is opened."""
     from segdeploy.core.registry import get_spec
 
     spec = get_spec(model)
-    iters, sizes = _checked_plan(iters, duration, warmup, batch_sizes, num_buffers)
-    hw = _input_hw(spec, input_size)
-    files = _e2e_files(images, e2e_max_images)
-    say = progress or (lambda message: None)
-    notes: list[str] = []
+    timing, sizes = _checked_plan(options)
+    hw = _input_hw(spec, options.input_size)
+    files = _e2e_files(options.images, options.e2e_max_images)
+    cuda = CudaCounters(options.device) if str(options.device).startswith("cuda") else None
+    workers = options.e2e_workers or min(8, os.cpu_count() or 1)  # = pipeline.default_workers()
+    return _Plan(spec, sizes, timing, hw, files, workers, cuda)
 
-    cuda = CudaCounters(device) if str(device).startswith("cuda") else None
-    if runtime is None:
-        say(f"opening {backend} {precision} on {device}")
-        runtime = _open(spec, backend, device, precision, weights, onnx_path, runtime_options)
-    flops, flops_method = _flops(spec, hw, notes) if count_flops else (None, None)
+
+def _roofline(plan: _Plan, runtime, options: BenchOptions, notes: list[str]) -> tuple[Roofline, str | None]:
+    """(FLOP per image and the limits to judge against, how the FLOPs were counted)."""
+    flops, flops_method = _flops(plan.spec, plan.hw, notes) if options.count_flops else (None, None)
+    limit_tflops = options.limit_tflops
     if limit_tflops is None:
-        limit_tflops = _device_ceiling(runtime, cuda, precision, notes)
+        limit_tflops = _device_ceiling(runtime, plan.cuda, options.precision, notes)
+    return Roofline(flops, limit_tflops, options.limit_images_per_s), flops_method
 
-    timing = {"warmup": warmup, "iters": iters, "duration": duration, "num_buffers": num_buffers, "seed": seed}
+
+def _sweep(plan: _Plan, runtime, roofline: Roofline, say: Callable[[str], None]) -> list[BatchResult]:
+    """One measurement per batch size (pure, then end to end when there are images), best marked."""
+    timing = plan.timing
     results: list[BatchResult] = []
-    workers = e2e_workers or min(8, os.cpu_count() or 1)  # = pipeline.default_workers()
-    for bs in sizes:
-        say(f"batch {bs}: warm-up {warmup}, then {'%d calls' % iters if iters else '%.1f s' % duration}")
-        result = measure_batch(runtime, bs, hw, **timing, cuda=cuda, flops_per_image=flops, limit_tflops=limit_tflops,
-                               limit_images_per_s=limit_images_per_s, wanted=_decode_outputs(runtime, spec))
-        if files:
-            say(f"batch {bs}: end to end over {len(files)} images")
-            result = _with_end_to_end(result, runtime, spec, files, workers)
+    for bs in plan.sizes:
+        say(f"batch {bs}: warm-up {timing.warmup}, then "
+            f"{'%d calls' % timing.iters if timing.iters else '%.1f s' % timing.duration}")
+        result = measure_batch(runtime, bs, plan.hw, timing, cuda=plan.cuda, roofline=roofline,
+                               wanted=_decode_outputs(runtime, plan.spec))
+        if plan.files:
+            say(f"batch {bs}: end to end over {len(plan.files)} images")
+            result = _with_end_to_end(result, runtime, plan.spec, plan.files, plan.workers)
         results.append(result)
     best_index = max(range(len(results)), key=lambda k: results[k].images_per_s)
     results[best_index] = replace(results[best_index], best=True)
+    return results
 
+
+def _report(plan: _Plan, runtime, options: BenchOptions, results: list[BatchResult], roofline: Roofline,
+            flops_method: str | None, notes: list[str]) -> BenchReport:
+    """The report of a finished sweep: what ran, the results and how they were taken."""
     environment, env_note = _environment()
     notes += [env_note] if env_note else []
     describe = dict(runtime.describe()) if hasattr(runtime, "describe") else {}
-    ran_backend, ran_precision = describe.get("backend", backend), describe.get("precision", precision)
+    ran_backend = describe.get("backend", options.backend)
+    ran_precision = describe.get("precision", options.precision)
+    best = next(r for r in results if r.best)
     return BenchReport(
-        model=spec.name, backend=str(ran_backend), precision=str(ran_precision), device=str(device), input_size=hw,
-        label=label or f"{ran_backend} {ran_precision}", results=tuple(results),
-        best_batch_size=results[best_index].batch_size, flops_per_image=flops, flops_method=flops_method,
-        limit_tflops=limit_tflops, limit_images_per_s=limit_images_per_s,
-        weights=_weights_record(runtime, describe, weights), runtime=describe,
-        settings=_settings(sizes, timing, images, files, workers, cuda),
+        model=plan.spec.name, backend=str(ran_backend), precision=str(ran_precision), device=str(options.device),
+        input_size=plan.hw, label=options.label or f"{ran_backend} {ran_precision}", results=tuple(results),
+        best_batch_size=best.batch_size, flops_per_image=roofline.flops_per_image, flops_method=flops_method,
+        limit_tflops=roofline.limit_tflops, limit_images_per_s=roofline.limit_images_per_s,
+        weights=_weights_record(runtime, describe, options.weights), runtime=describe,
+        settings=_settings(plan, options.images),
         notes=tuple(notes), environment=environment,
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
 
 
-def _settings(sizes: list[int], timing: dict[str, Any], images, files, workers: int, cuda) -> dict[str, Any]:
+def _settings(plan: _Plan, images) -> dict[str, Any]:
     """How the numbers were taken (the report's ``settings``)."""
+    timing, files, cuda = plan.timing, plan.files, plan.cuda
     return {
-        "batch_sizes": sizes, "warmup": timing["warmup"], "iters": timing["iters"], "duration_s": timing["duration"],
-        "num_buffers": timing["num_buffers"], "seed": timing["seed"],
-        "input": f"seeded standard normal float32, {timing['num_buffers']} rotated buffers per batch size",
+        "batch_sizes": plan.sizes, "warmup": timing.warmup, "iters": timing.iters, "duration_s": timing.duration,
+        "num_buffers": timing.num_buffers, "seed": timing.seed,
+        "input": f"seeded standard normal float32, {timing.num_buffers} rotated buffers per batch size",
         "images": None if images is None else str(images), "e2e_images": len(files) if files else None,
-        "e2e_workers": workers if files else None, "device_name": _cuda_name(cuda),
+        "e2e_workers": plan.workers if files else None, "device_name": _cuda_name(cuda),
         "timer": "host perf_counter around each call" + (", CUDA synchronise + CUDA events" if cuda else ""),
         "percentiles": "linear interpolation between closest ranks (Hyndman & Fan type 7)",
     }

@@ -12,11 +12,10 @@ from typing import Any
 import numpy as np
 
 from segdeploy.bench.memory import CudaCounters, host_peak_rss_bytes, reset_host_peak
+from segdeploy.bench.options import MIN_BUFFERS, Roofline, TimingPlan
 from segdeploy.bench.records import BatchResult, DeviceOnly, DeviceSplit
 from segdeploy.bench.timing import LatencyStats, achieved_tflops, now, percentile, share_of_limit, throughput
 from segdeploy.engine.inference_threads import calls_in_flight
-
-MIN_BUFFERS = 3
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,12 +165,22 @@ def _device_only(
 
 
 def measure_batch(
-    runtime: Any, batch_size: int, input_size: tuple[int, int], *, warmup: int, iters: int | None,
-    duration: float | None, num_buffers: int, seed: int, cuda: CudaCounters | None,
-    flops_per_image: int | None, limit_tflops: float | None, limit_images_per_s: float | None,
-    wanted: tuple[int, ...] | None = None,
+    runtime: Any, batch_size: int, input_size: tuple[int, int], timing: TimingPlan, *,
+    cuda: CudaCounters | None, roofline: Roofline | None = None, wanted: tuple[int, ...] | None = None,
 ) -> BatchResult:
-    buffers = make_inputs(batch_size, input_size, num_buffers=num_buffers, seed=seed)
+    """Time pure inference of ``runtime`` at ``batch_size`` (see :mod:`segdeploy.bench.harness`).
+
+    Args:
+        runtime: the runtime to time (``run``, ``warmup``; optionally ``run_device``, ``staging``).
+        batch_size: rows per ``run`` call.
+        input_size: (H, W) of the synthetic input.
+        timing: warm-up, timed calls or duration, input buffers and their seed.
+        cuda: device counters when the runtime runs on CUDA, else None.
+        roofline: FLOP per image and the limits the achieved rates are judged against (default: none).
+        wanted: the outputs ``run`` is asked for (``outputs=``); None for all.
+    """
+    roofline = roofline or Roofline()
+    buffers = make_inputs(batch_size, input_size, num_buffers=timing.num_buffers, seed=timing.seed)
     rss_scope = "batch" if reset_host_peak() else "process"
     if cuda is not None:
         cuda.sync()
@@ -180,8 +189,8 @@ def measure_batch(
     # Only the outputs decoding reads, as the product's pipeline asks for them (when run() can).
     run = (lambda x: runtime.run(x, outputs=wanted)) if wanted is not None else runtime.run
     outputs: list[np.ndarray] = []
-    for i in range(warmup):
-        outputs = run(buffers[i % num_buffers])
+    for i in range(timing.warmup):
+        outputs = run(buffers[i % timing.num_buffers])
         _count_rows(outputs, batch_size)
     if cuda is not None and not outputs:  # the D2H copy probe needs the outputs' sizes
         outputs = run(buffers[0])
@@ -191,47 +200,20 @@ def measure_batch(
         staging.time_copies(True)
 
     def call(i: int) -> int:
-        return _count_rows(run(buffers[i % num_buffers]), batch_size)
+        return _count_rows(run(buffers[i % timing.num_buffers]), batch_size)
 
     calls = calls_in_flight(runtime)
     if calls > 1 and cuda is None:
-        host, events, images, wall = _timed_loop_concurrent(call, calls, iters=iters, duration=duration)
+        host, events, images, wall = _timed_loop_concurrent(call, calls, iters=timing.iters, duration=timing.duration)
     else:
-        host, events, images, wall = _timed_loop(call, iters=iters, duration=duration, cuda=cuda)
+        host, events, images, wall = _timed_loop(call, iters=timing.iters, duration=timing.duration, cuda=cuda)
     latency = LatencyStats.from_seconds(host)
     ips = throughput(images, wall)
-    tflops = achieved_tflops(flops_per_image, ips)
+    tflops = achieved_tflops(roofline.flops_per_image, ips)
     extra: dict[str, Any] = {}
     if cuda is not None:
-        extra["cuda_latency"] = LatencyStats.from_seconds(events)
-        input_bytes = int(buffers[0].nbytes)
-        output_bytes = int(sum(np.asarray(o).nbytes for o in outputs))
-        h2d = cuda.copy_ms(input_bytes, "h2d")
-        d2h = cuda.copy_ms(output_bytes, "d2h")
-        splits = list(staging.splits) if real_split else []
-        if real_split:
-            staging.time_copies(False)
-        if callable(getattr(runtime, "run_device", None)):
-            only = _device_only(runtime, buffers, cuda, iters, duration, warmup=max(1, min(warmup, 3)))
-            only_tflops = achieved_tflops(flops_per_image, only.images_per_s)
-            only = replace(
-                only, achieved_tflops=only_tflops,
-                share_of_limit=share_of_limit(only_tflops, limit_tflops),
-                share_of_image_limit=share_of_limit(only.images_per_s, limit_images_per_s),
-            )
-            extra["device_only"] = only
-            extra["split"] = DeviceSplit(h2d, only.latency.median_ms, d2h, input_bytes, output_bytes, "run_device")
-        if splits:
-            # The copies run() really does (pinned, non-blocking, only the decoded outputs), timed by
-            # CUDA events inside run(); compute = device time between them.
-            med = [percentile([s[k] for s in splits], 0.5) for k in range(3)]
-            extra["split"] = DeviceSplit(med[0], med[1], med[2], input_bytes, output_bytes, "run-events")
-        elif "split" not in extra:
-            compute = max(0.0, extra["cuda_latency"].median_ms - h2d - d2h)
-            extra["split"] = DeviceSplit(h2d, compute, d2h, input_bytes, output_bytes, "copy-probe")
-        cuda.sync()
-        peak, reserved, used = cuda.peaks()
-        extra.update(device_peak_bytes=peak, device_reserved_bytes=reserved, device_used_bytes=used)
+        extra = _cuda_figures(runtime, buffers, outputs, events, cuda, timing, roofline,
+                              staging if real_split else None)
     return BatchResult(
         batch_size=batch_size,
         images=images,
@@ -241,9 +223,50 @@ def measure_batch(
         latency=latency,
         ms_per_image=latency.median_ms / batch_size,
         achieved_tflops=tflops,
-        share_of_limit=share_of_limit(tflops, limit_tflops),
-        share_of_image_limit=share_of_limit(ips, limit_images_per_s),
+        share_of_limit=share_of_limit(tflops, roofline.limit_tflops),
+        share_of_image_limit=share_of_limit(ips, roofline.limit_images_per_s),
         host_peak_rss_bytes=host_peak_rss_bytes(),
         host_peak_rss_scope=rss_scope,
         **extra,
     )
+
+
+def _cuda_figures(
+    runtime: Any, buffers: list[np.ndarray], outputs: Sequence[np.ndarray], events: list[float],
+    cuda: CudaCounters, timing: TimingPlan, roofline: Roofline, staging: Any,
+) -> dict[str, Any]:
+    """The CUDA-only fields of a :class:`BatchResult`, after the timed loop.
+
+    ``staging`` is the runtime's staging when it timed its own copies during the loop (it is
+    switched off here), else None.
+    """
+    extra: dict[str, Any] = {"cuda_latency": LatencyStats.from_seconds(events)}
+    input_bytes = int(buffers[0].nbytes)
+    output_bytes = int(sum(np.asarray(o).nbytes for o in outputs))
+    h2d = cuda.copy_ms(input_bytes, "h2d")
+    d2h = cuda.copy_ms(output_bytes, "d2h")
+    splits = list(staging.splits) if staging is not None else []
+    if staging is not None:
+        staging.time_copies(False)
+    if callable(getattr(runtime, "run_device", None)):
+        only = _device_only(runtime, buffers, cuda, timing.iters, timing.duration, warmup=max(1, min(timing.warmup, 3)))
+        only_tflops = achieved_tflops(roofline.flops_per_image, only.images_per_s)
+        only = replace(
+            only, achieved_tflops=only_tflops,
+            share_of_limit=share_of_limit(only_tflops, roofline.limit_tflops),
+            share_of_image_limit=share_of_limit(only.images_per_s, roofline.limit_images_per_s),
+        )
+        extra["device_only"] = only
+        extra["split"] = DeviceSplit(h2d, only.latency.median_ms, d2h, input_bytes, output_bytes, "run_device")
+    if splits:
+        # The copies run() really does (pinned, non-blocking, only the decoded outputs), timed by
+        # CUDA events inside run(); compute = device time between them.
+        med = [percentile([s[k] for s in splits], 0.5) for k in range(3)]
+        extra["split"] = DeviceSplit(med[0], med[1], med[2], input_bytes, output_bytes, "run-events")
+    elif "split" not in extra:
+        compute = max(0.0, extra["cuda_latency"].median_ms - h2d - d2h)
+        extra["split"] = DeviceSplit(h2d, compute, d2h, input_bytes, output_bytes, "copy-probe")
+    cuda.sync()
+    peak, reserved, used = cuda.peaks()
+    extra.update(device_peak_bytes=peak, device_reserved_bytes=reserved, device_used_bytes=used)
+    return extra

@@ -83,6 +83,7 @@ def run(args) -> int:
 
     from segdeploy.backends import is_auto, open_runtime
     from segdeploy.bench.harness import benchmark
+    from segdeploy.bench.options import BenchOptions
     from segdeploy.bench.render import plot_reports, render_csv, render_markdown, table_rows
     from segdeploy.core.registry import get_spec
     from segdeploy.engine.writers import atomic_write_text
@@ -105,14 +106,17 @@ def run(args) -> int:
                                    weights=args.weights, seed=args.seed, **options)
     elif options and not _accepts(args.backend, options):
         raise ValueError("--torch-mode and --channels-last are options of --backend torch")
-    report = benchmark(
-        spec.name, args.backend, args.precision, args.batch_sizes, warmup=args.warmup, iters=args.iters,
-        duration=args.duration, input_size=args.input_size, images=args.images, device=args.device,
-        weights=args.weights, num_buffers=args.buffers, onnx_path=args.onnx, runtime=runtime,
+    settings = BenchOptions(
+        backend=args.backend, precision=args.precision, batch_sizes=args.batch_sizes, warmup=args.warmup,
+        iters=args.iters, duration=args.duration, input_size=args.input_size, images=args.images,
+        device=args.device, weights=args.weights, num_buffers=args.buffers, onnx_path=args.onnx,
         # --seed is the seed of random weights (shared flag); inputs use their own fixed seed.
         runtime_options={**({"seed": args.seed} if args.seed else {}), **options} or None,
         limit_tflops=args.limit_tflops, limit_images_per_s=args.limit_images_per_s,
         e2e_workers=args.workers, e2e_max_images=args.max_images, label=args.label,
+    )
+    report = benchmark(
+        spec.name, settings, runtime=runtime,
         progress=None if args.quiet else (lambda message: err.print(f"[dim]{message}[/]", highlight=False)),
     )
     header, rows = table_rows(report)

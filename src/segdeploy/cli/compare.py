@@ -110,26 +110,26 @@ def parse_tolerances(items: list[str]) -> dict:
 def run(args) -> int:
     from segdeploy.backends import backend_names
     from segdeploy.core.errors import UsageError
-    from segdeploy.verify.compare import compare, write_report
+    from segdeploy.verify.compare import CompareOptions, compare, write_report
 
     console = make_console()
     err = make_console(stderr=True)
     say = (lambda message: None) if args.quiet else (lambda message: err.print(f"[dim]{message}[/]", highlight=False))
     tolerances = parse_tolerances(args.tolerance)
-    common = dict(
+    options = CompareOptions(
         backends=args.backends or backend_names(), precisions=args.precisions, tolerances=tolerances or None,
-        device=args.device,
-        batch_size=args.batch_size, input_size=args.input_size, onnx_path=args.onnx, int8_onnx=args.int8_onnx,
-        calib=args.calib, num_calib=args.num_calib, require_all=args.require_all, seed=args.seed, progress=say,
-        reference=args.reference, save_reference=args.save_reference, allow_few_images=args.allow_few_images)
+        device=args.device, require_all=args.require_all, max_images=args.limit, input_size=args.input_size,
+        batch_size=args.batch_size, seed=args.seed, allow_few_images=args.allow_few_images, onnx_path=args.onnx,
+        int8_onnx=args.int8_onnx, calib=args.calib, num_calib=args.num_calib, reference=args.reference,
+        save_reference=args.save_reference)
     if args.dataset or (args.images and args.masks):
         from segdeploy.verify.inputs import dataset_samples
         from segdeploy.data.registry import layout_from_args
 
         layout = layout_from_args(args, require_masks=False)
-        report = compare(args.model, args.weights, samples=dataset_samples(layout), max_images=args.limit, **common)
+        report = compare(args.model, args.weights, options, samples=dataset_samples(layout), progress=say)
     elif args.images:
-        report = compare(args.model, args.weights, images=args.images, max_images=args.limit, **common)
+        report = compare(args.model, args.weights, options, images=args.images, progress=say)
     else:
         raise UsageError("give --images DIR, or --dataset LAYOUT --data-root DIR")
     report.render(console)

@@ -85,7 +85,8 @@ def run(args) -> int:
 
     from segdeploy.backends import auto_choice
     from segdeploy.recipes.demo_run import cpu_has_bf16, demo_answer, demo_weights, judged_images, write_cutouts
-    from segdeploy.recipes.runner import Config, Runner, resolve_options
+    from segdeploy.recipes.options import RunRequest, resolve_options
+    from segdeploy.recipes.runner import Config, Runner
     from segdeploy.cli.run import RichReporter
     from segdeploy.report.document import read_document
 
@@ -106,10 +107,9 @@ def run(args) -> int:
         bf16_note = "This CPU has no bf16 (no AVX512_BF16 or AMX), so bf16 is not run."
     judged_dir, judged_count, judged_note = judged_images(photos, folder, run_dir)
     notice = " ".join(t for t in (notice, bf16_note, judged_note) if t)
-    options = resolve_options(
-        DEMO_RECIPE, weights=weights, model=args.model, device=args.device or "cpu",
-        backends=args.backends or DEMO_BACKENDS, precisions=precisions,
-        batch_sizes=args.batch_sizes or DEMO_BATCH_SIZES, input_size=args.input_size,
+    asked = RunRequest(
+        weights=weights, model=args.model, device=args.device or "cpu", backends=args.backends or DEMO_BACKENDS,
+        precisions=precisions, batch_sizes=args.batch_sizes or DEMO_BATCH_SIZES, input_size=args.input_size,
         compare_images=args.compare_images or judged_count, eval_on=args.eval_on,
         bench_warmup=DEMO_BENCH_WARMUP if args.bench_warmup is None else args.bench_warmup,
         bench_iters=DEMO_BENCH_ITERS if args.bench_iters is None else args.bench_iters, seed=DEMO_SEED,
@@ -117,6 +117,7 @@ def run(args) -> int:
         exclude=DEMO_EXCLUDE,
         # fewer images than the gate's minimum only when the photographs are missing: said in the notice
         allow_few_images=args.allow_few_images or judged_count < 16)
+    options = resolve_options(DEMO_RECIPE, asked)
     demo = {"notice": notice, "photos_dir": folder, "cutouts": [], "weights_note": weights_note,
             "configuration": None}
     runner = Runner(options, run_dir, force=args.force, skip=tuple(dict.fromkeys(("eval", *args.skip))),

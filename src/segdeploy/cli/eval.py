@@ -67,6 +67,7 @@ def run(args) -> int:
     from rich.table import Table
 
     from segdeploy.jobs.evaluate import WsegOptions, evaluate, write_record
+    from segdeploy.jobs.options import EvalOptions, RuntimeRequest
 
     options = {}
     for item in args.option:
@@ -86,6 +87,10 @@ def run(args) -> int:
         raise ValueError("--data-root is required (the dataset folder as distributed)")
     wseg = WsegOptions(protocol=args.protocol, scales=tuple(float(s) for s in args.scales.split(",")),
                        pad_size=tuple(args.pad_size))
+    request = RuntimeRequest(weights=args.weights, backend=args.backend, device=args.device, precision=args.precision,
+                             seed=args.seed, backend_options=torch_options(args))
+    job = EvalOptions(runtime=request, batch_size=args.batch_size, limit=args.limit, save_masks=args.save_masks,
+                      layout_options=options, protocol=wseg)
     # --- scale-out hook: --engine ray scores shards on a Ray cluster and merges them (segdeploy.scale.evaluate) ---
     from segdeploy.cli.engine import check_local_only, ray_note, ray_options
 
@@ -93,15 +98,9 @@ def run(args) -> int:
     if args.engine == "ray":
         from segdeploy.scale.evaluate import evaluate_ray
 
-        record = evaluate_ray(args.model, args.dataset, root, options=ray_options(args), weights=args.weights,
-                              backend=args.backend, device=args.device, precision=args.precision,
-                              batch_size=args.batch_size, limit=args.limit, save_masks=args.save_masks,
-                              layout_options=options, wseg=wseg, progress=not args.quiet, seed=args.seed)
+        record = evaluate_ray(args.model, args.dataset, root, job, ray=ray_options(args), progress=not args.quiet)
     else:  # --- end scale-out hook ---
-        record = evaluate(args.model, args.dataset, root, weights=args.weights, backend=args.backend,
-                          device=args.device, precision=args.precision, batch_size=args.batch_size, limit=args.limit,
-                          save_masks=args.save_masks, layout_options=options, wseg=wseg, progress=not args.quiet,
-                          seed=args.seed, runtime_options=torch_options(args))
+        record = evaluate(args.model, args.dataset, root, job, progress=not args.quiet)
     console = make_console()
     table = Table(title=f"{record['model']} on {record['dataset'].get('dataset', args.dataset)}: "
                         f"{record['images_scored']} images scored, {record['images_skipped']} skipped")

@@ -47,18 +47,19 @@ def register(sub) -> None:
 def run(args) -> int:
     from rich.table import Table
 
-    from segdeploy.convert.export import DEFAULT_PARITY_RTOL, ExportParityError, export_onnx
+    from segdeploy.convert.export import DEFAULT_PARITY_RTOL, ExportOptions, ExportParityError, export_onnx
     from segdeploy.engine.writers import atomic_write_text
 
     console = make_console()
     err = make_console(stderr=True)
     try:
-        result = export_onnx(
-            args.model, args.weights, args.output, opset=args.opset, input_size=args.input_size,
-            dynamic_batch=not args.static_batch, dynamic_spatial=False if args.static_spatial else None,
-            simplify=not args.no_simplify, check_parity=not args.no_parity,
+        options = ExportOptions(
+            opset=args.opset, input_size=args.input_size, dynamic_batch=not args.static_batch,
+            dynamic_spatial=False if args.static_spatial else None, simplify=not args.no_simplify,
+            check_parity=not args.no_parity,
             parity_rtol=args.parity_rtol if args.parity_rtol is not None else DEFAULT_PARITY_RTOL,
-            exporter=args.exporter, seed=args.seed)
+            exporter=args.exporter)
+        result = export_onnx(args.model, args.weights, args.output, options, seed=args.seed)
         failed = False
     except ExportParityError as exc:
         result, failed = exc.result, True

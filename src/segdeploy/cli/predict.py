@@ -146,14 +146,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from rich.markup import escape
-
     from segdeploy.core.errors import UsageError
     from segdeploy.core.registry import get_spec
-    from segdeploy.engine.images import DEFAULT_MAX_PIXELS
-    from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET
     from segdeploy.jobs.outputs import is_single_file_output
-    from segdeploy.jobs.predict import check_json_target, predict_files, predict_one, write_summary_json
+    from segdeploy.jobs.predict import check_json_target
     from segdeploy.zoo.checkpoints import resolve_weights
 
     spec = get_spec(args.model)
@@ -166,77 +162,95 @@ def run(args) -> int:
     if args.onnx is None:
         resolve_weights(spec, args.weights)  # fail before scanning inputs, with advice on getting the checkpoint
     console = make_console(stderr=True)
-    max_size = "spec" if args.max_size is None else args.max_size
-    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
-    common = dict(weights=args.weights, backend=args.backend, device=args.device, precision=args.precision,
-                  seed=args.seed, max_size=max_size, max_pixels=max_pixels, onnx_path=args.onnx, calib=args.calib,
-                  background=args.bgcolor, cutout=args.cutout, save_prob=args.save_prob, overwrite=args.overwrite)
+    job = predict_options(args)
 
     # --- video hook: inputs holding clips run through segdeploy.jobs.video (cli/video.py) ---
     from segdeploy.cli.video import run_if_video
 
-    code = run_if_video(args, spec, common, console)
+    code = run_if_video(args, spec, job, console)
     if code is not None:
         return code
     # --- end video hook ---
-    gated = _judged_runtime(args, spec, console)
+    gated = _judged_runtime(args, spec, job, console)
     if isinstance(gated, int):
         return gated
-    common["runtime"] = gated
-
     if "-" in args.inputs or is_single_file_output(args.inputs, args.output):
-        if len(args.inputs) != 1:
-            raise UsageError("- (stdin) is one image; give it alone, with -o FILE.png or -o -")
-        if args.inputs[0] == "-" and not is_single_file_output(args.inputs, args.output):
-            raise UsageError("- (stdin) gives one image: use -o FILE.png or -o - (stdout)")
-        result = predict_one(spec.name, args.inputs[0], args.output,
-                             log=lambda text: console.print(printable(text), highlight=False, markup=False), **common)
-        if result.get("selection"):
-            sel = result["selection"]
-            console.print(f"backend auto → {sel['backend']} {sel['precision']}: {sel['why']}", highlight=False)
-        if args.output != "-" and not args.quiet:
-            unverified = (result.get("runtime") or {}).get("unverified")
-            console.print(printable(f"written {args.output}") + (" — UNVERIFIED (--allow-unverified)" if unverified
-                                                                 else ""), highlight=False, markup=False)
-        _random_note(console, result.get("weights"))
-        if args.json:
-            write_summary_json(result, args.json)
-        return 0
+        return _run_one(args, spec, job, gated, console)
+    return _run_many(args, spec, job, gated, console)
+
+
+def predict_options(args):
+    """The job's options from the command line (the video hook runs with the same ones)."""
+    from segdeploy.engine.images import DEFAULT_MAX_PIXELS
+    from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET
+    from segdeploy.jobs.options import PredictOptions, RuntimeRequest
+
+    request = RuntimeRequest(weights=args.weights, backend=args.backend, device=args.device, precision=args.precision,
+                             onnx_path=args.onnx, calib=args.calib, seed=args.seed,
+                             backend_options=torch_options(args))
+    return PredictOptions(runtime=request, batch_size=args.batch_size, workers=args.workers,
+                          recursive=args.recursive, cutout=args.cutout, save_prob=args.save_prob,
+                          background=args.bgcolor, overwrite=args.overwrite,
+                          max_size="spec" if args.max_size is None else args.max_size,
+                          max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None),
+                          memory_budget=args.memory_budget or DEFAULT_MEMORY_BUDGET)
+
+
+def _run_one(args, spec, job, runtime, console) -> int:
+    """One input (a file or stdin) to one output file (or stdout)."""
+    from segdeploy.core.errors import UsageError
+    from segdeploy.jobs.outputs import is_single_file_output
+    from segdeploy.jobs.predict import predict_one, write_summary_json
+
+    if len(args.inputs) != 1:
+        raise UsageError("- (stdin) is one image; give it alone, with -o FILE.png or -o -")
+    if args.inputs[0] == "-" and not is_single_file_output(args.inputs, args.output):
+        raise UsageError("- (stdin) gives one image: use -o FILE.png or -o - (stdout)")
+    result = predict_one(spec.name, args.inputs[0], args.output, job, runtime=runtime,
+                         log=lambda text: console.print(printable(text), highlight=False, markup=False))
+    if result.get("selection"):
+        sel = result["selection"]
+        console.print(f"backend auto → {sel['backend']} {sel['precision']}: {sel['why']}", highlight=False)
+    if args.output != "-" and not args.quiet:
+        unverified = (result.get("runtime") or {}).get("unverified")
+        console.print(printable(f"written {args.output}") + (" — UNVERIFIED (--allow-unverified)" if unverified
+                                                             else ""), highlight=False, markup=False)
+    _random_note(console, result.get("weights"))
+    if args.json:
+        write_summary_json(result, args.json)
+    return 0
+
+
+def _run_many(args, spec, job, runtime, console) -> int:
+    """Files, folders and patterns into an output folder, on the local engine or on Ray."""
+    from pathlib import Path
+
+    from rich.markup import escape
+
+    from segdeploy.cli.engine import check_local_only, ray_note, ray_options
+    from segdeploy.core.errors import UsageError
+    from segdeploy.engine.finder import IMAGE_SUFFIXES
+    from segdeploy.jobs.predict import predict_files, write_summary_json
 
     if args.output == "-":
         raise UsageError("-o - (stdout) takes one image; give a single input file or -")
-    from pathlib import Path
-
-    from segdeploy.engine.finder import IMAGE_SUFFIXES
-
     if Path(args.output).suffix.lower() in IMAGE_SUFFIXES and not Path(args.output).is_dir():
         raise UsageError(f"-o {args.output} names an image file, but the inputs ({' '.join(args.inputs)}) may hold "
                          "many images; give one input file for one output file, or a folder for -o")
     # --- scale-out hook: --engine ray runs the same job on a Ray cluster (segdeploy.scale.predict) ---
-    from segdeploy.cli.engine import check_local_only, ray_note, ray_options
-
     check_local_only(args, "predict")
     if args.engine == "ray":
         from segdeploy.scale.predict import predict_files_ray
 
         if args.onnx is not None or args.calib is not None:
             raise UsageError("--onnx / --calib run with the local engine only; drop them or --engine ray")
-
-        common.pop("runtime", None)
-        summary = predict_files_ray(spec.name, args.inputs, args.output, options=ray_options(args),
-                                    weights=args.weights, recursive=args.recursive, batch_size=args.batch_size,
-                                    backend=args.backend, device=args.device, precision=args.precision,
-                                    cutout=args.cutout, save_prob=args.save_prob, overwrite=args.overwrite,
-                                    progress=not args.quiet, seed=args.seed, background=args.bgcolor,
-                                    max_size=max_size, max_pixels=max_pixels)
+        summary = predict_files_ray(spec.name, args.inputs, args.output, job, ray=ray_options(args),
+                                    progress=not args.quiet)
         if ray_note(summary.stages):
             console.print(ray_note(summary.stages), highlight=False)
     else:  # --- end scale-out hook ---
-        summary = predict_files(spec.name, args.inputs, args.output, recursive=args.recursive,
-                                batch_size=args.batch_size, workers=args.workers, progress=not args.quiet,
-                                memory_budget=args.memory_budget or DEFAULT_MEMORY_BUDGET,
-                                runtime_options=torch_options(args),
-                                log=lambda text: console.print(printable(text), highlight=False, markup=False), **common)
+        summary = predict_files(spec.name, args.inputs, args.output, job, progress=not args.quiet, runtime=runtime,
+                                log=lambda text: console.print(printable(text), highlight=False, markup=False))
     if summary.selection:
         console.print(f"backend auto → {summary.selection['backend']} {summary.selection['precision']}: "
                       f"{summary.selection['why']}", highlight=False)
@@ -256,7 +270,7 @@ def run(args) -> int:
     return 1 if summary.failed else 0
 
 
-def _judged_runtime(args, spec, console):
+def _judged_runtime(args, spec, job, console):
     """The runtime of a precision the user asked for (fp16 / bf16 / int8), opened and judged
     against PyTorch fp32; None when nothing is to judge; an exit code (3) when the gate fails
     without --allow-unverified. The Ray engine opens its runtimes in its workers: not judged here."""
@@ -265,10 +279,7 @@ def _judged_runtime(args, spec, console):
 
     if args.precision not in JUDGED_PRECISIONS or getattr(args, "engine", "local") == "ray":
         return None
-    options = {"seed": args.seed, **({"onnx_path": args.onnx} if args.onnx else {}),
-               **({"calib": args.calib} if args.calib else {})}
-    runtime = open_model_runtime(spec.name, weights=args.weights, backend=args.backend, device=args.device,
-                                 precision=args.precision, **options)
+    runtime = open_model_runtime(spec.name, job.runtime)
     if not args.quiet:
         console.print(f"judging {runtime.name} {args.precision} against PyTorch fp32 (the precision asked for)…",
                       highlight=False)

@@ -46,7 +46,7 @@ def run(args) -> int:
     from pathlib import Path
 
 
-    from segdeploy.convert.quantize import DEFAULT_OP_TYPES, quantize_onnx
+    from segdeploy.convert.quantize import DEFAULT_OP_TYPES, QuantizeOptions, quantize_onnx
 
     from segdeploy.core.errors import UsageError
 
@@ -56,10 +56,11 @@ def run(args) -> int:
         raise UsageError("nothing to quantize: add --weights FILE (the checkpoint to export and quantize; 'random' "
                          "for a trial) or --onnx FILE (an fp32 export)")
     console = make_console()
-    result = quantize_onnx(
-        args.model, args.weights, args.calib, args.output, num_calib=args.num_calib, onnx_path=args.onnx,
-        input_size=args.input_size, per_channel=not args.per_tensor, calibrate_method=args.calibrate_method,
-        op_types=None if args.all_ops else DEFAULT_OP_TYPES, seed=args.seed)
+    options = QuantizeOptions(num_calib=args.num_calib, input_size=args.input_size, per_channel=not args.per_tensor,
+                              calibrate_method=args.calibrate_method,
+                              op_types=None if args.all_ops else DEFAULT_OP_TYPES)
+    result = quantize_onnx(args.model, args.weights, args.calib, args.output, options, onnx_path=args.onnx,
+                           seed=args.seed)
     console.print(f"[green]wrote[/] {result.path}: {result.quantized_nodes} quantized tensors, calibrated on "
                   f"{result.num_calib} images from {result.calib_source} ({result.calibrate_method}, "
                   f"{'per-channel' if result.per_channel else 'per-tensor'} weights) in {result.seconds:.1f} s",

@@ -200,17 +200,19 @@ def _dataset_options(items: list[str]) -> dict:
 
 
 def run(args) -> int:
-    from segdeploy.recipes.runner import Runner, resolve_options
+    from segdeploy.recipes.options import RunRequest, resolve_options
+    from segdeploy.recipes.runner import Runner
 
     console = make_console()
-    options = resolve_options(
-        args.recipe, weights=args.weights, data_root=args.data_root, model=args.model, dataset=args.dataset,
+    asked = RunRequest(
+        weights=args.weights, data_root=args.data_root, model=args.model, dataset=args.dataset,
         device=args.device, backends=args.backends, precisions=args.precisions, batch_sizes=args.batch_sizes,
         input_size=args.input_size, limit=args.limit, dataset_options=_dataset_options(args.dataset_opt),
         eval_on=args.eval_on, compare_images=args.compare_images, bench_warmup=args.bench_warmup,
         bench_iters=args.bench_iters, seed=args.seed, wseg_protocol=args.protocol,
         model_input_size=args.model_input_size, calib=args.calib, num_calib=args.num_calib,
         allow_few_images=args.allow_few_images)
+    options = resolve_options(args.recipe, asked)
     run_dir = args.run_dir or f"runs/{options.recipe}"
     runner = Runner(options, run_dir, force=args.force, skip=tuple(args.skip),
                     reporter=RichReporter(console, args.quiet))

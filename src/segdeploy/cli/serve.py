@@ -114,6 +114,7 @@ def run(args) -> int:
     from segdeploy.cli.common import size_hw
     from segdeploy.core.errors import UsageError
     from segdeploy.core.registry import get_spec
+    from segdeploy.jobs.options import RuntimeRequest
     from segdeploy.serve.config import ServeConfig, parse_bytes, resolve_api_key
 
     spec = get_spec(args.model)
@@ -146,26 +147,25 @@ def run(args) -> int:
                              "(use --workers for more runtimes)")
         options["streams"] = args.streams
 
+    request = RuntimeRequest(weights=args.weights, backend=args.backend, device=args.device, precision=args.precision,
+                             onnx_path=args.onnx, seed=args.seed, backend_options=options)
+
     def log(message: str) -> None:
         print(f"segdeploy serve: {message}", file=sys.stderr, flush=True)
 
     if args.ray:
         from segdeploy.serve.ray_deploy import run_ray
 
-        return run_ray(spec.name, config=config, weights=args.weights, backend=args.backend, device=args.device,
-                       precision=args.precision, onnx_path=args.onnx, seed=args.seed, reference=args.reference,
-                       replicas=args.replicas, address=args.address, host=args.host, port=args.port,
-                       cpus_per_replica=args.cpus_per_replica, gpus_per_replica=args.gpus_per_replica, log=log,
-                       runtime_options=options)
+        return run_ray(spec.name, request, config=config, reference=args.reference, replicas=args.replicas,
+                       address=args.address, host=args.host, port=args.port, cpus_per_replica=args.cpus_per_replica,
+                       gpus_per_replica=args.gpus_per_replica, log=log)
 
     import uvicorn
 
     from segdeploy.serve.app import create_app
     from segdeploy.serve.connections import uvicorn_settings
 
-    app = create_app(spec.name, weights=args.weights, backend=args.backend, device=args.device,
-                     precision=args.precision, onnx_path=args.onnx, seed=args.seed, config=config,
-                     reference=args.reference, runtime_options=options, log=log)
+    app = create_app(spec.name, request, config=config, reference=args.reference, log=log)
     service = next(iter(app.state.segdeploy.services.values()))
     state = app.state.segdeploy
     log(f"serving {spec.name} ({service.runtimes[0].name} {service.runtimes[0].precision}, "

@@ -74,7 +74,7 @@ def _progress(enabled: bool):
     return bar, update
 
 
-def run_if_video(args, spec, common: dict, console) -> int | None:
+def run_if_video(args, spec, job, console) -> int | None:
     """Run the command when its inputs hold a video; None when they hold none (the image path runs)."""
     from segdeploy.engine.video import is_video
 
@@ -82,7 +82,7 @@ def run_if_video(args, spec, common: dict, console) -> int | None:
         return None
     single = len(args.inputs) == 1 and os.path.isfile(args.inputs[0]) and is_video(args.inputs[0])
     if single and is_video(args.output):
-        return _run_single(args, spec, common, console)
+        return _run_single(args, spec, job, console)
     from segdeploy.core.errors import UsageError
     from segdeploy.engine.finder import IMAGE_SUFFIXES, find_images
     from segdeploy.engine.video import VIDEO_SUFFIXES
@@ -106,8 +106,8 @@ def run_if_video(args, spec, common: dict, console) -> int | None:
     require_av()
     options = _options(args, spec)
     images = [(path, rel) for path, rel in found if not is_video(path)]
-    image_summary = _run_images(args, spec, common, console, images) if images else None
-    summary = _run_clips(args, spec, common, console, videos, options)
+    image_summary = _run_images(args, spec, job, console, images) if images else None
+    summary = _run_clips(args, spec, job, console, videos, options)
     _report(console, summary)
     if args.json:
         from segdeploy.jobs.predict import write_summary_json
@@ -118,31 +118,22 @@ def run_if_video(args, spec, common: dict, console) -> int | None:
     return 1 if failed else 0
 
 
-def _opener(args, spec, common: dict):
+def _opener(args, spec, job):
     def open_runtime():
         from segdeploy.jobs.predict import warm_up
         from segdeploy.jobs.session import open_model_runtime
 
-        options = {"seed": common["seed"]}
-        if common["onnx_path"] is not None:
-            options["onnx_path"] = common["onnx_path"]
-        if common["calib"] is not None:
-            options["calib"] = common["calib"]
-        runtime = open_model_runtime(spec.name, weights=common["weights"], backend=common["backend"],
-                                     device=common["device"], precision=common["precision"], **options)
+        runtime = open_model_runtime(spec.name, job.runtime)
         warm_up(runtime, spec, args.batch_size)
         return runtime
     return open_runtime
 
 
-def _run_images(args, spec, common, console, images):
-    from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET
+def _run_images(args, spec, job, console, images):
     from segdeploy.jobs.predict import predict_files
 
-    summary = predict_files(spec.name, args.inputs, args.output, recursive=args.recursive, batch_size=args.batch_size,
-                            workers=args.workers, progress=not args.quiet,
-                            memory_budget=args.memory_budget or DEFAULT_MEMORY_BUDGET, finder=lambda *_: images,
-                            log=lambda text: console.print(text, highlight=False, markup=False), **common)
+    summary = predict_files(spec.name, args.inputs, args.output, job, progress=not args.quiet, finder=lambda *_: images,
+                            log=lambda text: console.print(text, highlight=False, markup=False))
     for failure in summary.failed:
         console.print(f"[red]failed[/] {failure['path']}: {failure['reason']}", highlight=False)
     console.print(f"images: found {summary.found}, written {summary.written}, skipped {summary.skipped} (already "
@@ -150,18 +141,17 @@ def _run_images(args, spec, common, console, images):
     return summary
 
 
-def _run_clips(args, spec, common, console, videos, options):
-    from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET
+def _run_clips(args, spec, job, console, videos, options):
     from segdeploy.jobs.video_job import plan_videos, run_videos
 
-    plan = plan_videos(spec, videos, args.output, options, weights=common["weights"], seed=common["seed"],
-                       max_size=common["max_size"], onnx_path=common["onnx_path"], calib=common["calib"],
-                       overwrite=common["overwrite"])
+    request = job.runtime
+    plan = plan_videos(spec, videos, args.output, options, weights=request.weights, seed=request.seed,
+                       max_size=job.max_size, onnx_path=request.onnx_path, calib=request.calib,
+                       overwrite=job.overwrite)
     bar, update = _progress(not args.quiet)
     with bar:
-        return run_videos(plan, spec, _opener(args, spec, common), options, batch_size=args.batch_size,
-                          workers=args.workers, memory_budget=args.memory_budget or DEFAULT_MEMORY_BUDGET,
-                          progress=update)
+        return run_videos(plan, spec, _opener(args, spec, job), options, batch_size=job.batch_size,
+                          workers=job.workers, memory_budget=job.memory_budget, progress=update)
 
 
 def _clip_line(clip: dict) -> str:
@@ -192,8 +182,7 @@ def _report(console, summary) -> None:
                   f"{flicker}", highlight=False)
 
 
-def _run_single(args, spec, common, console) -> int:
-    from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET
+def _run_single(args, spec, job, console) -> int:
     from segdeploy.engine.video import require_av
     from segdeploy.jobs.video_job import predict_video_file
 
@@ -202,12 +191,12 @@ def _run_single(args, spec, common, console) -> int:
     from segdeploy.jobs.video_job import single_file_kind
 
     single_file_kind(args.output, options)  # refuse a suffix that does not fit before opening the model
-    runtime = _opener(args, spec, common)()
+    runtime = _opener(args, spec, job)()
     bar, update = _progress(not args.quiet)
     with bar:
-        clip = predict_video_file(spec, args.inputs[0], args.output, runtime, options, overwrite=common["overwrite"],
-                                  batch_size=args.batch_size, workers=args.workers,
-                                  memory_budget=args.memory_budget or DEFAULT_MEMORY_BUDGET, progress=update)
+        clip = predict_video_file(spec, args.inputs[0], args.output, runtime, options, overwrite=job.overwrite,
+                                  batch_size=job.batch_size, workers=job.workers, memory_budget=job.memory_budget,
+                                  progress=update)
     console.print(_clip_line(clip.__dict__), highlight=False)
     for note in clip.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)

@@ -33,26 +33,25 @@ never leaves a half-written ``.onnx`` behind; a failed parity check leaves no ``
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import tempfile
 import time
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from segdeploy.convert.export_graph import INPUT_NAME, exported_graph, slimmed, traced_input
 from segdeploy.convert.export_result import ExportError, ExportParityError, ExportResult, OutputParity, Parity
 from segdeploy.convert.fingerprints import library_versions
 from segdeploy.convert.onnx_info import build_metadata, set_metadata
-from segdeploy.convert.parity import DEFAULT_PARITY_RTOL, PARITY_BATCH, check_onnx_parity, output_list, parity_input
+from segdeploy.convert.parity import DEFAULT_PARITY_RTOL, PARITY_BATCH, check_onnx_parity, parity_input
 from segdeploy.engine.writers import NEW_FILE_MODE
 from segdeploy.core.specs import ModelSpec
 from segdeploy.core.registry import get_spec
 
 DEFAULT_OPSET = 17
-INPUT_NAME = "input"
 EXPORTERS = ("torchscript", "dynamo")
 
 
@@ -108,129 +107,6 @@ def parse_input_size(input_size, spec: ModelSpec) -> tuple[int, int]:
     return hw[0], hw[1]
 
 
-
-def _output_axes(name: str, shape: tuple[int, ...], hw: tuple[int, int], dynamic_batch: bool,
-                 dynamic_spatial: bool) -> dict[int, str]:
-    axes: dict[int, str] = {}
-    if dynamic_batch:
-        axes[0] = "batch"
-    if dynamic_spatial and len(shape) >= 4:
-        for axis, size, label in ((len(shape) - 2, hw[0], "height"), (len(shape) - 1, hw[1], "width")):
-            axes[axis] = label if size == (hw[0] if label == "height" else hw[1]) else f"{name}_{label}"
-    return axes
-
-
-@contextlib.contextmanager
-def _quiet_export():
-    import logging
-
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript", "torch._dynamo")]
-    levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
-
-
-def _torch_export(module, example, path: Path, *, exporter: str, opset: int, output_names: list[str],
-                  dynamic_axes: dict[str, dict[int, str]], multiple_of: int, simplify: bool) -> int:
-    """Run torch.onnx.export; returns the opset actually written."""
-    import torch
-
-    with _quiet_export(), torch.no_grad():
-        if exporter == "torchscript":
-            # TrainingMode.EVAL makes the exporter fold BatchNorm into the preceding Conv itself, a
-            # pass that takes 10-15 s on wseg's 138 M parameters; when onnxslim runs afterwards it
-            # folds them the same way (identical operator counts on every registry model) in less
-            # time, so the module (already in eval mode) is exported with PRESERVE.
-            mode = torch.onnx.TrainingMode.PRESERVE if simplify else torch.onnx.TrainingMode.EVAL
-            torch.onnx.export(
-                module, (example,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                output_names=output_names, dynamic_axes=dynamic_axes or None, do_constant_folding=True,
-                training=mode)
-            return opset
-        from torch.export import Dim
-
-        opset = max(opset, 18)  # the dynamo exporter implements opset >= 18 only (see module doc)
-        shapes: dict[int, Any] = {}
-        for axis, label in dynamic_axes.get(INPUT_NAME, {}).items():
-            low = 1 if axis == 0 else max(2, multiple_of)
-            shapes[axis] = Dim(label, min=low, max=1 << 16)
-        program = torch.onnx.export(
-            module, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=output_names, dynamic_shapes=(shapes,) if shapes else None, verbose=False)
-        program.save(str(path))
-        return opset
-
-def _traced_input(module, spec: ModelSpec, hw: tuple[int, int], seed: int, dynamic_batch: bool,
-                  dynamic_spatial: bool):
-    """(the seeded example batch traced, the dynamic axes of the input and of every output), after
-    checking that the forward returns as many outputs as the spec names."""
-    import torch
-
-    output_names = list(spec.output_names)
-    example = torch.from_numpy(parity_input((PARITY_BATCH, 3, *hw), seed))
-    with torch.no_grad():
-        probe = output_list(module(example))
-    if len(probe) != len(output_names):
-        raise ExportError(f"{spec.name}: forward returns {len(probe)} outputs but the spec names "
-                          f"{len(output_names)} ({', '.join(output_names)})")
-    dynamic_axes: dict[str, dict[int, str]] = {}
-    in_axes = {0: "batch"} if dynamic_batch else {}
-    if dynamic_spatial:
-        in_axes.update({2: "height", 3: "width"})
-    if in_axes:
-        dynamic_axes[INPUT_NAME] = in_axes
-    for name, tensor in zip(output_names, probe):
-        axes = _output_axes(name, tuple(tensor.shape), hw, dynamic_batch, dynamic_spatial)
-        if axes:
-            dynamic_axes[name] = axes
-    return example, dynamic_axes
-
-
-def _exported_graph(module, example, spec: ModelSpec, how: tuple[str, int], dynamic_axes, simplify: bool,
-                    notes: list[str]):
-    """(the ONNX ModelProto torch wrote, the opset it wrote) for ``how`` = (exporter, opset asked)."""
-    import onnx
-
-    exporter, requested_opset = how
-    with tempfile.TemporaryDirectory(prefix="segdeploy-export-") as tmp:
-        raw_path = Path(tmp) / "raw.onnx"
-        try:
-            opset = _torch_export(module, example, raw_path, exporter=exporter, opset=requested_opset,
-                                  output_names=list(spec.output_names), dynamic_axes=dynamic_axes,
-                                  multiple_of=spec.preprocess.multiple_of, simplify=simplify)
-        except Exception as exc:
-            raise ExportError(
-                f"{spec.name}: torch.onnx.export ({exporter}) failed: {type(exc).__name__}: {exc}") from exc
-        proto = onnx.load(str(raw_path))
-    written_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
-    if written_opset != requested_opset:
-        notes.append(f"asked for opset {requested_opset}, the {exporter} exporter wrote {written_opset}")
-    return proto, written_opset
-
-
-def _slimmed(proto, notes: list[str]):
-    """(the graph simplified by onnxslim, True), or (the graph as it was, False) when onnxslim fails."""
-    import onnx
-    import onnxslim
-
-    try:
-        with _quiet_export():
-            # One onnx shape-inference pass, then onnxslim without its own: onnxslim's symbolic
-            # inference re-serialises the whole model once per node (wseg: 27 s instead of 5 s)
-            # and gives the same graph here.
-            return onnxslim.slim(onnx.shape_inference.infer_shapes(proto, data_prop=True), no_shape_infer=True), True
-    except Exception as exc:  # noqa: BLE001 - an unsimplified graph is still a valid export
-        notes.append(f"onnxslim failed, graph left unsimplified: {type(exc).__name__}: {exc}")
-        return proto, False
-
-
 def _temp_beside(out_path: Path) -> Path:
     """An empty temporary file next to ``out_path`` (renamed over it once complete)."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
@@ -247,23 +123,48 @@ def _parity_error(spec: ModelSpec, result: ExportResult, parity_rtol: float, out
         f"nothing written to {out_path}", result)
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """How :func:`export_onnx` exports: the graph's axes, its simplification, the checks and the records.
+
+    Attributes:
+        opset: ONNX opset asked for (the dynamo exporter writes at least 18, see the module doc).
+        input_size: (H, W), N or "HxW" traced and parity-checked; None = ``spec.input_size``. Dynamic
+            axes still let the file take other sizes: this is the size the export is checked at.
+        dynamic_batch: symbolic batch axis on the input and every output.
+        dynamic_spatial: symbolic H / W; None = ``spec.dynamic_spatial`` (whether the network accepts
+            other input sizes at all).
+        simplify: run onnxslim (constant folding, shape-subgraph elimination, fusions).
+        check_parity: compare ONNX Runtime with PyTorch on a seeded batch of 2 (see module doc).
+            Callers that judge fidelity on real images themselves (the recipe's compare step) turn it
+            off: on N(0, 1) noise random-weight networks can fail a relative gate by rounding alone.
+        parity_rtol: largest accepted relative error per output.
+        exporter: "torchscript" (default, see module doc) or "dynamo".
+        extra_metadata: more ``metadata_props`` (values JSON-encoded unless strings).
+        write_sidecar: write the ExportResult to ``<out_path>.json``, also when parity fails (with
+            ``"written": false``); the export cache reads it to decide whether a file can be reused.
+    """
+
+    opset: int = DEFAULT_OPSET
+    input_size: tuple[int, int] | int | str | None = None
+    dynamic_batch: bool = True
+    dynamic_spatial: bool | None = None
+    simplify: bool = True
+    check_parity: bool = True
+    parity_rtol: float = DEFAULT_PARITY_RTOL
+    exporter: str = "torchscript"
+    extra_metadata: dict[str, Any] | None = None
+    write_sidecar: bool = True
+
+
 def export_onnx(
     model_or_name,
     weights=None,
     out_path: str | os.PathLike | None = None,
+    options: ExportOptions | None = None,
     *,
-    opset: int = DEFAULT_OPSET,
-    input_size: tuple[int, int] | int | str | None = None,
-    dynamic_batch: bool = True,
-    dynamic_spatial: bool | None = None,
-    simplify: bool = True,
-    check_parity: bool = True,
-    parity_rtol: float = DEFAULT_PARITY_RTOL,
-    exporter: str = "torchscript",
     seed: int = 0,
     spec: ModelSpec | None = None,
-    extra_metadata: dict[str, Any] | None = None,
-    write_sidecar: bool = True,
 ) -> ExportResult:
     """Export a registry model (or a module) to ONNX.
 
@@ -271,16 +172,9 @@ def export_onnx(
         model_or_name: registry name, ModelSpec, or nn.Module (with ``segdeploy_spec`` or ``spec=``).
         weights: checkpoint path or "random" (ignored for a module).
         out_path: destination ``.onnx``; the sidecar ``<out_path>.json`` holds the ExportResult.
-        opset: ONNX opset (the dynamo exporter writes at least 18).
-        input_size: (H, W) traced and parity-checked; default ``spec.input_size``.
-        dynamic_batch: symbolic batch axis on the input and every output.
-        dynamic_spatial: symbolic H / W; default ``spec.dynamic_spatial``.
-        simplify: run onnxslim (constant folding, shape-subgraph elimination, fusions).
-        check_parity: compare ONNX Runtime with PyTorch on a seeded batch of 2 (see module doc).
-        parity_rtol: largest accepted relative error per output.
-        exporter: "torchscript" (default, see module doc) or "dynamo".
+        options: how to export (:class:`ExportOptions`; None = its defaults).
         seed: seed of random weights and of the parity input.
-        extra_metadata: more ``metadata_props`` (values JSON-encoded unless strings).
+        spec: the ModelSpec of a plain module, or one used instead of the registry's.
 
     Returns:
         ExportResult.
@@ -289,64 +183,86 @@ def export_onnx(
         ExportError: a step failed (message names it); ExportParityError when parity fails
         (no ``.onnx`` is written; the sidecar JSON with the numbers is).
     """
-    import onnx
-
+    options = options if options is not None else ExportOptions()
     if out_path is None:
         raise ValueError("export_onnx needs out_path")
-    if exporter not in EXPORTERS:
-        raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    if options.exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {options.exporter!r}")
     started = time.perf_counter()
     out_path = Path(out_path)
     module, spec, weights_info = resolve_module(model_or_name, weights, seed=seed, spec=spec)
     module.eval()
-    hw = parse_input_size(input_size, spec)
-    dynamic_spatial = spec.dynamic_spatial if dynamic_spatial is None else bool(dynamic_spatial)
-    output_names = list(spec.output_names)
-    notes: list[str] = []
-    example, dynamic_axes = _traced_input(module, spec, hw, seed, dynamic_batch, dynamic_spatial)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    proto, opset = _exported_graph(module, example, spec, (exporter, opset), dynamic_axes, simplify, notes)
-    graph_outputs = [o.name for o in proto.graph.output]
-    if graph_outputs != output_names:
-        raise ExportError(f"{spec.name}: exported outputs {graph_outputs} differ from the spec's {output_names}")
-    nodes_before = len(proto.graph.node)
-    proto, simplified = _slimmed(proto, notes) if simplify else (proto, False)
-    metadata = build_metadata(spec, weights_info, opset=opset, exporter=exporter, hw=hw, extra=extra_metadata)
-    set_metadata(proto, metadata)
-    proto.doc_string = f"segdeploy export of {spec.name} ({spec.source})"
-
+    proto, draft = _annotated_graph(module, spec, weights_info, out_path, options, seed)
     tmp_path = _temp_beside(out_path)
     try:
-        if proto.ByteSize() >= (2 << 30) - (1 << 20):
-            raise ExportError(f"{spec.name}: the graph is over 2 GB; external-data export is not supported")
-        nodes_after = len(proto.graph.node)
-        onnx.save_model(proto, str(tmp_path))
-        del proto
-        try:
-            onnx.checker.check_model(str(tmp_path), full_check=True)
-        except Exception as exc:
-            raise ExportError(f"{spec.name}: onnx.checker rejected the exported graph: {exc}") from exc
-        parity = None
-        if check_parity:
-            parity = check_onnx_parity(tmp_path, module, spec, (PARITY_BATCH, 3, *hw), seed + 1, parity_rtol,
-                                       input_name=INPUT_NAME)
-        result = ExportResult(
-            path=str(out_path), model=spec.name, opset=opset, exporter=exporter, input_name=INPUT_NAME,
-            output_names=tuple(output_names), input_shape=(PARITY_BATCH, 3, *hw), dynamic_axes=dynamic_axes,
-            simplified=simplified, nodes_before=nodes_before, nodes_after=nodes_after,
-            metadata=metadata, parity=parity, seconds=time.perf_counter() - started,
-            file_bytes=tmp_path.stat().st_size, notes=tuple(notes))
-        if parity is not None and not parity.passed:
-            if write_sidecar:
+        _save_graph(proto, tmp_path, spec)
+        del proto  # the checker and the parity session load the file again: free the graph first (wseg: ~0.5 GB)
+        result = _checked(tmp_path, draft, module, spec, options, seed, started)
+        if result.parity is not None and not result.parity.passed:
+            if options.write_sidecar:
                 _write_sidecar(out_path, result, passed=False)
-            raise _parity_error(spec, result, parity_rtol, out_path)
+            raise _parity_error(spec, result, options.parity_rtol, out_path)
         os.replace(tmp_path, out_path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
-    if write_sidecar:
+    if options.write_sidecar:
         _write_sidecar(out_path, result, passed=True)
     return result
+
+
+def _annotated_graph(module, spec: ModelSpec, weights_info: dict[str, Any], out_path: Path, options: ExportOptions,
+                     seed: int):
+    """(the exported, simplified graph with segdeploy's metadata, an ExportResult lacking the checks'
+    numbers: parity, seconds and file size). Creates ``out_path``'s folder once the model traced."""
+    hw = parse_input_size(options.input_size, spec)
+    dynamic_spatial = spec.dynamic_spatial if options.dynamic_spatial is None else bool(options.dynamic_spatial)
+    output_names = list(spec.output_names)
+    notes: list[str] = []
+    example, dynamic_axes = traced_input(module, spec, hw, seed, options.dynamic_batch, dynamic_spatial)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    proto, opset = exported_graph(module, example, spec, (options.exporter, options.opset), dynamic_axes,
+                                  options.simplify, notes)
+    graph_outputs = [o.name for o in proto.graph.output]
+    if graph_outputs != output_names:
+        raise ExportError(f"{spec.name}: exported outputs {graph_outputs} differ from the spec's {output_names}")
+    nodes_before = len(proto.graph.node)
+    proto, simplified = slimmed(proto, notes) if options.simplify else (proto, False)
+    metadata = build_metadata(spec, weights_info, opset=opset, exporter=options.exporter, hw=hw,
+                              extra=options.extra_metadata)
+    set_metadata(proto, metadata)
+    proto.doc_string = f"segdeploy export of {spec.name} ({spec.source})"
+    draft = ExportResult(
+        path=str(out_path), model=spec.name, opset=opset, exporter=options.exporter, input_name=INPUT_NAME,
+        output_names=tuple(output_names), input_shape=(PARITY_BATCH, 3, *hw), dynamic_axes=dynamic_axes,
+        simplified=simplified, nodes_before=nodes_before, nodes_after=len(proto.graph.node), metadata=metadata,
+        parity=None, seconds=0.0, file_bytes=0, notes=tuple(notes))
+    return proto, draft
+
+
+def _save_graph(proto, tmp_path: Path, spec: ModelSpec) -> None:
+    import onnx
+
+    if proto.ByteSize() >= (2 << 30) - (1 << 20):
+        raise ExportError(f"{spec.name}: the graph is over 2 GB; external-data export is not supported")
+    onnx.save_model(proto, str(tmp_path))
+
+
+def _checked(tmp_path: Path, draft: ExportResult, module, spec: ModelSpec, options: ExportOptions, seed: int,
+             started: float) -> ExportResult:
+    """``draft`` completed after onnx.checker accepted the written graph and (if asked) the parity check ran."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(tmp_path), full_check=True)
+    except Exception as exc:
+        raise ExportError(f"{spec.name}: onnx.checker rejected the exported graph: {exc}") from exc
+    parity = None
+    if options.check_parity:
+        parity = check_onnx_parity(tmp_path, module, spec, draft.input_shape, seed + 1, options.parity_rtol,
+                                   input_name=INPUT_NAME)
+    return dataclasses.replace(draft, parity=parity, seconds=time.perf_counter() - started,
+                               file_bytes=tmp_path.stat().st_size)
 
 
 def sidecar_path(out_path: str | os.PathLike) -> Path:
@@ -380,6 +296,6 @@ def spec_with_input_size(spec: ModelSpec, hw: tuple[int, int]) -> ModelSpec:
 
 # The result types, errors and parity numbers are part of export_onnx's API and stay importable
 # from here; the cache, fingerprints and ONNX inspection are imported from their own modules.
-__all__ = ["export_onnx", "resolve_module", "parse_input_size", "spec_with_input_size", "sidecar_path",
-           "ExportResult", "ExportError", "ExportParityError", "DEFAULT_PARITY_RTOL", "parity_input", "Parity",
-           "OutputParity"]
+__all__ = ["export_onnx", "ExportOptions", "resolve_module", "parse_input_size", "spec_with_input_size",
+           "sidecar_path", "ExportResult", "ExportError", "ExportParityError", "DEFAULT_PARITY_RTOL", "parity_input",
+           "Parity", "OutputParity"]

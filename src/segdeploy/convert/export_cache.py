@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from segdeploy.convert.export import DEFAULT_OPSET, export_onnx, parse_input_size, resolve_module, sidecar_path
+from segdeploy.convert.export import (DEFAULT_OPSET, ExportOptions, export_onnx, parse_input_size, resolve_module,
+                                      sidecar_path)
 from segdeploy.convert.fingerprints import artifact_intact, library_versions, state_dict_digest, weights_tag
 from segdeploy.core.registry import get_spec
 from segdeploy.core.specs import ModelSpec
@@ -62,9 +63,9 @@ def cached_export(model_or_name, weights=None, *, opset: int = DEFAULT_OPSET, in
 
         print(f"segdeploy: the cached export {path.name} is not the file that was written and checked (its sha256 "
               "differs from the one recorded beside it); exporting it again", file=sys.stderr, flush=True)
-    export_onnx(module if module is not None else spec, weights, path, opset=opset, input_size=hw,
-                dynamic_batch=dynamic_batch, dynamic_spatial=dynamic_spatial, exporter=exporter, seed=seed,
-                spec=spec)
+    options = ExportOptions(opset=opset, input_size=hw, dynamic_batch=dynamic_batch, dynamic_spatial=dynamic_spatial,
+                            exporter=exporter)
+    export_onnx(module if module is not None else spec, weights, path, options, seed=seed, spec=spec)
     return path
 
 

@@ -153,23 +153,45 @@ class ImageCalibrationReader:
         self._iter = None
 
 
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """How :func:`quantize_onnx` quantizes and calibrates (the defaults are the module doc's).
+
+    Attributes:
+        method: "ort-qdq" (the only one; see module doc).
+        num_calib: use the first N calibration images; None = ``DEFAULT_NUM_CALIB`` (32).
+        input_size: (H, W) calibration images are squashed to, instead of the spec's preprocessing
+            size: for an fp32 export traced at another size than the spec's (small test models).
+        per_channel: per-output-channel weight scales (else one per tensor).
+        calibrate_method: "minmax", "entropy" or "percentile".
+        op_types: operator types to quantize; None = every type ONNX Runtime can quantize. The
+            default quantizes the compute only; resizes, pools and element-wise ops stay float.
+        reduce_range: 7-bit weights (``quantize_static(reduce_range=True)``); None = on for CPUs
+            without VNNI, whose int8 kernels add pairs of u8 x s8 products in int16 with saturation
+            (``vpmaddubsw``) — full 8-bit weights overflow there and deep trained networks drift far
+            from fp32.
+    """
+
+    method: str = "ort-qdq"
+    num_calib: int | None = None
+    input_size: tuple[int, int] | None = None
+    per_channel: bool = True
+    calibrate_method: str = "minmax"
+    op_types: tuple[str, ...] | None = DEFAULT_OP_TYPES
+    reduce_range: bool | None = None
+
+
 def quantize_onnx(
     model,
     weights=None,
     calib: str | os.PathLike | Iterable | None = None,
     out_path: str | os.PathLike | None = None,
+    options: QuantizeOptions | None = None,
     *,
-    method: str = "ort-qdq",
-    num_calib: int | None = None,
     onnx_path: str | os.PathLike | None = None,
-    input_size: tuple[int, int] | None = None,
-    per_channel: bool = True,
-    calibrate_method: str = "minmax",
-    op_types: Iterable[str] | None = DEFAULT_OP_TYPES,
     seed: int = 0,
     spec: ModelSpec | None = None,
     export_options: dict[str, Any] | None = None,
-    reduce_range: bool | None = None,
 ) -> QuantizeResult:
     """Quantize ``model`` to int8 (QDQ ONNX) calibrating on ``calib`` images.
 
@@ -178,46 +200,36 @@ def quantize_onnx(
         weights: checkpoint path or "random" (not needed with ``onnx_path`` or a module).
         calib: folder of images, image paths, HxWx3 uint8 arrays or preprocessed 3xHxW float arrays.
         out_path: destination ``.onnx``.
-        method: "ort-qdq" (the only one; see module doc).
-        num_calib: use the first N calibration images (default 32).
+        options: how to quantize (:class:`QuantizeOptions`; None = its defaults).
         onnx_path: the fp32 ONNX to quantize (default: the cached export of model + weights).
-        input_size: (H, W) images are squashed to, instead of the spec's preprocessing size.
-        per_channel: per-output-channel weight scales.
-        calibrate_method: "minmax", "entropy" or "percentile".
-        op_types: operator types to quantize (None = every type ONNX Runtime can quantize).
-        reduce_range: 7-bit weights (``quantize_static(reduce_range=True)``); default: on for CPUs
-            without VNNI, whose int8 kernels add pairs of u8 x s8 products in int16 with
-            saturation (``vpmaddubsw``) — full 8-bit weights overflow there and deep trained networks
-            drift far from fp32.
+        seed: seed of random weights, for the cached export.
+        spec: the ModelSpec of a plain module, or one used instead of the model's own for calibration.
+        export_options: keywords of :func:`segdeploy.convert.export_cache.cached_export` for the
+            fp32 export made when ``onnx_path`` is not given.
 
     Returns:
         QuantizeResult (also written to ``<out_path>.json``).
     """
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    if reduce_range is None:
-        reduce_range = not has_vnni()
-
     from segdeploy.convert.export import spec_with_input_size
     from segdeploy.convert.export_cache import cached_export
-    from segdeploy.convert.onnx_info import read_metadata, set_metadata
-    from segdeploy.engine.writers import NEW_FILE_MODE, atomic_write_text
+    from segdeploy.convert.onnx_info import read_metadata
+    from segdeploy.engine.writers import atomic_write_text
     from segdeploy.zoo.checkpoints import file_sha256
 
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if calibrate_method not in CALIBRATE_METHODS:
+    options = options if options is not None else QuantizeOptions()
+    if options.method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {options.method!r}")
+    if options.calibrate_method not in CALIBRATE_METHODS:
         raise ValueError(f"calibrate_method must be one of {', '.join(CALIBRATE_METHODS)}")
     if out_path is None:
         raise ValueError("quantize_onnx needs out_path")
     started = time.perf_counter()
-    num_calib = int(num_calib or DEFAULT_NUM_CALIB)
+    reduce_range = not has_vnni() if options.reduce_range is None else options.reduce_range
     base_spec = own_spec(model, spec)
     spec = spec or base_spec
-    if input_size is not None:
-        spec = spec_with_input_size(spec, tuple(input_size))
-    entries, calib_source = calib_entries(calib, spec, num_calib)
+    if options.input_size is not None:
+        spec = spec_with_input_size(spec, tuple(options.input_size))
+    entries, calib_source = calib_entries(calib, spec, int(options.num_calib or DEFAULT_NUM_CALIB))
     if onnx_path is None:
         onnx_path = cached_export(model if not isinstance(model, str) else base_spec, weights, seed=seed,
                                   spec=base_spec, **(export_options or {}))
@@ -225,6 +237,28 @@ def quantize_onnx(
     source_meta = read_metadata(onnx_path)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    proto, excluded = _quantized_graph(onnx_path, entries, spec, options, reduce_range)
+    metadata = dict(source_meta)
+    metadata["segdeploy_quantization"] = json.dumps(
+        _quantization_record(options, reduce_range, entries, calib_source, excluded, onnx_path))
+    quantized_nodes = _save_with_metadata(proto, metadata, out_path)
+    result = QuantizeResult(
+        path=str(out_path), model=spec.name, source_onnx=str(onnx_path), method=options.method,
+        calibrate_method=options.calibrate_method, per_channel=options.per_channel, num_calib=len(entries),
+        calib_source=calib_source, quantized_nodes=quantized_nodes, seconds=time.perf_counter() - started,
+        metadata=metadata)
+    record = result.to_dict()
+    record["file_sha256"] = file_sha256(out_path)
+    atomic_write_text(str(out_path) + ".json", json.dumps(record, indent=2))
+    return result
+
+
+def _quantized_graph(onnx_path: Path, entries: list[Any], spec: ModelSpec, options: QuantizeOptions,
+                     reduce_range: bool):
+    """(the QDQ ModelProto ONNX Runtime's ``quantize_static`` makes of ``onnx_path``, the Conv nodes
+    left float by :func:`float_convs`)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     calib_methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                      "percentile": CalibrationMethod.Percentile}
@@ -240,27 +274,42 @@ def quantize_onnx(
             with _quiet_logging():
                 quantize_static(
                     str(source), str(quantized_tmp), reader, quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(op_types) if op_types else None, per_channel=per_channel,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=calib_methods[calibrate_method],
+                    op_types_to_quantize=list(options.op_types) if options.op_types else None,
+                    per_channel=options.per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=calib_methods[options.calibrate_method],
                     extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
                     reduce_range=reduce_range, nodes_to_exclude=excluded,
                 )
         except Exception as exc:
-            raise RuntimeError(f"{spec.name}: ONNX Runtime quantize_static failed: {type(exc).__name__}: {exc}") from exc
-        proto = onnx.load(str(quantized_tmp))
-    quant_info = {
-        "method": method, "format": "QDQ", "activation_type": "uint8 asymmetric per-tensor",
-        "weight_type": "int8 symmetric " + ("per-channel" if per_channel else "per-tensor"),
-        "calibrate_method": calibrate_method, "num_calib": len(entries), "calib_source": calib_source,
-        "calib_identity": calib_identity(entries)[:16], "op_types": list(op_types) if op_types else None,
+            raise RuntimeError(
+                f"{spec.name}: ONNX Runtime quantize_static failed: {type(exc).__name__}: {exc}") from exc
+        return onnx.load(str(quantized_tmp)), excluded
+
+
+def _quantization_record(options: QuantizeOptions, reduce_range: bool, entries: list[Any], calib_source: str,
+                         excluded: list[str], onnx_path: Path) -> dict[str, Any]:
+    """The ``segdeploy_quantization`` metadata entry: how the file was made and from what."""
+    from segdeploy.zoo.checkpoints import file_sha256
+
+    return {
+        "method": options.method, "format": "QDQ", "activation_type": "uint8 asymmetric per-tensor",
+        "weight_type": "int8 symmetric " + ("per-channel" if options.per_channel else "per-tensor"),
+        "calibrate_method": options.calibrate_method, "num_calib": len(entries), "calib_source": calib_source,
+        "calib_identity": calib_identity(entries)[:16],
+        "op_types": list(options.op_types) if options.op_types else None,
         "reduce_range": reduce_range, "float_nodes": excluded,
         "source_sha256": file_sha256(onnx_path),
     }
-    metadata = dict(source_meta)
-    metadata["segdeploy_quantization"] = json.dumps(quant_info)
+
+
+def _save_with_metadata(proto, metadata: dict[str, str], out_path: Path) -> int:
+    """Write ``proto`` with ``metadata`` to ``out_path`` atomically; returns its number of quantized tensors."""
+    import onnx
+
+    from segdeploy.convert.onnx_info import set_metadata
+    from segdeploy.engine.writers import NEW_FILE_MODE
+
     set_metadata(proto, metadata)
-    quantized_nodes = sum(node.op_type == "QuantizeLinear" for node in proto.graph.node)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
     os.close(fd)
     os.chmod(tmp_name, NEW_FILE_MODE)
@@ -270,15 +319,7 @@ def quantize_onnx(
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
-    result = QuantizeResult(
-        path=str(out_path), model=spec.name, source_onnx=str(onnx_path), method=method,
-        calibrate_method=calibrate_method, per_channel=per_channel, num_calib=len(entries),
-        calib_source=calib_source, quantized_nodes=quantized_nodes, seconds=time.perf_counter() - started,
-        metadata=metadata)
-    record = result.to_dict()
-    record["file_sha256"] = file_sha256(out_path)
-    atomic_write_text(str(out_path) + ".json", json.dumps(record, indent=2))
-    return result
+    return sum(node.op_type == "QuantizeLinear" for node in proto.graph.node)
 
 
 def _recorded_sha256(path: Path) -> str | None:
@@ -347,12 +388,13 @@ def cached_quantize(model, weights, calib, *, num_calib: int | None = None, seed
                          **(export_options or {}))
     key = json.dumps({"fp32": fp32.name, "calib": calib_identity(entries), "num": len(entries),
                       "method": calibrate_method, "pre": [spec.preprocess.size, spec.preprocess.scale],
-                      "reduce_range": not has_vnni(), "float": list(spec.int8_float_layers), "libraries": library_versions()},
+                      "reduce_range": not has_vnni(), "float": list(spec.int8_float_layers),
+                      "libraries": library_versions()},
                      sort_keys=True, default=str)
     path = cache_dir() / "onnx" / f"{fp32.stem}-int8-{hashlib.sha256(key.encode()).hexdigest()[:8]}.onnx"
     if artifact_intact(path, _recorded_sha256(path)):
         return path
-    quantize_onnx(model, weights, entries, path, num_calib=len(entries), onnx_path=fp32, seed=seed, spec=spec,
-                  calibrate_method=calibrate_method)
+    options = QuantizeOptions(num_calib=len(entries), calibrate_method=calibrate_method)
+    quantize_onnx(model, weights, entries, path, options, onnx_path=fp32, seed=seed, spec=spec)
     return path
 

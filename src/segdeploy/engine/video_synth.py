@@ -6,6 +6,7 @@ Frames are generated one at a time, so a 60-s 1080p clip never sits in memory.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -34,12 +35,42 @@ def synthetic_frame(index: int, frames: int, width: int, height: int, *, static:
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def make_clip(path, *, seconds: float = 3.0, fps: int = 25, width: int = 320, height: int = 240,
-              audio: bool = True, static: bool = False, noise: float = 0.0, crf: int = 18, seed: int = 0,
-              rotation: int = 0) -> Path:
+@dataclass(frozen=True)
+class ClipSpec:
+    """What the frames of a synthetic clip show.
+
+    Attributes:
+        width: frame width in pixels.
+        height: frame height in pixels.
+        static: the disc stands still in the middle instead of moving left to right; with ``noise``,
+            every change between frames is noise (the clip flicker is measured on).
+        noise: standard deviation of the Gaussian noise added to every pixel, drawn anew for each frame.
+        rotation: display rotation (degrees, counter-clockwise) a player applies, as phones record:
+            only the container's display matrix carries it, the stored frames are not rotated.
+    """
+
+    width: int = 320
+    height: int = 240
+    static: bool = False
+    noise: float = 0.0
+    rotation: int = 0
+
+
+def make_clip(path, picture: ClipSpec | None = None, *, seconds: float = 3.0, fps: int = 25, audio: bool = True,
+              crf: int = 18, seed: int = 0) -> Path:
     """Write a synthetic H.264 clip (MP4/MOV/MKV by suffix) with an optional AAC sine tone; returns ``path``.
 
-    ``rotation``: display rotation (degrees, counter-clockwise) a player applies, as phones record."""
+    Args:
+        path: destination file; its suffix picks the container.
+        picture: what the frames show (None = :class:`ClipSpec`'s defaults, a 320x240 moving disc).
+        seconds: duration; ``round(seconds * fps)`` frames are written.
+        fps: frame rate.
+        audio: add a 440 Hz AAC sine tone.
+        crf: x264 quality (lower is better; 18 is close to visually lossless).
+        seed: seed of the per-frame noise.
+    """
+    picture = picture if picture is not None else ClipSpec()
+    width, height = picture.width, picture.height
     av = require_av()
     path = Path(path)
     frames = int(round(seconds * fps))
@@ -48,8 +79,8 @@ def make_clip(path, *, seconds: float = 3.0, fps: int = 25, width: int = 320, he
         video = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         video.options = {"preset": "ultrafast", "crf": str(crf)}
-        if rotation:
-            video.set_display_rotation(rotation)
+        if picture.rotation:
+            video.set_display_rotation(picture.rotation)
         tone = None
         if audio:
             tone = container.add_stream("aac", rate=44100)
@@ -57,7 +88,8 @@ def make_clip(path, *, seconds: float = 3.0, fps: int = 25, width: int = 320, he
         samples_per_frame = Fraction(44100, fps)
         sent = 0
         for index in range(frames):
-            pixels = synthetic_frame(index, frames, width, height, static=static, noise=noise, rng=rng)
+            pixels = synthetic_frame(index, frames, width, height, static=picture.static, noise=picture.noise,
+                                     rng=rng)
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             frame.pts = index
             for packet in video.encode(frame):

@@ -24,7 +24,8 @@ import numpy as np
 
 from segdeploy.engine.writers import atomic_write_text, write_png
 from segdeploy.tasks import get_task
-from segdeploy.engine.pipeline import StageTimes, stream_predictions
+from segdeploy.engine.pipeline import StageTimes, StreamOptions, stream_predictions
+from segdeploy.jobs.options import EvalOptions
 from segdeploy.jobs.predict import progress_bar, weights_of
 from segdeploy.core.specs import ModelSpec
 from segdeploy.core.registry import get_spec
@@ -75,23 +76,41 @@ def evaluation_record(spec, layout, metric, skipped: list[dict], wall: float, *,
         "stages": stages,
     }
 
-def evaluate(model: str, dataset: str, data_root: str | os.PathLike, *, weights=None, backend: str = "auto",
-             device: str = "cpu", precision: str | None = None, batch_size: int = 1, limit: int | None = None,
-             save_masks: str | os.PathLike | None = None, layout_options: dict[str, Any] | None = None,
-             wseg: WsegOptions | None = None, workers: int | None = None, progress: bool = True,
-             runtime=None, on_item: Callable[[], None] | None = None, seed: int = 0,
-             runtime_options: dict[str, Any] | None = None) -> dict[str, Any]:
+@dataclass
+class _Scoring:
+    """What every sample of one evaluation goes through: the runtime, the metric, the record of
+    skipped samples, the optional mask folder and the progress bar."""
+
+    layout: Any
+    runtime: Any
+    spec: ModelSpec
+    metric: Any
+    save_dir: Path | None
+    skipped: list[dict[str, str]]
+    bar: Any
+    task: Any
+
+    def skip(self, sample, reason: str) -> None:
+        self.skipped.append({"id": sample.id, "file": str(sample.image_path), "reason": reason})
+
+    def advance(self) -> None:
+        if self.task is not None:
+            self.bar.advance(self.task)
+
+
+def evaluate(model: str, dataset: str, data_root: str | os.PathLike, options: EvalOptions | None = None, *,
+             progress: bool = True, runtime=None, on_item: Callable[[], None] | None = None) -> dict[str, Any]:
     """Score ``model`` on ``dataset`` and return the JSON-ready evaluation record.
 
     Args:
         model: registry name.
         dataset: layout name (see ``segdeploy.data.list_layouts``).
         data_root: the dataset folder as distributed.
-        limit: score only the first N samples of the split.
-        save_masks: folder to write the scored masks into (``<id>.png``).
-        layout_options: extra reader options (split file, split name, ...).
-        wseg: protocol for semantic models (default: upstream multi-scale + CRF).
-        runtime: an opened runtime to reuse (else one is opened from backend/device/precision).
+        options: runtime, batch size, limit, mask folder, reader options and test-time protocol
+            (:class:`~segdeploy.jobs.options.EvalOptions`; a semantic model's protocol defaults to
+            upstream multi-scale + CRF).
+        runtime: an opened runtime to reuse (else ``options.runtime`` is opened).
+        on_item: called after each sample (a caller's own progress).
 
     Returns:
         dict with model, weights (incl. sha256), dataset description, counts, skipped items with
@@ -99,40 +118,35 @@ def evaluate(model: str, dataset: str, data_root: str | os.PathLike, *, weights=
     """
     from segdeploy.data import get_layout
 
+    options = options or EvalOptions()
     spec = get_spec(model)
-    layout = get_layout(dataset, data_root, limit=limit, **(layout_options or {}))
+    layout = get_layout(dataset, data_root, limit=options.limit, **dict(options.layout_options or {}))
     task_obj = get_task(spec)
     task_obj.check_dataset(spec, layout)
     if runtime is None:
-        from segdeploy.backends import open_runtime
+        from segdeploy.jobs.session import open_model_runtime
 
-        runtime = open_runtime(spec.name, backend=backend, device=device, precision=precision, weights=weights,
-                               seed=seed, **(runtime_options or {}))
-    metric = task_obj.metric(spec, layout)
-    save_dir = Path(save_masks) if save_masks else None
-    skipped: list[dict[str, str]] = []
+        runtime = open_model_runtime(spec.name, options.runtime)
     times = StageTimes()
     start = time.perf_counter()
-    protocol = "single"
-
+    protocol_options = options.protocol or WsegOptions()
+    protocol = "single" if spec.protocol is None or protocol_options.protocol == "single" else protocol_options.protocol
     bar, task = _progress(progress, len(layout), f"eval {spec.name} on {layout.name}")
+    scoring = _Scoring(layout, runtime, spec, task_obj.metric(spec, layout),
+                       Path(options.save_masks) if options.save_masks else None, [], bar, task)
     with bar:
-        if spec.protocol is not None and (wseg or WsegOptions()).protocol != "single":
-            options = wseg or WsegOptions()
-            protocol = options.protocol
-            scored = _eval_multiscale(layout, runtime, spec, options, metric, save_dir, skipped, bar, task, workers)
+        if protocol != "single":
+            _eval_multiscale(scoring, protocol_options, options.workers)
         else:
-            scored = _eval_stream(layout, runtime, spec, metric, save_dir, skipped, batch_size, workers, times,
-                                  bar, task, on_item)
+            _eval_stream(scoring, StreamOptions(batch_size=options.batch_size, workers=options.workers), times,
+                         on_item)
     wall = time.perf_counter() - start
-
-    record = evaluation_record(spec, layout, metric, skipped, wall, weights=weights_of(runtime), protocol=protocol,
-                               runtime=runtime.describe() if hasattr(runtime, "describe") else None,
-                               stages=times.to_dict() if protocol == "single" else None, scored=bool(scored))
+    record = evaluation_record(spec, layout, scoring.metric, scoring.skipped, wall, weights=weights_of(runtime),
+                               protocol=protocol, runtime=runtime.describe() if hasattr(runtime, "describe") else None,
+                               stages=times.to_dict() if protocol == "single" else None)
     if protocol != "single":
-        record["policy"]["wseg"] = {"scales": list((wseg or WsegOptions()).scales),
-                                    "flip": (wseg or WsegOptions()).flip,
-                                    "pad_size": list((wseg or WsegOptions()).pad_size),
+        record["policy"]["wseg"] = {"scales": list(protocol_options.scales), "flip": protocol_options.flip,
+                                    "pad_size": list(protocol_options.pad_size),
                                     "fp_cut": 0.1, "bg_pow": 3, "crf": protocol.endswith("crf")}
     return record
 
@@ -147,10 +161,11 @@ def _runtime_failed(runtime, spec, sample, exc: BaseException):
                           "is never counted as skipped); fix the runtime (e.g. a smaller --batch-size) and rerun")
 
 
-def _eval_stream(layout, runtime, spec, metric, save_dir, skipped, batch_size, workers, times, bar, task,
-                 on_item) -> bool:
+def _eval_stream(scoring: _Scoring, stream: StreamOptions, times: StageTimes, on_item) -> None:
+    """Score the layout's samples through the streaming pipeline (one view per image)."""
     from segdeploy.engine.images import ImageReadError
 
+    spec, layout, task = scoring.spec, scoring.layout, get_task(scoring.spec)
     masks: dict[str, np.ndarray] = {}
 
     def read(sample):
@@ -160,31 +175,30 @@ def _eval_stream(layout, runtime, spec, metric, save_dir, skipped, batch_size, w
         masks[sample.id] = mask
         return image
 
-    for outcome in stream_predictions(layout, read, runtime, spec, batch_size=batch_size, workers=workers,
-                                      times=times):
+    for outcome in stream_predictions(layout, read, scoring.runtime, spec, stream, times=times):
         sample = outcome.item
         mask = masks.pop(sample.id, None)
         if not outcome.ok and outcome.stage != "read":
-            raise _runtime_failed(runtime, spec, sample, outcome.error) from outcome.error
+            raise _runtime_failed(scoring.runtime, spec, sample, outcome.error) from outcome.error
         if not outcome.ok:
-            reason = outcome.error.reason if isinstance(outcome.error, ImageReadError) else str(outcome.error)
-            skipped.append({"id": sample.id, "file": str(sample.image_path), "reason": reason})
+            scoring.skip(sample, outcome.error.reason if isinstance(outcome.error, ImageReadError)
+                         else str(outcome.error))
         else:
-            metric.update(get_task(spec).metric_input(outcome.prediction), get_task(spec).target(layout, mask))
-            if save_dir is not None:
-                array, palette = get_task(spec).mask_image(outcome.prediction)
-                write_png(save_dir / f"{sample.id}.png", array, palette)
-        if task is not None:
-            bar.advance(task)
+            scoring.metric.update(task.metric_input(outcome.prediction), task.target(layout, mask))
+            if scoring.save_dir is not None:
+                array, palette = task.mask_image(outcome.prediction)
+                write_png(scoring.save_dir / f"{sample.id}.png", array, palette)
+        scoring.advance()
         if on_item:
             on_item()
-    return True
 
 
-def _eval_multiscale(layout, runtime, spec, options: WsegOptions, metric, save_dir, skipped, bar, task,
-                     workers) -> bool:
+def _eval_multiscale(scoring: _Scoring, options: WsegOptions, workers: int | None) -> None:
+    """Score the layout's samples with the model's test-time protocol (many views per image),
+    reading the next two images while the current one runs."""
     import importlib
 
+    spec, layout, runtime = scoring.spec, scoring.layout, scoring.runtime
     module_name, _, attr = spec.protocol.partition(":")
     run_protocol = getattr(importlib.import_module(module_name), attr)
     use_crf = options.protocol.endswith("crf")
@@ -197,8 +211,7 @@ def _eval_multiscale(layout, runtime, spec, options: WsegOptions, metric, save_d
             try:
                 image, mask = future.result()
             except Exception as exc:  # an unreadable image or mask is recorded, the split goes on
-                reason = getattr(exc, "reason", None) or str(exc)
-                skipped.append({"id": sample.id, "file": str(sample.image_path), "reason": reason})
+                scoring.skip(sample, getattr(exc, "reason", None) or str(exc))
                 result = None
             else:
                 try:
@@ -209,13 +222,12 @@ def _eval_multiscale(layout, runtime, spec, options: WsegOptions, metric, save_d
                     raise _runtime_failed(runtime, spec, sample, exc) from exc
             if result is not None:
                 labels = result.labels_crf if use_crf else result.labels
-                metric.update(labels, mask)
-                if save_dir is not None:
-                    write_png(save_dir / f"{sample.id}.png", labels, get_task(spec).mask_image(_labels_only(labels))[1])
+                scoring.metric.update(labels, mask)
+                if scoring.save_dir is not None:
+                    write_png(scoring.save_dir / f"{sample.id}.png", labels,
+                              get_task(spec).mask_image(_labels_only(labels))[1])
             futures[index] = None
-            if task is not None:
-                bar.advance(task)
-    return True
+            scoring.advance()
 
 
 def _labels_only(labels: np.ndarray):

@@ -12,10 +12,10 @@ from typing import Any, Callable, Iterable
 
 from segdeploy.core.errors import ImageReadError, UsageError
 from segdeploy.core.specs import ModelSpec
-from segdeploy.engine.images import DEFAULT_MAX_PIXELS
 from segdeploy.engine.transforms import InputPolicy
 from segdeploy.jobs.folder_lock import FolderLock
 from segdeploy.jobs.manifest import Manifest, differences, run_settings, runtime_settings
+from segdeploy.jobs.options import PredictOptions
 from segdeploy.jobs.outputs import plan_outputs, weights_identity
 from segdeploy.jobs.sizing import check_memory
 
@@ -167,12 +167,8 @@ def failure_reason(error: BaseException) -> str:
     return error.reason if isinstance(error, ImageReadError) else f"{type(error).__name__}: {error}"
 
 
-def plan_predict_job(spec: ModelSpec, inputs: list, out_dir: str | os.PathLike, *, weights=None,
-                     recursive: bool = False, backend: str = "auto", precision: str | None = None,
-                     cutout: bool = False, save_prob: bool = False, overwrite: bool = False, seed: int = 0,
-                     background: tuple[int, ...] | None = None, max_size: int | None | str = "spec",
-                     max_pixels: int | None = DEFAULT_MAX_PIXELS, onnx_path=None, calib=None, runtime=None,
-                     finder: Callable[[list, bool, Path], list] | None = None,
+def plan_predict_job(spec: ModelSpec, inputs: list, out_dir: str | os.PathLike, options: PredictOptions, *,
+                     runtime=None, finder: Callable[[list, bool, Path], list] | None = None,
                      log: Callable[[str], None] | None = None) -> PredictPlan:
     """Find the inputs, plan their outputs and decide what is left to do; nothing is written.
 
@@ -184,10 +180,10 @@ def plan_predict_job(spec: ModelSpec, inputs: list, out_dir: str | os.PathLike, 
             path, an output that would replace an input, a folder made with other settings, or
             existing outputs with no manifest (without ``overwrite``).
     """
-    policy = InputPolicy.for_model(spec, max_size)
+    policy = InputPolicy.for_model(spec, options.max_size)
     out_dir = Path(out_dir)
     say = log or (lambda text: None)
-    cutout = cutout or background is not None
+    request = options.runtime
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"-o {out_dir}: is an existing file, not a folder; give a folder for the masks "
                          "(or a single input with -o FILE.png)")
@@ -198,58 +194,62 @@ def plan_predict_job(spec: ModelSpec, inputs: list, out_dir: str | os.PathLike, 
             raise UsageError(f"-o {out_dir} is the input folder {item}: masks would be written among (and over) "
                              f"the source images; choose another folder, e.g. -o {suggestion}")
     skipped: list[str] = []
-    found = list(finder(inputs, recursive, out_dir) if finder else find_inputs(inputs, recursive, out_dir, skipped))
+    found = list(finder(inputs, options.recursive, out_dir) if finder
+                 else find_inputs(inputs, options.recursive, out_dir, skipped))
     targets = plan_outputs(found, out_dir)
     summary = PredictSummary(model=spec.name, found=len(found), output_dir=str(out_dir))
     for line in skipped:
         summary.warnings.append(line)
         say(line)
-    outputs = {"cutout": cutout, "background": list(background) if background else None, "save_prob": save_prob}
-    settings = run_settings(spec, policy, weights_identity(spec, weights, seed, onnx_path, calib, runtime), outputs)
+    outputs = {"cutout": options.writes_cutout, "background": list(options.background) if options.background else None,
+               "save_prob": options.save_prob}
+    identity = weights_identity(spec, request.weights, request.seed, request.onnx_path, request.calib, runtime)
+    settings = run_settings(spec, policy, identity, outputs)
     # Before the manifest is read: a run with the same settings that holds the folder is waited
     # for, so that what it wrote is then skipped; one with other settings is refused.
-    lock = FolderLock.acquire(out_dir, {**settings, "asked": {"backend": backend, "precision": precision},
-                                        "overwrite": overwrite}, say=say)
+    lock = FolderLock.acquire(out_dir, {**settings, "asked": {"backend": request.backend,
+                                                              "precision": request.precision},
+                                        "overwrite": options.overwrite}, say=say)
     try:
-        plan = _plan_with_manifest(spec, policy, out_dir, found, targets, summary, settings, overwrite=overwrite,
-                                   backend=backend, precision=precision, cutout=cutout, save_prob=save_prob,
-                                   background=background, max_pixels=max_pixels)
+        plan = _plan_with_manifest(PredictPlan(spec=spec, policy=policy, out_dir=out_dir, settings=settings, todo=[],
+                                               summary=summary, manifest=None, cutout=options.writes_cutout,
+                                               save_prob=options.save_prob, background=options.background,
+                                               max_pixels=options.max_pixels),
+                                   found, targets, options)
     except BaseException:
         lock.release(nothing_written=True)
         raise
     plan.lock = lock
     local = [Path(p) for p, _, _ in plan.todo if "://" not in str(p)]
-    warning = check_memory(spec, policy, local, max_pixels)
+    warning = check_memory(spec, policy, local, options.max_pixels)
     if warning:
         summary.warnings.append(warning)
         say(f"warning: {warning}")
     return plan
 
 
-def _plan_with_manifest(spec, policy, out_dir, found, targets, summary, settings, *, overwrite, backend, precision,
-                        cutout, save_prob, background, max_pixels) -> PredictPlan:
-    """The part of :func:`plan_predict_job` that reads the folder's manifest (under the folder lock)."""
-    manifest = None if overwrite else Manifest.load(out_dir)
+def _plan_with_manifest(plan: PredictPlan, found, targets, options: PredictOptions) -> PredictPlan:
+    """Fill in ``plan`` from the folder's manifest (read under the folder lock): what is done, what is left."""
+    out_dir, summary = plan.out_dir, plan.summary
+    manifest = plan.manifest = None if options.overwrite else Manifest.load(out_dir)
     if manifest is not None:
-        manifest.refuse_if_changed(settings, out_dir)
+        manifest.refuse_if_changed(plan.settings, out_dir)
         # An explicitly requested backend / precision is compared now, so that a folder made by
         # another one is not reported "already done"; "auto" is compared once it has chosen.
-        asked = {key: value for key, value in (("backend", backend), ("precision", precision))
+        asked = {key: value for key, value in (("backend", options.runtime.backend),
+                                               ("precision", options.runtime.precision))
                  if value is not None and value != "auto"}
         made = {key: (manifest.runtime or {}).get(key) for key in asked}
         if manifest.files and manifest.runtime and asked != made:
             raise UsageError(f"{out_dir} holds masks made with another backend or precision: "
                              + "; ".join(differences(made, asked))
                              + ". Nothing was changed. Pass --overwrite to recompute them, or choose another -o.")
-    plan = PredictPlan(spec=spec, policy=policy, out_dir=out_dir, settings=settings, todo=[], summary=summary,
-                       manifest=manifest, cutout=cutout, save_prob=save_prob, background=background,
-                       max_pixels=max_pixels)
     for (path, _), target in zip(found, targets):
         key = target.relative_to(out_dir).as_posix()
         if manifest is not None and manifest.done(key, source_id(path), plan.wanted(target)):
             summary.skipped += 1
             continue
-        if not overwrite and manifest is None:
+        if not options.overwrite and manifest is None:
             existing = [p for p in plan.wanted(target) if p.exists()]
             if existing:
                 raise UsageError(f"{existing[0]} exists and {out_dir} has no segdeploy manifest saying how it was "

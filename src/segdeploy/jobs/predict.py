@@ -15,13 +15,14 @@ from segdeploy.core.errors import ImageReadError, InferenceError, UsageError
 from segdeploy.core.registry import get_spec
 from segdeploy.core.specs import ModelSpec
 from segdeploy.engine.images import DEFAULT_MAX_PIXELS, load_image, read_image
-from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET, StageTimes, is_out_of_memory, stream_predictions
+from segdeploy.engine.pipeline import StageTimes, StreamOptions, is_out_of_memory, stream_predictions
 from segdeploy.engine.transforms import InputPolicy
 from segdeploy.engine.writers import atomic_write_bytes, atomic_write_text, encode_png, write_npy
 from segdeploy.engine.inference_threads import calls_in_flight
 from segdeploy.jobs import session as session_module
 from segdeploy.jobs.outputs import encode_output, refuse_aliased_output
-from segdeploy.jobs.plan import PredictSummary, failure_reason, plan_predict_job, planned_outputs
+from segdeploy.jobs.options import PredictOptions
+from segdeploy.jobs.plan import PredictSummary, failure_reason, plan_predict_job
 from segdeploy.jobs.session import Session
 from segdeploy.jobs.sizing import check_memory
 from segdeploy.tasks import Prediction, get_task
@@ -48,8 +49,8 @@ def predict(model, images, *, weights=None, backend: str = "auto", device: str =
     Raises:
         ImageReadError: a path could not be read (the message names it).
     """
-    session = Session(model, weights=weights, backend=backend, device=device, precision=precision,
-                      batch_size=batch_size, max_size=max_size, runtime=runtime)
+    session = Session(model, weights, backend, device=device, precision=precision, batch_size=batch_size,
+                      max_size=max_size, runtime=runtime)
     return session.predict(images, return_maps=return_maps)
 
 
@@ -90,15 +91,9 @@ def write_prediction(target: Path, image: np.ndarray, pred: Prediction, spec: Mo
         write_npy(target.with_suffix(".npy"), pred.map.astype(np.float32))
 
 
-def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, weights=None,
-                  recursive: bool = False, batch_size: int = 1, backend: str = "auto", device: str = "cpu",
-                  precision: str | None = None, cutout: bool = False, save_prob: bool = False,
-                  overwrite: bool = False, workers: int | None = None, progress: bool = True,
-                  on_progress: Callable[[int], None] | None = None, runtime=None, seed: int = 0,
-                  background: tuple[int, ...] | None = None, max_size: int | None | str = "spec",
-                  max_pixels: int | None = DEFAULT_MAX_PIXELS, memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
-                  onnx_path=None, calib=None, log: Callable[[str], None] | None = None,
-                  runtime_options: dict[str, Any] | None = None,
+def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, options: PredictOptions | None = None, *,
+                  progress: bool = True, on_progress: Callable[[int], None] | None = None, runtime=None,
+                  log: Callable[[str], None] | None = None,
                   finder: Callable[[list, bool, Path], list] | None = None) -> PredictSummary:
     """Predict masks for files, folders and glob patterns and write them under ``out_dir``.
 
@@ -110,60 +105,72 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
     atomically. Unreadable inputs are recorded in ``summary.failed`` with their reason. ``finder``
     replaces the search for inputs (see :func:`plan_predict_job`; a video run passes its images).
 
-    ``runtime_options`` are backend options (e.g. ``{"mode": "compile", "channels_last": True}`` for
-    PyTorch); with ``backend="auto"`` they apply when auto picks that backend.
+    ``options`` (:class:`~segdeploy.jobs.options.PredictOptions`) say which runtime to open and how
+    to run; ``runtime`` is an already opened one to use instead.
 
     Raises:
         UsageError: before any work, for an output folder that is a file or an input folder, two
             inputs with one output path, an output that would replace an input, changed settings.
     """
+    options = options or PredictOptions()
     spec = get_spec(model)
-    say = log or (lambda text: None)
-    plan = plan_predict_job(spec, inputs, out_dir, weights=weights, recursive=recursive, backend=backend,
-                            precision=precision, cutout=cutout, save_prob=save_prob, overwrite=overwrite, seed=seed,
-                            background=background, max_size=max_size, max_pixels=max_pixels, onnx_path=onnx_path,
-                            calib=calib, runtime=runtime, log=log, finder=finder)
-    summary, todo, policy, out_dir = plan.summary, plan.todo, plan.policy, plan.out_dir
+    plan = plan_predict_job(spec, inputs, out_dir, options, runtime=runtime, log=log, finder=finder)
+    summary = plan.summary
     start = time.perf_counter()
-    if not todo:
+    if not plan.todo:
         plan.release()
         summary.seconds = round(time.perf_counter() - start, 3)
         return summary
     if runtime is None:
-        options: dict[str, Any] = {"seed": seed, **(runtime_options or {})}
-        if onnx_path is not None:
-            options["onnx_path"] = onnx_path
-        if calib is not None:
-            options["calib"] = calib
-        runtime = session_module.open_model_runtime(spec.name, weights=weights, backend=backend, device=device,
-                                                    precision=precision, **options)
-    warm_up(runtime, spec, min(batch_size, len(todo)))
+        runtime = session_module.open_model_runtime(spec.name, options.runtime)
+    warm_up(runtime, spec, min(options.batch_size, len(plan.todo)))
     summary.runtime = runtime_record(runtime)
     summary.selection = getattr(runtime, "selection", None)
     summary.weights = weights_of(runtime)
     plan.begin(summary.runtime)
     loop_start = time.perf_counter()
     summary.load_seconds = round(loop_start - start, 3)
+    times = StageTimes()
+    try:
+        _write_masks(plan, runtime, options, times, progress=progress, on_progress=on_progress, log=log)
+    finally:
+        plan.release()  # saves the manifest, then lets the next run have the folder
+        summary.stages = times.to_dict()
+        end = time.perf_counter()
+        summary.seconds = round(end - start, 3)
+        processed = summary.written + len(summary.failed)
+        # throughput of the streaming loop: opening the runtime (export, compile, probe) is reported
+        # apart, in load_seconds, so that a short run is not judged by its start-up
+        summary.images_per_s = round(summary.written / (end - loop_start), 3) \
+            if end > loop_start and processed else None
+    return summary
+
+
+def _write_masks(plan, runtime, options: PredictOptions, times: StageTimes, *, progress: bool,
+                 on_progress: Callable[[int], None] | None, log: Callable[[str], None] | None) -> None:
+    """Stream the plan's inputs through ``runtime`` and write their outputs, recording each in the
+    manifest (saved every 5 s, so that an interrupted run resumes close to where it stopped)."""
+    spec, todo, policy = plan.spec, plan.todo, plan.policy
 
     def read(entry):
-        return load_image(entry[0], policy, max_pixels=max_pixels)
+        return load_image(entry[0], policy, max_pixels=options.max_pixels)
 
     def sink(entry, image, pred):
         source, target, _ = entry
-        write_prediction(target, image, pred, spec, cutout=plan.cutout, save_prob=save_prob, background=background,
-                         source=source, max_pixels=max_pixels)
+        write_prediction(target, image, pred, spec, cutout=plan.cutout, save_prob=options.save_prob,
+                         background=options.background, source=source, max_pixels=options.max_pixels)
 
-    times = StageTimes()
+    stream = StreamOptions(batch_size=min(options.batch_size, len(todo)), workers=options.workers,
+                           max_side=policy.max_side or 0, memory_budget=options.memory_budget)
     bar = progress_bar(progress, len(todo), spec.name)
     last_save = time.monotonic()
-    say(f"predicting {len(todo)} image(s) with {spec.name} into {out_dir}")
+    if log:
+        log(f"predicting {len(todo)} image(s) with {spec.name} into {plan.out_dir}")
     loop_wall_ns = time.time_ns()
     try:
         with bar:
             task = bar.add_task("predict", total=len(todo)) if bar.enabled else None
-            for outcome in stream_predictions(todo, read, runtime, spec, batch_size=min(batch_size, len(todo)),
-                                              workers=workers, sink=sink, times=times, max_side=policy.max_side or 0,
-                                              memory_budget=memory_budget):
+            for outcome in stream_predictions(todo, read, runtime, spec, stream, sink=sink, times=times):
                 source, _, key = outcome.item
                 if getattr(outcome.error, "fatal", False):
                     raise outcome.error  # e.g. a full disk: every later input would fail the same way
@@ -181,20 +188,9 @@ def predict_files(model: str, inputs: list[str], out_dir: str | os.PathLike, *, 
                     plan.save()
                     last_save = time.monotonic()
     except KeyboardInterrupt:
-        summary.interrupted = True
+        plan.summary.interrupted = True
         plan.adopt_written(loop_wall_ns)
         raise
-    finally:
-        plan.release()  # saves the manifest, then lets the next run have the folder
-        summary.stages = times.to_dict()
-        end = time.perf_counter()
-        summary.seconds = round(end - start, 3)
-        processed = summary.written + len(summary.failed)
-        # throughput of the streaming loop: opening the runtime (export, compile, probe) is reported
-        # apart, in load_seconds, so that a short run is not judged by its start-up
-        summary.images_per_s = round(summary.written / (end - loop_start), 3) \
-            if end > loop_start and processed else None
-    return summary
 
 
 def warm_up(runtime, spec: ModelSpec, batch_size: int) -> None:
@@ -214,10 +210,7 @@ def warm_up(runtime, spec: ModelSpec, batch_size: int) -> None:
         pass
 
 
-def predict_one(model: str, source: str, target: str, *, weights=None, backend: str = "auto", device: str = "cpu",
-                precision: str | None = None, cutout: bool = False, background: tuple[int, ...] | None = None,
-                save_prob: bool = False, overwrite: bool = False, seed: int = 0, max_size: int | None | str = "spec",
-                max_pixels: int | None = DEFAULT_MAX_PIXELS, onnx_path=None, calib=None, stdin=None,
+def predict_one(model: str, source: str, target: str, options: PredictOptions | None = None, *, stdin=None,
                 stdout=None, log: Callable[[str], None] | None = None, runtime=None) -> dict[str, Any]:
     """One image to one file: ``source`` is a path or "-" (stdin), ``target`` a file path or "-" (stdout).
 
@@ -230,19 +223,11 @@ def predict_one(model: str, source: str, target: str, *, weights=None, backend: 
     """
     import sys
 
+    options = options or PredictOptions()
     spec = get_spec(model)
-    cutout = cutout or background is not None
     to_stdout = target == "-"
     suffix = ".png" if to_stdout else Path(target).suffix.lower()
-    if not to_stdout and source != "-":
-        refuse_aliased_output(source, [target, Path(target).with_suffix(".npy")] if save_prob else [target])
-    if not to_stdout:
-        if Path(target).is_dir():
-            raise UsageError(f"-o {target} is a folder; for one output file give a name like {target}/mask.png")
-        if Path(target).exists() and not overwrite:
-            raise UsageError(f"-o {target} exists; pass --overwrite to replace it")
-    if save_prob and to_stdout:
-        raise UsageError("--save-prob needs an output file (-o FILE.png writes FILE.npy beside it), not -o -")
+    _check_one_output(source, target, options)
     if source == "-":
         data = (stdin or sys.stdin.buffer).read()
         if not data:
@@ -252,16 +237,17 @@ def predict_one(model: str, source: str, target: str, *, weights=None, backend: 
         if os.path.isdir(source):
             raise UsageError(f"{source} is a folder; -o {target} names one file. Give -o a folder for many masks")
         item = source
-        warning = check_memory(spec, InputPolicy.for_model(spec, max_size), [Path(source)], max_pixels)
+        warning = check_memory(spec, InputPolicy.for_model(spec, options.max_size), [Path(source)],
+                               options.max_pixels)
         if warning and log:
             log(f"warning: {warning}")
-    session = Session(spec.name, weights=weights, backend=backend, device=device, precision=precision,
-                      max_size=max_size, max_pixels=max_pixels, onnx_path=onnx_path, calib=calib, seed=seed,
-                      runtime=runtime)
+    if runtime is None:
+        runtime = session_module.open_model_runtime(spec.name, options.runtime)
+    session = Session(spec.name, max_size=options.max_size, max_pixels=options.max_pixels, runtime=runtime)
     pred = session.predict(item, return_maps=True)
-    if cutout:
-        original = read_image(item, max_pixels=max_pixels)
-        data_out = encode_output(cutout_image(original, pred, spec, background), None, suffix, target)
+    if options.writes_cutout:
+        original = read_image(item, max_pixels=options.max_pixels)
+        data_out = encode_output(cutout_image(original, pred, spec, options.background), None, suffix, target)
     else:
         array, palette = mask_image(pred, spec)
         data_out = encode_output(array, palette, suffix, target)
@@ -271,11 +257,25 @@ def predict_one(model: str, source: str, target: str, *, weights=None, backend: 
         out.flush()
     else:
         atomic_write_bytes(target, data_out)
-        if save_prob:
+        if options.save_prob:
             write_npy(Path(target).with_suffix(".npy"), pred.map.astype(np.float32))
     return {"output": target, "bytes": len(data_out), "size": list(pred.mask.shape),
             "runtime": runtime_record(session.runtime),
             "selection": getattr(session.runtime, "selection", None), "weights": weights_of(session.runtime)}
+
+
+def _check_one_output(source: str, target: str, options: PredictOptions) -> None:
+    """UsageError, before the model opens, for an output file that cannot or may not be written."""
+    if target == "-":
+        if options.save_prob:
+            raise UsageError("--save-prob needs an output file (-o FILE.png writes FILE.npy beside it), not -o -")
+        return
+    if source != "-":
+        refuse_aliased_output(source, [target, Path(target).with_suffix(".npy")] if options.save_prob else [target])
+    if Path(target).is_dir():
+        raise UsageError(f"-o {target} is a folder; for one output file give a name like {target}/mask.png")
+    if Path(target).exists() and not options.overwrite:
+        raise UsageError(f"-o {target} exists; pass --overwrite to replace it")
 
 
 def runtime_record(runtime) -> dict | None:

@@ -17,17 +17,16 @@ from segdeploy.core.errors import UsageError
 from segdeploy.core.registry import get_spec
 from segdeploy.core.specs import ModelSpec
 from segdeploy.engine.images import DEFAULT_MAX_PIXELS, load_image, read_image
-from segdeploy.engine.pipeline import stream_predictions
+from segdeploy.engine.pipeline import StreamOptions, stream_predictions
 from segdeploy.engine.transforms import InputPolicy
+from segdeploy.jobs.options import RuntimeRequest
 from segdeploy.tasks import get_task
 
 
-def open_model_runtime(model, *, weights=None, backend: str = "auto", device: str = "cpu",
-                       precision: str | None = None, **options):
-    """A runtime for ``model`` (a registry name, a ModelSpec, or an nn.Module built by create_model)."""
-    from segdeploy.backends import open_runtime
-
-    return open_runtime(model, backend=backend, device=device, precision=precision, weights=weights, **options)
+def open_model_runtime(model, request: RuntimeRequest):
+    """A runtime for ``model`` (a registry name, a ModelSpec, or an nn.Module built by create_model):
+    the one place jobs open a model, so that a test can stand in for every opening."""
+    return request.open(model)
 
 
 def spec_of(model) -> ModelSpec:
@@ -89,8 +88,9 @@ class Session:
         batch_size: images per forward pass.
         max_size: longest side for native-resolution models ("spec" = the model's default,
             0/None = no limit).
-        onnx_path, calib: a (quantized) ONNX file, or calibration images for int8.
         runtime: an already opened runtime to use instead.
+        runtime_settings: the rest of :class:`~segdeploy.jobs.options.RuntimeRequest` (onnx_path,
+            calib, seed) and backend options (threads, mode, ...).
 
     Example::
 
@@ -101,21 +101,16 @@ class Session:
 
     def __init__(self, model, weights=None, backend: str = "auto", *, device: str = "cpu",
                  precision: str | None = None, batch_size: int = 1, max_size: int | None | str = "spec",
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS, onnx_path=None, calib=None, seed: int = 0,
-                 runtime=None):
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, runtime=None, **runtime_settings: Any):
         self.spec = spec_of(model)
         self.batch_size = batch_size
         self.max_size = max_size
         self.max_pixels = max_pixels
         self.policy = InputPolicy.for_model(self.spec, max_size)
         if runtime is None:
-            options: dict[str, Any] = {"seed": seed}
-            if onnx_path is not None:
-                options["onnx_path"] = onnx_path
-            if calib is not None:
-                options["calib"] = calib
-            runtime = open_model_runtime(model, weights=weights, backend=backend, device=device, precision=precision,
-                                         **options)
+            request = RuntimeRequest.of(weights=weights, backend=backend, device=device, precision=precision,
+                                        **runtime_settings)
+            runtime = open_model_runtime(model, request)
         self.runtime = runtime
 
     def describe(self) -> dict[str, Any] | None:
@@ -130,8 +125,8 @@ class Session:
     def _run(self, images):
         items, single = as_items(images)
         results = []
-        for outcome in stream_predictions(items, self._read, self.runtime, self.spec, batch_size=self.batch_size,
-                                          max_side=self.max_size, workers=min(4, max(1, len(items)))):
+        stream = StreamOptions(batch_size=self.batch_size, max_side=self.max_size, workers=min(4, max(1, len(items))))
+        for outcome in stream_predictions(items, self._read, self.runtime, self.spec, stream):
             if not outcome.ok:
                 raise outcome.error
             results.append((outcome.item, outcome.prediction))

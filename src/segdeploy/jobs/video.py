@@ -20,7 +20,7 @@ import numpy as np
 
 from segdeploy.core.errors import ImageReadError, UsageError
 from segdeploy.core.specs import ModelSpec
-from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET, StageTimes, stream_predictions
+from segdeploy.engine.pipeline import DEFAULT_MEMORY_BUDGET, StageTimes, StreamOptions, stream_predictions
 from segdeploy.engine.video import FrameReader, VideoFrame
 from segdeploy.engine.video_writer import VideoWriter
 from segdeploy.tasks import Prediction, get_task
@@ -134,9 +134,9 @@ def stream_video(reader: FrameReader, runtime, spec: ModelSpec, *, options: Vide
     def sink(frame: VideoFrame, image, pred: Prediction):
         return frame_outputs(spec, frame, pred, options) if parallel else None
 
-    for outcome in stream_predictions(reader, lambda frame: frame.pixels, runtime, spec, batch_size=batch_size,
-                                      workers=workers, sink=sink, times=times, max_side="spec",
-                                      memory_budget=memory_budget):
+    stream = StreamOptions(batch_size=batch_size, workers=workers, max_side="spec", memory_budget=memory_budget)
+    for outcome in stream_predictions(reader, lambda frame: frame.pixels, runtime, spec, stream, sink=sink,
+                                      times=times):
         if not outcome.ok:
             raise outcome.error
         pred = outcome.prediction

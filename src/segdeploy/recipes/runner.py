@@ -27,7 +27,7 @@ from typing import Any
 
 from segdeploy.backends import consumes
 from segdeploy.recipes.catalog import Recipe, RunOptions, get_recipe
-from segdeploy.recipes.options import SYNTHETIC_SEED, resolve_options
+from segdeploy.recipes.options import SYNTHETIC_SEED, RunRequest, resolve_options
 from segdeploy.recipes.step_compare import CompareSteps
 from segdeploy.recipes.step_export import NNCF_QUANTIZER, QDQ_QUANTIZER, ExportStep
 from segdeploy.recipes.step_measure import MeasureSteps
@@ -351,5 +351,5 @@ class Runner(UnitStore, ExportStep, CompareSteps, MeasureSteps):
 def run_recipe(recipe: str | Recipe, run_dir: str | os.PathLike, *, force: bool = False, skip: tuple[str, ...] = (),
                reporter: Reporter | None = None, **options: Any) -> dict[str, Any]:
     """Python API of ``segdeploy run``: resolve options, run every step, return results.json's content."""
-    runner = Runner(resolve_options(recipe, **options), run_dir, force=force, skip=skip, reporter=reporter)
+    runner = Runner(resolve_options(recipe, RunRequest(**options)), run_dir, force=force, skip=skip, reporter=reporter)
     return runner.run()

@@ -139,16 +139,15 @@ class CompareSteps:
     def _compare(self, configs: list[Config]) -> dict[Config, dict[str, Any]]:
         """One compare() over ``configs``. A failed gate is a *failed* unit (exit 3) whose reason names
         the image and the measure; a runtime error is a failed unit too (exit 4)."""
-        from segdeploy.verify.compare import compare
+        from segdeploy.verify.compare import CompareOptions, compare
 
         inputs = self._compare_inputs()
-        report = compare(self.module(), combos=[(c.backend, c.precision) for c in configs],
-                         device=self.options.device, onnx_path=self._onnx,
-                         int8_onnx={b: path for b, (path, _) in self._int8.items()} or None,
-                         seed=self.options.seed,
-                         batch_size=max(1, min(4, max(self.options.batch_sizes))),
-                         allow_few_images=bool(dict(self.options.extra).get("allow_few_images")),
-                         progress=self.reporter.message, **inputs)
+        options = CompareOptions(combos=[(c.backend, c.precision) for c in configs], device=self.options.device,
+                                 onnx_path=self._onnx,
+                                 int8_onnx={b: path for b, (path, _) in self._int8.items()} or None,
+                                 seed=self.options.seed, batch_size=max(1, min(4, max(self.options.batch_sizes))),
+                                 allow_few_images=bool(dict(self.options.extra).get("allow_few_images")))
+        report = compare(self.module(), options=options, progress=self.reporter.message, **inputs)
         data = report.to_dict()
         out = {}
         for config in configs:

@@ -56,15 +56,15 @@ class ExportStep:
                "parity": "compare" in self.skip}
 
         def compute() -> dict[str, Any]:
-            from segdeploy.convert.export import export_onnx
+            from segdeploy.convert.export import ExportOptions, export_onnx
 
             # export_onnx's own parity check feeds N(0, 1) noise, on which random-weight networks
             # saturate some outputs (u2netp's d6 peaks near 1e-5) and fail a relative gate by
             # rounding alone. The compare step is the gate here: real images, every backend,
             # tolerances scaled by PyTorch's measured fp32 noise. Parity runs only without it.
             parity = "compare" in self.skip
-            result = export_onnx(self.module(), out_path=out, input_size=self.spec.input_size,
-                                 seed=self.options.seed, spec=self.spec, check_parity=parity)
+            result = export_onnx(self.module(), out_path=out, seed=self.options.seed, spec=self.spec,
+                                 options=ExportOptions(input_size=self.spec.input_size, check_parity=parity))
             from segdeploy.zoo.checkpoints import file_sha256
 
             data = result.to_dict()
@@ -126,12 +126,12 @@ class ExportStep:
                "num_calib": self._num_calib(), "out": str(out)}
 
         def compute() -> dict[str, Any]:
-            from segdeploy.convert.quantize import quantize_onnx
+            from segdeploy.convert.quantize import QuantizeOptions, quantize_onnx
             from segdeploy.zoo.checkpoints import file_sha256
 
             calib = calib_dir or self._calibration()
             result = quantize_onnx(self.module(), calib=calib, out_path=out, onnx_path=self._onnx, spec=self.spec,
-                                   num_calib=self._num_calib(), seed=self.options.seed)
+                                   options=QuantizeOptions(num_calib=self._num_calib()), seed=self.options.seed)
             data = result.to_dict()
             data.pop("metadata", None)
             return {"label": "int8", "onnx": str(out), "onnx_sha256": file_sha256(out),

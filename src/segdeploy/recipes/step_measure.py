@@ -43,13 +43,14 @@ class MeasureSteps:
 
             def compute(config=config) -> dict[str, Any]:
                 from segdeploy.jobs.evaluate import WsegOptions, evaluate
+                from segdeploy.jobs.options import EvalOptions
 
                 wseg = WsegOptions(protocol=self.options.wseg_protocol) if self.options.wseg_protocol else None
-                record = evaluate(self.spec, self.options.dataset, self.options.data_root,
-                                  runtime=self.runtime(config), device=self.options.device,
-                                  backend=config.backend, precision=config.precision, batch_size=batch,
-                                  limit=self.options.limit, layout_options=dict(self.options.dataset_options),
-                                  wseg=wseg, progress=self.reporter.show_progress)
+                options = EvalOptions.of(device=self.options.device, backend=config.backend,
+                                         precision=config.precision, batch_size=batch, limit=self.options.limit,
+                                         layout_options=dict(self.options.dataset_options), protocol=wseg)
+                record = evaluate(self.spec, self.options.dataset, self.options.data_root, options,
+                                  runtime=self.runtime(config), progress=self.reporter.show_progress)
                 if not record.get("images_scored"):
                     raise RuntimeError(f"no image could be scored ({record.get('images_skipped')} skipped: "
                                        f"{(record.get('skipped') or [{}])[0].get('reason')})")
@@ -77,16 +78,18 @@ class MeasureSteps:
         for config in configs:
             def compute(config=config) -> dict[str, Any]:
                 from segdeploy.bench.harness import benchmark
+                from segdeploy.bench.options import BenchOptions
 
                 from segdeploy.recipes.conditions import watch
 
                 runtime = self.runtime(config)
+                bench_options = BenchOptions(
+                    backend=config.backend, precision=config.precision, batch_sizes=self.options.batch_sizes,
+                    warmup=self.options.bench_warmup, iters=self.options.bench_iters,
+                    input_size=tuple(self.options.input_size), device=self.options.device, label=config.label)
                 # Load and CPU frequency around the timing itself: a contended timing says so.
                 with watch() as watched:
-                    report = benchmark(self.spec, config.backend, config.precision, self.options.batch_sizes,
-                                       warmup=self.options.bench_warmup, iters=self.options.bench_iters,
-                                       input_size=tuple(self.options.input_size), device=self.options.device,
-                                       runtime=runtime, label=config.label,
+                    report = benchmark(self.spec, bench_options, runtime=runtime,
                                        progress=lambda text, c=config: self.reporter.message(f"{c.label}: {text}"))
                 return {"report": json.loads(report.to_json()),
                         "conditions": plain(dataclasses.asdict(watched.conditions))}

@@ -17,17 +17,15 @@ from typing import Any
 from segdeploy.core.errors import UsageError
 from segdeploy.core.registry import get_spec
 from segdeploy.jobs.evaluate import WsegOptions, evaluation_record
+from segdeploy.jobs.options import EvalOptions
 from segdeploy.jobs.predict import progress_bar
 from segdeploy.scale.cluster import RayOptions, pool_arguments, ray_session
-from segdeploy.scale.workers import EvalActor, map_rows, read_eval_rows
+from segdeploy.scale.workers import EvalActor, actor_request, map_rows, read_eval_rows
 from segdeploy.tasks import get_task
 
 
-def evaluate_ray(model: str, dataset: str, data_root: str | os.PathLike, *, options: RayOptions, weights=None,
-                 backend: str = "auto", device: str = "cpu", precision: str | None = None, batch_size: int = 1,
-                 limit: int | None = None, save_masks: str | os.PathLike | None = None,
-                 layout_options: dict[str, Any] | None = None, wseg: WsegOptions | None = None,
-                 progress: bool = True, seed: int = 0) -> dict[str, Any]:
+def evaluate_ray(model: str, dataset: str, data_root: str | os.PathLike, options: EvalOptions | None = None, *,
+                 ray: RayOptions, progress: bool = True) -> dict[str, Any]:
     """Like :func:`segdeploy.jobs.evaluate.evaluate`, with per-shard scoring on a Ray actor pool.
 
     The dataset root (and ``save_masks``) must be visible to every worker node at the same path.
@@ -36,36 +34,35 @@ def evaluate_ray(model: str, dataset: str, data_root: str | os.PathLike, *, opti
     """
     from segdeploy.data import get_layout
 
+    options = options or EvalOptions()
     spec = get_spec(model)
-    layout = get_layout(dataset, data_root, limit=limit, **(layout_options or {}))
+    layout = get_layout(dataset, data_root, limit=options.limit, **dict(options.layout_options or {}))
     task_obj = get_task(spec)
     task_obj.check_dataset(spec, layout)
-    if spec.protocol is not None and (wseg or WsegOptions()).protocol != "single":
-        raise UsageError(f"{spec.name}: --engine ray runs --protocol single only; use --engine local for "
-                         f"{(wseg or WsegOptions()).protocol}")
+    protocol = (options.protocol or WsegOptions()).protocol
+    if spec.protocol is not None and protocol != "single":
+        raise UsageError(f"{spec.name}: --engine ray runs --protocol single only; use --engine local for {protocol}")
     metric = task_obj.metric(spec, layout)
-    open_kwargs: dict[str, Any] = {"backend": backend, "device": device, "precision": precision,
-                                   "weights": weights, "seed": seed}
-    if device == "cpu":
-        open_kwargs["threads"] = max(1, int(options.cpus_per_worker))
+    batch_size, save_masks = options.batch_size, options.save_masks
     n = len(layout.samples)
     skipped: list[dict[str, Any]] = []
     meta: dict[str, Any] = {}
-    with ray_session(options) as info:
-        import ray
+    with ray_session(ray) as info:
+        import ray as ray_module
 
         start = time.perf_counter()
-        blocks = max(1, min(n, 4 * options.workers))
-        ds = ray.data.from_items([{"index": i} for i in range(n)], override_num_blocks=blocks)
+        blocks = max(1, min(n, 4 * ray.workers))
+        ds = ray_module.data.from_items([{"index": i} for i in range(n)], override_num_blocks=blocks)
         ds = ds.map_batches(map_rows(read_eval_rows, model=spec.name, layout=layout),
-                            batch_size=batch_size * 4, num_cpus=options.read_cpus)
+                            batch_size=batch_size * 4, num_cpus=ray.read_cpus)
         ds = ds.map_batches(EvalActor, batch_size=batch_size * 4,
-                            fn_constructor_args=(spec.name, open_kwargs, batch_size),
+                            fn_constructor_args=(spec.name, actor_request(options.runtime, ray.cpus_per_worker),
+                                                 batch_size),
                             fn_constructor_kwargs={"layout": layout,
                                                    "save_masks": str(save_masks) if save_masks else None,
-                                                   "kill_after": options.kill_after,
-                                                   "kill_marker": options.kill_marker},
-                            **pool_arguments(options))
+                                                   "kill_after": ray.kill_after,
+                                                   "kill_marker": ray.kill_marker},
+                            **pool_arguments(ray))
         bar = progress_bar(progress, n, f"eval {spec.name} on {layout.name} (ray)")
         with bar:
             task = bar.add_task("eval", total=n) if bar.enabled else None
@@ -80,8 +77,8 @@ def evaluate_ray(model: str, dataset: str, data_root: str | os.PathLike, *, opti
     skipped = [{k: v for k, v in item.items() if k != "index"} for item in skipped]
     if metric.count + len(skipped) != n:
         raise RuntimeError(f"Ray scored {metric.count} and skipped {len(skipped)} of {n} samples; some were lost")
-    stages = {"engine": "ray", "ray": {**info, "workers": options.workers, "cpus_per_worker": options.cpus_per_worker,
-                                       "gpus_per_worker": options.gpus_per_worker,
+    stages = {"engine": "ray", "ray": {**info, "workers": ray.workers, "cpus_per_worker": ray.cpus_per_worker,
+                                       "gpus_per_worker": ray.gpus_per_worker,
                                        "merge": "per-block metric states merged exactly (metric.merge)"}}
     return evaluation_record(spec, layout, metric, skipped, wall, weights=meta.get("weights"), protocol="single",
                              runtime=meta.get("runtime"), stages=stages)

@@ -25,11 +25,11 @@ from typing import Any
 from segdeploy.core.errors import UsageError
 from segdeploy.core.registry import get_spec
 from segdeploy.engine.finder import IMAGE_SUFFIXES
-from segdeploy.engine.images import DEFAULT_MAX_PIXELS
+from segdeploy.jobs.options import PredictOptions
 from segdeploy.jobs.plan import PredictSummary, find_inputs, plan_predict_job, planned_outputs
 from segdeploy.jobs.predict import progress_bar
 from segdeploy.scale.cluster import RayOptions, pool_arguments, ray_session
-from segdeploy.scale.workers import PredictActor, is_uri, map_rows, read_predict_rows
+from segdeploy.scale.workers import PredictActor, actor_request, is_uri, map_rows, read_predict_rows
 
 
 def find_sources(inputs: list[str], recursive: bool = False) -> list[tuple[str, Path]]:
@@ -75,13 +75,8 @@ def _list_uri(uri: str, recursive: bool) -> list[tuple[str, Path]]:
             for path in entries]
 
 
-def predict_files_ray(model: str, inputs: list[str], out_dir: str | os.PathLike, *, options: RayOptions,
-                      weights=None, recursive: bool = False, batch_size: int = 1, backend: str = "auto",
-                      device: str = "cpu", precision: str | None = None, cutout: bool = False,
-                      save_prob: bool = False, overwrite: bool = False, progress: bool = True,
-                      seed: int = 0, background: tuple[int, ...] | None = None,
-                      max_size: int | None | str = "spec",
-                      max_pixels: int | None = DEFAULT_MAX_PIXELS) -> PredictSummary:
+def predict_files_ray(model: str, inputs: list[str], out_dir: str | os.PathLike, options: PredictOptions | None = None,
+                      *, ray: RayOptions, progress: bool = True) -> PredictSummary:
     """Like :func:`segdeploy.jobs.predict.predict_files`, with inference on a Ray actor pool.
 
     Same plan, skip rule and manifest as the local engine (see the module docstring).
@@ -92,97 +87,108 @@ def predict_files_ray(model: str, inputs: list[str], out_dir: str | os.PathLike,
     Raises:
         UsageError: as :func:`segdeploy.jobs.plan.plan_predict_job`, before Ray starts.
     """
+    options = options or PredictOptions()
     spec = get_spec(model)
-    plan = plan_predict_job(spec, inputs, out_dir, weights=weights, recursive=recursive, backend=backend,
-                            precision=precision, cutout=cutout, save_prob=save_prob, overwrite=overwrite,
-                            seed=seed, background=background, max_size=max_size, max_pixels=max_pixels,
-                            finder=find_local_and_uris)
+    plan = plan_predict_job(spec, inputs, out_dir, options, finder=find_local_and_uris)
     summary = plan.summary
     todo = [{"index": index, "source": str(source), "target": str(target)}
             for index, (source, target, _) in enumerate(plan.todo)]
     if not todo:
         plan.release()
         return summary
-
-    open_kwargs: dict[str, Any] = {"backend": backend, "device": device, "precision": precision,
-                                   "weights": weights, "seed": seed}
-    if device == "cpu":
-        open_kwargs["threads"] = max(1, int(options.cpus_per_worker))
-    job_started = time.time()
-    results: dict[int, tuple[str, str]] = {}
-    recorded: set[int] = set()
-    meta: dict[str, Any] = {}
-    actors: set[str] = set()  # one meta (node + pid) per actor that answered: more than workers = some were lost
-
-    def record_new() -> None:
-        """Enter every result not yet entered in the manifest (and the summary's counts)."""
-        for index in sorted(set(results) - recorded):
-            status, reason = results[index]
-            source, _, key = plan.todo[index]
-            plan.record(source, key, None if status == "written" else reason)
-            recorded.add(index)
-
+    job = _RayJob(plan, options, ray)
     try:
-        with ray_session(options) as info:
-            import ray
-
-            # Saved once Ray is up (a missing Ray leaves no output folder). The runtime opens in the
-            # actors: what ran is recorded from their rows (set_runtime below).
-            plan.begin(None, runtime_known=False)
-            start = time.perf_counter()
-            # ~4 blocks per worker keeps every actor fed while the last blocks are read
-            blocks = max(1, min(len(todo), 4 * options.workers))
-            ds = ray.data.from_items(todo, override_num_blocks=blocks)
-            ds = ds.map_batches(map_rows(read_predict_rows, model=spec.name, keep_image=plan.cutout,
-                                         max_size=max_size, max_pixels=max_pixels),
-                                batch_size=batch_size * 4, num_cpus=options.read_cpus)
-            ds = ds.map_batches(PredictActor, batch_size=batch_size * 4,
-                                fn_constructor_args=(spec.name, open_kwargs, batch_size),
-                                fn_constructor_kwargs={"cutout": plan.cutout, "save_prob": save_prob,
-                                                       "background": background, "max_pixels": max_pixels,
-                                                       "since": job_started, "kill_after": options.kill_after,
-                                                       "kill_marker": options.kill_marker},
-                                **pool_arguments(options))
-            bar = progress_bar(progress, len(todo), f"{spec.name} on ray")
-            last_save = time.monotonic()
-            with bar:
-                task = bar.add_task("predict", total=len(todo)) if bar.enabled else None
-                for row in ds.iter_rows():
-                    index = int(row["index"])
-                    results[index] = (str(row["status"]), str(row["reason"]))
-                    actors.add(str(row["meta"]))
-                    if not meta:
-                        meta = json.loads(row["meta"])
-                        plan.set_runtime(meta.get("runtime"))
-                    if task is not None:
-                        bar.advance(task)
-                    if time.monotonic() - last_save > 5.0:  # a killed driver loses at most ~5 s of entries
-                        record_new()
-                        plan.save()
-                        last_save = time.monotonic()
-            summary.seconds = round(time.perf_counter() - start, 3)
+        info = job.run(todo, progress)
     finally:
-        record_new()
+        job.record_new()
         plan.release()
     # Rows arrive in block-completion order; the local engine reports failures in input order.
     order = {str(source): index for index, (source, _, _) in enumerate(plan.todo)}
     summary.failed.sort(key=lambda failure: order.get(failure["path"], len(order)))
-    missing = [item for item in todo if item["index"] not in results]
+    missing = [item for item in todo if item["index"] not in job.results]
     if missing:  # Ray Data returns every row or raises; this guards the exactly-once promise
         raise RuntimeError(f"Ray returned no result for {len(missing)} inputs (first: {missing[0]['source']})")
     removed = remove_stray_temporaries([Path(item["target"]) for item in todo], cutout=plan.cutout,
-                                       save_prob=save_prob)
-    summary.runtime = meta.get("runtime")
-    summary.selection = meta.get("selection")
-    summary.weights = meta.get("weights")
+                                       save_prob=options.save_prob)
+    summary.runtime = job.meta.get("runtime")
+    summary.selection = job.meta.get("selection")
+    summary.weights = job.meta.get("weights")
     summary.images_per_s = round(summary.written / summary.seconds, 3) if summary.seconds > 0 else None
-    summary.stages = {"engine": "ray", "ray": {**info, "workers": options.workers,
-                                               "cpus_per_worker": options.cpus_per_worker,
-                                               "gpus_per_worker": options.gpus_per_worker,
+    summary.stages = {"engine": "ray", "ray": {**info, "workers": ray.workers,
+                                               "cpus_per_worker": ray.cpus_per_worker,
+                                               "gpus_per_worker": ray.gpus_per_worker,
                                                "stray_temporaries_removed": removed,
-                                               "actors_answered": len(actors),
-                                               "workers_lost": max(0, len(actors) - options.workers)}}
+                                               "actors_answered": len(job.actors),
+                                               "workers_lost": max(0, len(job.actors) - ray.workers)}}
     return summary
+
+
+class _RayJob:
+    """One planned predict job on a Ray actor pool: its results as they arrive and their manifest entries."""
+
+    def __init__(self, plan, options: PredictOptions, ray: RayOptions) -> None:
+        self.plan, self.options, self.ray = plan, options, ray
+        self.request = actor_request(options.runtime, ray.cpus_per_worker)
+        self.results: dict[int, tuple[str, str]] = {}
+        self.recorded: set[int] = set()
+        self.meta: dict[str, Any] = {}
+        self.actors: set[str] = set()  # one meta (node + pid) per actor that answered: more than workers = lost
+
+    def record_new(self) -> None:
+        """Enter every result not yet entered in the manifest (and the summary's counts)."""
+        for index in sorted(set(self.results) - self.recorded):
+            status, reason = self.results[index]
+            source, _, key = self.plan.todo[index]
+            self.plan.record(source, key, None if status == "written" else reason)
+            self.recorded.add(index)
+
+    def _dataset(self, todo: list[dict], job_started: float):
+        import ray
+
+        plan, options, batch_size, name = self.plan, self.options, self.options.batch_size, self.plan.spec.name
+        # ~4 blocks per worker keeps every actor fed while the last blocks are read
+        blocks = max(1, min(len(todo), 4 * self.ray.workers))
+        ds = ray.data.from_items(todo, override_num_blocks=blocks)
+        ds = ds.map_batches(map_rows(read_predict_rows, model=name, keep_image=plan.cutout,
+                                     max_size=options.max_size, max_pixels=options.max_pixels),
+                            batch_size=batch_size * 4, num_cpus=self.ray.read_cpus)
+        return ds.map_batches(PredictActor, batch_size=batch_size * 4,
+                              fn_constructor_args=(name, self.request, batch_size),
+                              fn_constructor_kwargs={"cutout": plan.cutout, "save_prob": options.save_prob,
+                                                     "background": options.background,
+                                                     "max_pixels": options.max_pixels, "since": job_started,
+                                                     "kill_after": self.ray.kill_after,
+                                                     "kill_marker": self.ray.kill_marker},
+                              **pool_arguments(self.ray))
+
+    def run(self, todo: list[dict], progress: bool) -> dict[str, Any]:
+        """Run the job; returns Ray's start-up record."""
+        plan = self.plan
+        job_started = time.time()
+        with ray_session(self.ray) as info:
+            # Saved once Ray is up (a missing Ray leaves no output folder). The runtime opens in the
+            # actors: what ran is recorded from their rows (set_runtime below).
+            plan.begin(None, runtime_known=False)
+            start = time.perf_counter()
+            ds = self._dataset(todo, job_started)
+            bar = progress_bar(progress, len(todo), f"{plan.spec.name} on ray")
+            last_save = time.monotonic()
+            with bar:
+                task = bar.add_task("predict", total=len(todo)) if bar.enabled else None
+                for row in ds.iter_rows():
+                    self.results[int(row["index"])] = (str(row["status"]), str(row["reason"]))
+                    self.actors.add(str(row["meta"]))
+                    if not self.meta:
+                        self.meta = json.loads(row["meta"])
+                        plan.set_runtime(self.meta.get("runtime"))
+                    if task is not None:
+                        bar.advance(task)
+                    if time.monotonic() - last_save > 5.0:  # a killed driver loses at most ~5 s of entries
+                        self.record_new()
+                        plan.save()
+                        last_save = time.monotonic()
+            plan.summary.seconds = round(time.perf_counter() - start, 3)
+        return info
 
 
 def remove_stray_temporaries(targets: list[Path], *, cutout: bool, save_prob: bool) -> int:

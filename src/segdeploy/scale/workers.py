@@ -7,6 +7,7 @@ columns cannot hold in one schema; a pickled column keeps the schema fixed and c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -20,6 +21,7 @@ from segdeploy.core.errors import ImageReadError
 from segdeploy.core.registry import get_spec
 from segdeploy.engine.images import DEFAULT_MAX_PIXELS, load_image, read_image
 from segdeploy.engine.transforms import InputPolicy, decode, preprocess_with_valid
+from segdeploy.jobs.options import RuntimeRequest
 from segdeploy.jobs.plan import failure_reason
 
 
@@ -138,16 +140,25 @@ def infer_items(runtime, items: list[dict], batch_size: int) -> Iterator[tuple[d
         yield from run(group)
 
 
+def actor_request(request: RuntimeRequest, cpus_per_worker: float) -> RuntimeRequest:
+    """The request each actor opens: on a CPU, with the cores Ray reserved for the actor as its
+    threads, not every core of the node (actors sharing a node would otherwise oversubscribe it)."""
+    if request.device != "cpu":
+        return request
+    threads = max(1, int(cpus_per_worker))
+    return dataclasses.replace(request, backend_options={**dict(request.backend_options), "threads": threads})
+
+
 class _RuntimeActor:
     """Opens the runtime once per actor process; remembers what it opened for the job record."""
 
-    def __init__(self, model: str, open_kwargs: dict[str, Any], batch_size: int,
+    def __init__(self, model: str, request: RuntimeRequest, batch_size: int,
                  kill_after: int | None = None, kill_marker: str | None = None) -> None:
-        from segdeploy.backends import open_runtime
         from segdeploy.jobs.predict import weights_of
+        from segdeploy.jobs.session import open_model_runtime
 
         self.spec = get_spec(model)
-        self.runtime = open_runtime(model, **open_kwargs)
+        self.runtime = open_model_runtime(model, request)
         self.batch_size = batch_size
         self.meta = json.dumps({
             "runtime": self.runtime.describe() if hasattr(self.runtime, "describe") else None,
@@ -180,10 +191,10 @@ class _RuntimeActor:
 class PredictActor(_RuntimeActor):
     """Ray actor: infer, decode and write one block of preprocessed rows; returns one status row each."""
 
-    def __init__(self, model: str, open_kwargs: dict[str, Any], batch_size: int, *, cutout: bool, save_prob: bool,
+    def __init__(self, model: str, request: RuntimeRequest, batch_size: int, *, cutout: bool, save_prob: bool,
                  background: tuple[int, ...] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  since: float | None = None, kill_after: int | None = None, kill_marker: str | None = None) -> None:
-        super().__init__(model, open_kwargs, batch_size, kill_after, kill_marker)
+        super().__init__(model, request, batch_size, kill_after, kill_marker)
         self.cutout = cutout
         self.save_prob = save_prob
         self.background = None if background is None else tuple(background)
@@ -191,7 +202,8 @@ class PredictActor(_RuntimeActor):
         self.since = since
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from segdeploy.jobs.predict import planned_outputs, write_prediction
+        from segdeploy.jobs.plan import planned_outputs
+        from segdeploy.jobs.predict import write_prediction
 
         items = [pickle.loads(p) for p in batch["payload"]]
         rows: dict[str, list] = {"index": [], "status": [], "reason": [], "meta": []}
@@ -246,9 +258,9 @@ class PredictActor(_RuntimeActor):
 class EvalActor(_RuntimeActor):
     """Ray actor: score one block of samples; returns one row with the block's pickled metric state."""
 
-    def __init__(self, model: str, open_kwargs: dict[str, Any], batch_size: int, *, layout,
+    def __init__(self, model: str, request: RuntimeRequest, batch_size: int, *, layout,
                  save_masks: str | None = None, kill_after: int | None = None, kill_marker: str | None = None) -> None:
-        super().__init__(model, open_kwargs, batch_size, kill_after, kill_marker)
+        super().__init__(model, request, batch_size, kill_after, kill_marker)
         from segdeploy.tasks import get_task
 
         self.task = get_task(self.spec)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
@@ -26,6 +27,7 @@ from starlette.requests import ClientDisconnect
 
 from segdeploy.core.errors import ImageReadError
 from segdeploy.engine.inference_threads import calls_in_flight
+from segdeploy.jobs.options import RuntimeRequest
 from segdeploy.serve.admission import MemoryBudget, NeverFits, OverBudget, decoded_cost, default_budget
 from segdeploy.serve.batcher import DynamicBatcher, QueueFull
 from segdeploy.serve.config import ServeConfig
@@ -93,40 +95,34 @@ def _default_batcher(service: ModelService, metrics: ServeMetrics) -> DynamicBat
                           on_batch=lambda size, seconds: metrics.observe_batch(service.name, size, seconds))
 
 
-def create_app(model: str | None = None, *, weights=None, backend: str = "auto", device: str = "cpu",
-               precision: str | None = None, onnx_path=None, seed: int = 0, config: ServeConfig | None = None,
-               reference=None, runtime=None, services: list[ModelService] | None = None,
-               batcher_factory=None, runtime_options: dict[str, Any] | None = None,
+def create_app(model: str | None = None, request: RuntimeRequest | None = None, *, config: ServeConfig | None = None,
+               reference=None, runtime=None, services: list[ModelService] | None = None, batcher_factory=None,
                log: Callable[[str], None] | None = None, **settings: Any):
     """Load ``model``, run its start-up fidelity gate, and return the ASGI app serving it.
 
     Args:
         model: registry name (resolved to its spec here, at the edge).
-        weights, backend, device, precision, onnx_path, seed: as for ``open_runtime``
-            (backend "auto" picks the fastest configuration for this machine).
-        config: batching, limits and gate settings; keyword ``settings`` override its fields
-            (e.g. ``max_batch_size=16``).
+        request: the runtime to open (:class:`~segdeploy.jobs.options.RuntimeRequest`; backend
+            "auto" picks the fastest configuration for this machine).
+        config: batching, limits and gate settings.
         reference: a ``segdeploy compare --json`` report to take the gate verdict from.
         runtime: an opened runtime to serve instead of opening one (embedding, tests).
         services: already loaded :class:`ModelService` objects (the Ray deployment passes its own).
         batcher_factory: ``(service, metrics) -> batcher`` (the Ray deployment uses ``@serve.batch``).
-        runtime_options: backend options for ``open_runtime`` (e.g. ``{"threads": 2}``).
+        settings: fields of the RuntimeRequest (``weights=``, ``backend=``, ``backend_options=`` ...)
+            or of ServeConfig (``max_batch_size=16`` ...), which override ``request`` / ``config``.
 
     Raises:
         GateFailed: the gate failed and ``allow_unverified`` is off.
     """
-    if config is None:
-        config = ServeConfig(**settings)
-    elif settings:
-        from dataclasses import replace
-
-        config = replace(config, **settings)
+    request_names = {f.name for f in dataclasses.fields(RuntimeRequest)}
+    asked = {key: settings.pop(key) for key in list(settings) if key in request_names}
+    request = dataclasses.replace(request or RuntimeRequest(), **asked)
+    config = dataclasses.replace(config or ServeConfig(), **settings)
     if services is None:
         if model is None:
             raise ValueError("create_app needs a model name (or loaded services)")
-        services = [ModelService.load(model, weights=weights, backend=backend, device=device, precision=precision,
-                                      onnx_path=onnx_path, seed=seed, config=config, reference=reference,
-                                      runtime=runtime, runtime_options=runtime_options, log=log)]
+        services = [ModelService.load(model, request, config=config, reference=reference, runtime=runtime, log=log)]
     state = ServerState(services, config, batcher_factory)
     return build_app(state)
 

@@ -125,14 +125,15 @@ def fidelity_gate(spec, *, weights, backend: str, precision: str, device: str = 
                   onnx_path: str | os.PathLike | None = None, images: list | None = None) -> dict[str, Any]:
     """Judge ``backend``/``precision`` against PyTorch fp32 on ``images`` ((name, array) pairs) with
     the default thresholds; the summary names what :func:`acceptance` checks."""
-    from segdeploy.verify.compare import compare
+    from segdeploy.verify.compare import CompareOptions, compare
     from segdeploy.verify.reference import image_id, preprocessing_fingerprint
 
     few = images is not None and len(images) < MIN_IMAGES
     # The file served is the file judged: an int8 model is never re-quantized here.
     files = {"int8_onnx": onnx_path} if precision == "int8" else {"onnx_path": onnx_path}
-    report = compare(spec, weights=weights, combos=[(backend, precision)], images=images, device=device, seed=seed,
-                     batch_size=4, allow_few_images=few, **files)
+    options = CompareOptions(combos=[(backend, precision)], device=device, seed=seed, batch_size=4,
+                             allow_few_images=few, **files)
+    report = compare(spec, weights=weights, options=options, images=images)
     row = report.rows[0]
     return {
         "source": "start-up gate (segdeploy.verify.compare)",

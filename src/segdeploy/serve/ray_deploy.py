@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from segdeploy.jobs.options import RuntimeRequest
 from segdeploy.serve.batcher import BatchResult
 from segdeploy.serve.config import ServeConfig
 
@@ -51,10 +52,8 @@ class _RayBatcher:
         return asyncio.ensure_future(one())
 
 
-def build_deployment(model: str, *, config: ServeConfig, weights=None, backend: str = "auto", device: str = "cpu",
-                     precision: str | None = None, onnx_path=None, seed: int = 0, reference=None, replicas: int = 1,
-                     cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0,
-                     runtime_options: dict[str, Any] | None = None):
+def build_deployment(model: str, request: RuntimeRequest, *, config: ServeConfig, reference=None, replicas: int = 1,
+                     cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0):
     """A bound Ray Serve application serving ``model`` on ``replicas`` replicas (``serve.run`` it)."""
     from dataclasses import replace
 
@@ -76,9 +75,7 @@ def build_deployment(model: str, *, config: ServeConfig, weights=None, backend: 
 
             from segdeploy.serve.service import ModelService
 
-            self.service = ModelService.load(model, weights=weights, backend=backend, device=device,
-                                             precision=precision, onnx_path=onnx_path, seed=seed, config=config,
-                                             reference=reference, runtime_options=runtime_options)
+            self.service = ModelService.load(model, request, config=config, reference=reference)
             self.thread = ThreadPoolExecutor(1, thread_name_prefix="segdeploy-infer")
             self._metrics = None
 
@@ -115,8 +112,9 @@ def build_deployment(model: str, *, config: ServeConfig, weights=None, backend: 
     return SegdeployDeployment.bind()
 
 
-def run_ray(model: str, *, config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, address: str | None = None,
-            log: Callable[[str], None] | None = None, block: bool = True, **deployment: Any) -> int:
+def run_ray(model: str, request: RuntimeRequest, *, config: ServeConfig, host: str = "127.0.0.1", port: int = 8000,
+            address: str | None = None, log: Callable[[str], None] | None = None, block: bool = True,
+            **deployment: Any) -> int:
     """Start (or join) Ray, deploy, and serve until interrupted; then shut Serve down."""
     import ray
     from ray import serve
@@ -125,7 +123,7 @@ def run_ray(model: str, *, config: ServeConfig, host: str = "127.0.0.1", port: i
     ray.init(address=address, ignore_reinit_error=True, include_dashboard=False)
     serve.start(http_options={"host": host, "port": int(port)})
     say(f"deploying {model} on Ray Serve ({deployment.get('replicas', 1)} replicas) at http://{host}:{port}")
-    serve.run(build_deployment(model, config=config, **deployment), name="segdeploy", route_prefix="/")
+    serve.run(build_deployment(model, request, config=config, **deployment), name="segdeploy", route_prefix="/")
     if not block:
         return 0
     try:

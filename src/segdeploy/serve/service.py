@@ -9,6 +9,7 @@ writes: ``get_task(spec).mask_image(pred)`` encoded by ``engine.writers.encode_p
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import re
 import time
@@ -22,6 +23,8 @@ from segdeploy.core.registry import get_spec
 from segdeploy.engine.transforms import decode, preprocess_with_valid
 from segdeploy.engine.writers import encode_png
 from segdeploy.engine.inference_threads import calls_in_flight
+from segdeploy.jobs.options import RuntimeRequest
+from segdeploy.jobs.session import open_model_runtime
 from segdeploy.serve import gate
 from segdeploy.serve.batcher import batch_sizes
 from segdeploy.serve.config import ServeConfig
@@ -65,10 +68,9 @@ class ModelService:
         return not self.verified
 
     @classmethod
-    def load(cls, model, *, weights=None, backend: str = "auto", device: str = "cpu", precision: str | None = None,
-             onnx_path=None, seed: int = 0, config: ServeConfig | None = None, reference=None, runtime=None,
-             runtime_options: dict[str, Any] | None = None, log: Callable[[str], None] | None = None) -> "ModelService":
-        """Open ``config.workers`` runtimes, run the fidelity gate, warm up.
+    def load(cls, model, request: RuntimeRequest | None = None, *, config: ServeConfig | None = None, reference=None,
+             runtime=None, log: Callable[[str], None] | None = None) -> "ModelService":
+        """Open ``config.workers`` runtimes as ``request`` says, run the fidelity gate, warm up.
 
         Raises:
             GateFailed: the gate failed and ``config.allow_unverified`` is off (nothing is served).
@@ -76,23 +78,21 @@ class ModelService:
         """
         say = log or (lambda message: None)
         config = config or ServeConfig()
+        request = request or RuntimeRequest()
         spec = get_spec(model)
         if runtime is not None:
             runtimes = [runtime]
         else:
-            from segdeploy.backends import open_runtime
-
-            runtimes = [open_runtime(spec, backend=backend, device=device, precision=precision, weights=weights,
-                                     onnx_path=onnx_path, seed=seed, **serving_options(backend, runtime_options))
-                        for _ in range(config.workers)]
+            served = dataclasses.replace(request, backend_options=serving_options(request.backend,
+                                                                                  dict(request.backend_options)))
+            runtimes = [open_model_runtime(spec, served) for _ in range(config.workers)]
         first = runtimes[0]
         chosen_backend, chosen_precision = first.name, first.precision
         if getattr(first, "selection", None):
             say(f"backend auto: {first.selection.get('why')}")
         record = _weights_of(first)
         trained = bool(record) and record.get("kind") != "random"
-        passed, summary = _judge(spec, first, config, trained, say, weights=weights, device=device, seed=seed,
-                                 onnx_path=onnx_path, reference=reference)
+        passed, summary = _judge(spec, first, config, trained, say, request=request, reference=reference)
         if not passed:
             detail = "; ".join(summary["not_verified_because"])
             if not config.allow_unverified:
@@ -166,7 +166,7 @@ class ModelService:
         return without_paths(described)
 
 
-def _judge(spec, runtime, config: ServeConfig, trained: bool, say, *, weights, device: str, seed: int, onnx_path,
+def _judge(spec, runtime, config: ServeConfig, trained: bool, say, *, request: RuntimeRequest,
            reference) -> tuple[bool, dict[str, Any]]:
     """The verdict on what ``runtime`` serves: the start-up gate on the check set (or ``reference``),
     then :func:`gate.acceptance`; ``(verified, summary)``."""
@@ -181,7 +181,8 @@ def _judge(spec, runtime, config: ServeConfig, trained: bool, say, *, weights, d
     # A backend that runs a file (ONNX, IR) is verified for that file, named by its sha256.
     runs_file = consumes(backend) != "module"
     # Judge the file the runtime runs (auto's int8 choice is a probed artifact, not a new quantization).
-    served_file = onnx_path or getattr(runtime, "onnx_path", None)
+    weights, seed = request.weights, request.seed
+    served_file = request.onnx_path or getattr(runtime, "onnx_path", None)
     artifact = None
     if runs_file and served_file and os.path.isfile(str(served_file)):
         artifact = {"name": os.path.basename(str(served_file)), "sha256": artifact_digest(served_file)}
@@ -193,8 +194,8 @@ def _judge(spec, runtime, config: ServeConfig, trained: bool, say, *, weights, d
         checks = gate.check_set(config.check_images, tuple(config.check_size), trained)
         say(f"fidelity gate: {backend} {precision} vs torch fp32 on {len(checks)} check images"
             + (" (real photos among them)" if trained else ""))
-        summary = gate.fidelity_gate(spec, weights=weights, backend=backend, precision=precision, device=device,
-                                     seed=seed, onnx_path=served_file, images=checks)
+        summary = gate.fidelity_gate(spec, weights=weights, backend=backend, precision=precision,
+                                     device=request.device, seed=seed, onnx_path=served_file, images=checks)
         expected = set(summary.pop("expected_ids", None) or ())
     summary.pop("preprocessing_expected", None)
     why = gate.acceptance(summary, weights_fp=_served_weights_fp(runtime, spec, weights, seed, summary, reference),
@@ -269,7 +270,7 @@ def _weights_of(runtime) -> dict[str, Any] | None:
 
 def serving_options(backend: str, options: dict[str, Any] | None) -> dict[str, Any]:
     """Runtime options of a served model: OpenVINO runs one stream over all cores unless asked
-    (``segdeploy serve --streams N``, ``runtime_options={"streams": N}``).
+    (``segdeploy serve --streams N``, ``backend_options={"streams": N}``).
 
     Why one stream by default: a lone request then gets every core (u2netp 320² on a 2-core
     EPYC: 432 ms vs 698 ms with 2 streams) and batches fill the cores under load. Under steady

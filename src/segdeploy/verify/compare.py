@@ -14,36 +14,42 @@ images is calibrated on a quarter of the inputs and judged on the others (disjoi
 
 Rows: "pass", "fail" (gate; exit 3), "error" (the runtime raised; exit 4), "unavailable"
 (library / provider / precision missing here; a failure only with ``require_all``).
+
+:func:`compare` plans (:mod:`segdeploy.verify.compare_plan`: the options, inputs and rows, and every
+usage error), then runs the reference and each candidate, then judges each row.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from segdeploy.core.errors import UsageError
-from segdeploy.core.specs import ModelSpec
-from segdeploy.engine.gate import MIN_IMAGES, default_gate, judge, with_overrides
+from segdeploy.engine.gate import default_gate, judge, with_overrides
 from segdeploy.engine.fidelity import checked_outputs, image_measures
-from segdeploy.verify.inputs import CompareInput, inputs_from_images, inputs_from_samples
-from segdeploy.verify.reference import Reference, ReferenceImage, preprocessing_fingerprint, weights_fingerprint
+from segdeploy.verify.compare_plan import CompareOptions, ComparePlan, Subject, plan_compare
+from segdeploy.verify.inputs import CompareInput
+from segdeploy.verify.reference import Reference, ReferenceImage, preprocessing_fingerprint
 from segdeploy.verify.report import CompareReport, CompareRow, write_report
 
-__all__ = ["compare", "artifact_digest", "write_report", "CompareReport", "CompareRow", "PRECISION_ORDER"]
+__all__ = ["compare", "CompareOptions", "artifact_digest", "write_report", "CompareReport", "CompareRow",
+           "PRECISION_ORDER"]
 
 PRECISION_ORDER = ("fp32", "tf32", "fp16", "bf16", "int8")
+
+#: an opened candidate: (backend or label, precision, runtime, notes of its row)
+Candidate = tuple[str, str, Any, list[str]]
 
 
 def _stream(inputs: list[CompareInput], runtime, spec, batch_size: int, workers: int | None):
     """(input, outcome) in input order through the shared pipeline, raw outputs kept."""
-    from segdeploy.engine.pipeline import stream_predictions
+    from segdeploy.engine.pipeline import StreamOptions, stream_predictions
 
-    outcomes = stream_predictions(inputs, lambda item: item.image, runtime, spec, batch_size=batch_size,
-                                  workers=workers, keep_outputs=True)
+    outcomes = stream_predictions(inputs, lambda item: item.image, runtime, spec,
+                                  options=StreamOptions(batch_size=batch_size, workers=workers, keep_outputs=True))
     yield from zip(inputs, outcomes)
 
 
@@ -78,30 +84,11 @@ def _valid_hw(image: np.ndarray, spec) -> tuple[int, int] | None:
 def compare(
     model,
     weights=None,
-    backends: Sequence[str] | None = None,
-    precisions: Sequence[str] = ("fp32",),
-    images=None,
+    options: CompareOptions | None = None,
     *,
+    images=None,
     samples: Iterable | None = None,
-    tolerances: dict[str, Any] | None = None,
-    device: str = "cpu",
-    batch_size: int = 2,
-    input_size: tuple[int, int] | None = None,
-    max_images: int | None = None,
-    seed: int = 0,
-    onnx_path: str | os.PathLike | None = None,
-    int8_onnx: str | os.PathLike | Mapping[str, str | os.PathLike] | None = None,
-    calib=None,
-    num_calib: int | None = None,
-    require_all: bool = False,
-    runtime_options: dict[str, dict[str, Any]] | None = None,
-    combos: Sequence[tuple[str, str]] | None = None,
     runtimes: Sequence[Any] = (),
-    reference: str | os.PathLike | None = None,
-    save_reference: str | os.PathLike | None = None,
-    allow_few_images: bool = False,
-    min_images: int = MIN_IMAGES,
-    workers: int | None = None,
     progress=None,
 ) -> CompareReport:
     """Run ``model`` on every backend x precision and judge it against PyTorch fp32.
@@ -109,163 +96,72 @@ def compare(
     Args:
         model: registry name, ModelSpec, or a module from :func:`segdeploy.create_model`.
         weights: checkpoint path or "random" (ignored for a module).
-        backends, precisions: the grid (``combos`` gives explicit (backend, precision) pairs instead);
-            default backends: every registered one that runs a file (not the reference's).
+        options: what to compare and how (:class:`CompareOptions`; default: every backend that runs
+            a file, fp32, on the CPU).
         images: folder, image paths, HxWx3 uint8 arrays (named "array<i>" in reports), or (name, array) pairs.
         samples: dataset samples with ``id``, ``image`` and ``mask`` (ground truth) attributes.
-        tolerances: gate overrides, flat ({"mask_iou": 0.99}) or per precision ({"bf16": {...}}),
-            see :func:`segdeploy.engine.gate.with_overrides`.
-        device: device of the candidates; the reference always runs on the CPU.
-        input_size: (H, W) to squash images to instead of the spec's preprocessing size.
-        onnx_path: fp32 ONNX for onnxruntime / openvino (default: the cached export).
-        int8_onnx: quantized model for int8 rows, or {backend: model} (e.g. an NNCF IR for openvino,
-            a QDQ ONNX for onnxruntime); else ``calib`` images; else a disjoint quarter of the inputs
-            calibrates and the rest is judged.
         runtimes: already opened candidates (rows labelled ``given<i>:<name>`` and their precision;
             each preprocesses with its own ``spec``): fault injection and custom runtimes.
-        reference: a reference file (``save_reference`` of another run) to judge against instead of
-            running PyTorch here; refused when made from other weights or preprocessing.
-        save_reference: write the fp32 reference of these inputs to this .npz.
-        allow_few_images: judge fewer than ``min_images`` images (marked in the report).
+        progress: called with a message before each long step.
 
     Raises:
         UsageError: bad arguments, too few images, a reference that does not fit.
+        TypeError: ``options`` is not a :class:`CompareOptions`.
     """
+    if options is None:
+        options = CompareOptions()
+    elif not isinstance(options, CompareOptions):
+        raise TypeError(f"compare() takes its options as a CompareOptions, not {type(options).__name__}")
     say = progress or (lambda message: None)
-    subject = _subject(model, weights, seed, input_size)
-    spec = subject.spec
-    if (images is None) == (samples is None):
-        raise UsageError("give exactly one of images= or samples=")
-    inputs = inputs_from_samples(samples, max_images) if samples is not None else \
-        inputs_from_images(images, max_images)
-    if not inputs:
-        raise UsageError("no inputs to compare")
-    combos = _grid(backends, precisions, combos)
-    notes = (["random weights: outputs are not meaningful masks; agreement still measures the conversion"]
-             if subject.weights_info.get("kind") == "random" else [])
-    split = _int8_split(inputs, combos, int8_onnx, calib)
-    few = _check_count(inputs, split, min_images, allow_few_images, notes)
-    ref_by_id, ref_label = _reference(subject, inputs, reference, save_reference, (batch_size, workers), say)
+    plan = plan_compare(model, weights, options, images=images, samples=samples)
+    ref_by_id, ref_label = _reference(plan, options, say)
+    candidates, rows = _open_candidates(plan, options, say)
+    given = _given(runtimes)
+    for candidate in candidates + given:
+        rows[(candidate[0], candidate[1])] = _run_row(plan, options, candidate, ref_by_id, say)
+    order = plan.combos + [(label, precision) for label, precision, _, _ in given]
+    return _report(plan, options, [rows[c] for c in order], ref_label)
 
-    files = {"onnx_path": onnx_path, "int8_onnx": int8_onnx, "calib": split.calib if split.on else calib,
-             "num_calib": num_calib, "split_note": split.note(len(inputs))}
-    export_options = {"input_size": tuple(spec.input_size)} if input_size is not None else None
-    candidates, rows = _open_candidates(subject, combos, device, seed, files, export_options, runtime_options, say)
-    for index, runtime in enumerate(runtimes):
-        label = getattr(runtime, "label", None) or f"given{index}:{runtime.name}"
-        candidates.append((label, runtime.precision, runtime, ["given as an opened runtime"]))
-        combos.append((label, runtime.precision))
 
-    for backend, precision, runtime, row_notes in candidates:
-        gate = with_overrides(default_gate(spec.task, precision), _overrides_for(tolerances, precision))
-        row_inputs = split.inputs_for(backend, precision, inputs)
-        say(f"running {backend} {precision} on {len(row_inputs)} images")
-        start = time.perf_counter()
-        results, error = _measure(subject, runtime, row_inputs, ref_by_id, gate, (batch_size, workers))
-        seconds = time.perf_counter() - start
-        row = CompareRow(backend, precision, device, "error", reason=error or "", gate=gate,
-                         runtime=_describe(runtime), seconds=seconds, notes=tuple(row_notes))
-        rows[(backend, precision)] = row if error is not None else _judged(row, subject, results, _artifact(runtime))
+def _given(runtimes: Sequence[Any]) -> list[Candidate]:
+    """The already opened runtimes as candidates, labelled ``given<i>:<name>`` unless they carry a label."""
+    return [(getattr(runtime, "label", None) or f"given{index}:{runtime.name}", runtime.precision, runtime,
+             ["given as an opened runtime"]) for index, runtime in enumerate(runtimes)]
 
+
+def _run_row(plan: ComparePlan, options: CompareOptions, candidate: Candidate, ref_by_id, say) -> CompareRow:
+    """The row of one opened candidate: its inputs run and judged with the gate of its precision."""
+    backend, precision, runtime, row_notes = candidate
+    gate = with_overrides(default_gate(plan.subject.spec.task, precision),
+                          _overrides_for(options.tolerances, precision))
+    row_inputs = plan.split.inputs_for(backend, precision, plan.inputs)
+    say(f"running {backend} {precision} on {len(row_inputs)} images")
+    start = time.perf_counter()
+    results, error = _measure(plan.subject, runtime, row_inputs, ref_by_id, gate, (options.batch_size, options.workers))
+    seconds = time.perf_counter() - start
+    row = CompareRow(backend, precision, options.device, "error", reason=error or "", gate=gate,
+                     runtime=_describe(runtime), seconds=seconds, notes=tuple(row_notes))
+    return row if error is not None else _judged(row, plan.subject, results, _artifact(runtime))
+
+
+def _report(plan: ComparePlan, options: CompareOptions, rows: list[CompareRow], ref_label: str) -> CompareReport:
+    subject, reference = plan.subject, options.reference
     return CompareReport(
-        model=spec.name, task=spec.task, weights={**subject.weights_info, "state_dict_sha256": subject.weights_fp},
-        images=len(inputs),
+        model=subject.spec.name, task=subject.spec.task,
+        weights={**subject.weights_info, "state_dict_sha256": subject.weights_fp}, images=len(plan.inputs),
         reference={"label": ref_label, "file": os.fspath(reference) if reference else None,
-                   "preprocessing": preprocessing_fingerprint(spec)},
-        rows=tuple(rows[c] for c in combos), checked_outputs=tuple(subject.names), min_images=min_images,
-        few_images=few, require_all=require_all, environment=_environment(), notes=tuple(notes))
+                   "preprocessing": preprocessing_fingerprint(subject.spec)},
+        rows=tuple(rows), checked_outputs=tuple(subject.names), min_images=options.min_images,
+        few_images=plan.few, require_all=options.require_all, environment=_environment(), notes=tuple(plan.notes))
 
 
-@dataclass
-class _Subject:
-    """The model compared: module, spec (with the input size asked), weights and checked outputs."""
-
-    module: Any
-    spec: ModelSpec
-    weights_info: dict[str, Any]
-    weights_fp: str
-    names: list[str]
-
-
-def _subject(model, weights, seed: int, input_size) -> _Subject:
-    from segdeploy.convert.export import resolve_module, spec_with_input_size
-    from segdeploy.core.registry import get_spec
-
-    module, spec, weights_info = resolve_module(model, weights, seed=seed,
-                                                spec=get_spec(model) if isinstance(model, (str, ModelSpec)) else None)
-    if input_size is not None:
-        spec = spec_with_input_size(spec, tuple(input_size))
-    return _Subject(module, spec, weights_info, weights_fingerprint(module), checked_outputs(spec))
-
-
-def _grid(backends, precisions, combos) -> list[tuple[str, str]]:
-    """The (backend, precision) rows; default backends: every registered one that runs a file."""
-    from segdeploy.backends import PRECISIONS, backend_names, consumes
-
-    if backends is None:
-        backends = [b for b in backend_names() if consumes(b) != "module"]
-    combos = list(combos) if combos is not None else [(b, p) for b in backends for p in precisions]
-    for backend, precision in combos:  # a typo is a usage error, not an "error" row
-        if backend not in backend_names():
-            raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(backend_names())}")
-        if precision not in PRECISIONS:
-            raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    return combos
-
-
-@dataclass
-class _Int8Split:
-    """int8 rows without a quantized model or calibration images: a quarter of the inputs
-    calibrates (``calib``) and the others are judged (``judged``)."""
-
-    on: bool
-    judged: list[CompareInput]
-    calib: list[np.ndarray] | None = None
-
-    def inputs_for(self, backend: str, precision: str, inputs: list[CompareInput]) -> list[CompareInput]:
-        """The inputs a row judges (a given runtime's label counts as a file-running backend)."""
-        from segdeploy.backends import module_backends
-
-        return self.judged if self.on and precision == "int8" and backend not in module_backends() else inputs
-
-    def note(self, total: int) -> str | None:
-        if not self.on:
-            return None
-        return f"calibrated on {total - len(self.judged)} of the inputs, judged on the other {len(self.judged)}"
-
-
-def _int8_split(inputs: list[CompareInput], combos, int8_onnx, calib) -> _Int8Split:
-    from segdeploy.backends import consumes
-
-    wanted = [c for c in combos if c[1] == "int8" and consumes(c[0]) != "module"]
-    if not wanted or int8_onnx is not None or calib is not None:
-        return _Int8Split(False, inputs)
-    k = max(1, len(inputs) // 4)
-    return _Int8Split(True, inputs[:-k], [item.image for item in inputs[-k:]])
-
-
-def _check_count(inputs, split: _Int8Split, min_images: int, allow_few_images: bool, notes: list[str]) -> bool:
-    """True when fewer than ``min_images`` are judged (allowed, and noted); UsageError when not allowed."""
-    smallest = min(len(inputs), len(split.judged))
-    if smallest >= min_images:
-        return False
-    if not allow_few_images:
-        extra = (f" (int8 without --calib/--int8-onnx is calibrated on {len(inputs) - len(split.judged)} of the "
-                 f"{len(inputs)} images and judged on the other {len(split.judged)}: give --calib DIR)"
-                 if split.on and len(split.judged) < min_images <= len(inputs) else "")
-        raise UsageError(f"the fidelity gate judges at least {min_images} images; {smallest} given{extra}. Give "
-                         f"more images, or pass --allow-few-images (allow_few_images=True) to judge fewer "
-                         "(marked in the report)")
-    notes.append(f"only {smallest} images judged (fewer than {min_images}, --allow-few-images): quantiles "
-                 "over so few images are close to the worst image")
-    return True
-
-
-def _reference(subject: _Subject, inputs, reference, save_reference, batching, say):
-    """({image id: (reference image, decoded prediction)}, label): loaded from ``reference`` (matched
-    by image id) or computed here; saved to ``save_reference`` when asked."""
+def _reference(plan: ComparePlan, options: CompareOptions, say):
+    """({image id: (reference image, decoded prediction)}, label): loaded from ``options.reference``
+    (matched by image id) or computed here; saved to ``options.save_reference`` when asked."""
     from segdeploy.engine.transforms import decode
 
+    subject, inputs = plan.subject, plan.inputs
+    reference, save_reference = options.reference, options.save_reference
     spec = subject.spec
     if reference is not None:
         ref = Reference.load(reference)
@@ -280,7 +176,8 @@ def _reference(subject: _Subject, inputs, reference, save_reference, batching, s
         ref_label = f"reference file {os.fspath(reference)} ({ref.meta.get('made_with', 'PyTorch fp32')})"
     else:
         say(f"computing the PyTorch fp32 reference on {len(inputs)} images")
-        ref_images = _compute_reference(subject.module, spec, inputs, max(1, int(batching[0])), batching[1])
+        ref_images = _compute_reference(subject.module, spec, inputs, max(1, int(options.batch_size)),
+                                        options.workers)
         ref_label = "PyTorch fp32, eager, CPU"
     if save_reference is not None:
         import torch
@@ -296,31 +193,24 @@ def _reference(subject: _Subject, inputs, reference, save_reference, batching, s
     return {r.id: (r, p) for r, p in zip(ref_images, preds)}, ref_label
 
 
-def _open_candidates(subject: _Subject, combos, device: str, seed: int, files: dict[str, Any], export_options,
-                     runtime_options, say):
+def _open_candidates(plan: ComparePlan, options: CompareOptions,
+                     say) -> tuple[list[Candidate], dict[tuple[str, str], CompareRow]]:
     """([(backend, precision, runtime, notes)], {(backend, precision): row of what could not open})."""
-    from segdeploy.backends import RuntimeUnavailable, consumes, open_runtime
+    from segdeploy.backends import ArtifactOptions, RuntimeUnavailable, open_runtime
 
-    candidates: list[tuple[str, str, Any, list[str]]] = []
+    device = options.device
+    # a squashed input size is the size the exported files are made at
+    export_options = {"input_size": tuple(plan.subject.spec.input_size)} if options.input_size is not None else None
+    candidates: list[Candidate] = []
     rows: dict[tuple[str, str], CompareRow] = {}
-    for backend, precision in combos:
+    for backend, precision in plan.combos:
         say(f"opening {backend} {precision} on {device}")
-        row_notes: list[str] = []
-        path = calib_src = None
-        if consumes(backend) != "module":
-            path = files["onnx_path"]
-            if precision == "int8":
-                # one quantized model per backend: OpenVINO may run an NNCF IR, ORT a QDQ ONNX
-                int8_onnx = files["int8_onnx"]
-                path = int8_onnx.get(backend) if isinstance(int8_onnx, Mapping) else int8_onnx
-            if precision == "int8" and path is None:
-                calib_src = files["calib"]
-                row_notes += [files["split_note"]] if files["split_note"] else []
+        path, calib_src, row_notes = _files_for(plan, options, backend, precision)
         try:
-            runtime = open_runtime(subject.module, backend=backend, device=device, precision=precision,
-                                   onnx_path=path, seed=seed, spec=subject.spec, export_options=export_options,
-                                   calib=calib_src, num_calib=files["num_calib"],
-                                   **dict((runtime_options or {}).get(backend, {})))
+            runtime = open_runtime(plan.subject.module, backend=backend, device=device, precision=precision,
+                                   onnx_path=path, seed=options.seed, spec=plan.subject.spec,
+                                   artifact=ArtifactOptions(export_options, calib_src, options.num_calib),
+                                   **dict((options.runtime_options or {}).get(backend, {})))
             candidates.append((backend, precision, runtime, row_notes))
         except RuntimeUnavailable as exc:
             rows[(backend, precision)] = CompareRow(backend, precision, device, "unavailable", reason=str(exc))
@@ -332,7 +222,24 @@ def _open_candidates(subject: _Subject, combos, device: str, seed: int, files: d
     return candidates, rows
 
 
-def _measure(subject: _Subject, runtime, inputs, ref_by_id, gate,
+def _files_for(plan: ComparePlan, options: CompareOptions, backend: str, precision: str):
+    """(model file, calibration images, row notes) of one row; no file for a backend that runs the module."""
+    from segdeploy.backends import consumes
+
+    if consumes(backend) == "module":
+        return None, None, []
+    if precision != "int8":
+        return options.onnx_path, None, []
+    # one quantized model per backend: OpenVINO may run an NNCF IR, ORT a QDQ ONNX
+    int8_onnx = options.int8_onnx
+    path = int8_onnx.get(backend) if isinstance(int8_onnx, Mapping) else int8_onnx
+    if path is not None:
+        return path, None, []
+    split_note = plan.split.note(len(plan.inputs))
+    return None, plan.split.calib if plan.split.on else options.calib, [split_note] if split_note else []
+
+
+def _measure(subject: Subject, runtime, inputs, ref_by_id, gate,
              batching) -> tuple[list[dict[str, Any]], str | None]:
     """Per-image measures of ``runtime`` on ``inputs``, and the error that stopped it (None)."""
     spec = subject.spec
@@ -353,7 +260,7 @@ def _measure(subject: _Subject, runtime, inputs, ref_by_id, gate,
     return results, None
 
 
-def _judged(row: CompareRow, subject: _Subject, results: list[dict[str, Any]], artifact) -> CompareRow:
+def _judged(row: CompareRow, subject: Subject, results: list[dict[str, Any]], artifact) -> CompareRow:
     """``row`` with the gate's verdict on ``results`` (and the ground-truth score when known)."""
     import dataclasses
 
@@ -379,7 +286,7 @@ def _environment() -> dict[str, Any]:
         return {}
 
 
-def _overrides_for(tolerances: dict[str, Any] | None, precision: str) -> dict[str, float] | None:
+def _overrides_for(tolerances: Mapping[str, Any] | None, precision: str) -> dict[str, float] | None:
     if not tolerances:
         return None
     if set(tolerances) & set(PRECISION_ORDER):

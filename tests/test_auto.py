@@ -296,7 +296,7 @@ def test_trained_weights_are_also_judged_on_the_packaged_real_photos(monkeypatch
 def test_an_export_failing_parity_under_auto_says_so_and_runs_pytorch(monkeypatch, tmp_path, capsys):
     """Issue 22: where the ONNX export of the quick choice fails its parity check (here made to
     fail by a zero tolerance), auto says so in one line and runs PyTorch fp32 — and caches that."""
-    import functools
+    import dataclasses
 
     import segdeploy.convert.export_cache as export_cache
     import segdeploy.convert.parity as parity
@@ -305,7 +305,12 @@ def test_an_export_failing_parity_under_auto_says_so_and_runs_pytorch(monkeypatc
     monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
     monkeypatch.setenv("SEGDEPLOY_AUTO_PROBE", "1")
     monkeypatch.setattr(parity, "PARITY_ATOL", -1.0)
-    monkeypatch.setattr(export_cache, "export_onnx", functools.partial(export_cache.export_onnx, parity_rtol=-1.0))
+    real_export = export_cache.export_onnx
+
+    def export_with_no_tolerance(model, weights, path, options, **kwargs):
+        return real_export(model, weights, path, dataclasses.replace(options, parity_rtol=-1.0), **kwargs)
+
+    monkeypatch.setattr(export_cache, "export_onnx", export_with_no_tolerance)
     rt = open_runtime("unetpp_dsb2018", "auto", weights="random")
     err = capsys.readouterr().err
     assert rt.name == "torch" and rt.selection["backend"] == "torch"

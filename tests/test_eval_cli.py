@@ -83,7 +83,8 @@ def test_wseg_on_voc_multiscale_with_crf(tmp_path):
     assert rc == 0
     check_record(record, "wseg_voc", 2)
     assert {"mIoU", "mIoU_fg", "pixel_accuracy"} <= set(record["metrics"])
-    assert record["policy"]["wseg"]["crf"] is True and record["policy"]["wseg"]["pad_size"] == [160, 160]
+    assert record["policy"]["test_time_protocol"]["crf"] is True
+    assert record["policy"]["test_time_protocol"]["pad_size"] == [160, 160]
 
 
 # ----------------------------------------------------------------------------- failures and exit codes

@@ -46,6 +46,18 @@ def ray_options(args: argparse.Namespace):
                                cpus_per_worker=args.cpus_per_worker, gpus_per_worker=gpus)
 
 
+def job_engine(args: argparse.Namespace, command: str):
+    """The engine ``--engine`` names (:class:`segdeploy.jobs.engine.Engine`), its options checked."""
+    check_local_only(args, command)
+    if args.engine == "ray":
+        from segdeploy.scale.engine import RayEngine
+
+        return RayEngine(ray_options(args))
+    from segdeploy.jobs.engine import LocalEngine
+
+    return LocalEngine()
+
+
 def check_local_only(args: argparse.Namespace, parser_name: str) -> None:
     """Ray options given without --engine ray are a mistake the user should hear about."""
     if args.engine == "local" and (args.address or args.ray_workers != 1 or args.gpus_per_worker is not None

@@ -66,7 +66,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from rich.table import Table
 
-    from segdeploy.jobs.evaluate import WsegOptions, evaluate, write_record
+    from segdeploy.jobs.evaluate import write_record
     from segdeploy.jobs.options import EvalOptions, RuntimeRequest
 
     options = {}
@@ -85,22 +85,17 @@ def run(args) -> int:
         root = root or args.images
     elif not root:
         raise ValueError("--data-root is required (the dataset folder as distributed)")
-    wseg = WsegOptions(protocol=args.protocol, scales=tuple(float(s) for s in args.scales.split(",")),
-                       pad_size=tuple(args.pad_size))
+    protocol = {"name": args.protocol, "scales": tuple(float(s) for s in args.scales.split(",")),
+                "pad_size": tuple(args.pad_size)}
     request = RuntimeRequest(weights=args.weights, backend=args.backend, device=args.device, precision=args.precision,
                              seed=args.seed, backend_options=torch_options(args))
     job = EvalOptions(runtime=request, batch_size=args.batch_size, limit=args.limit, save_masks=args.save_masks,
-                      layout_options=options, protocol=wseg)
-    # --- scale-out hook: --engine ray scores shards on a Ray cluster and merges them (segdeploy.scale.evaluate) ---
-    from segdeploy.cli.engine import check_local_only, ray_note, ray_options
+                      layout_options=options, protocol=protocol)
+    # --- scale-out hook: --engine ray scores shards on a Ray cluster and merges them (segdeploy.scale.engine) ---
+    from segdeploy.cli.engine import job_engine, ray_note
 
-    check_local_only(args, "eval")
-    if args.engine == "ray":
-        from segdeploy.scale.evaluate import evaluate_ray
-
-        record = evaluate_ray(args.model, args.dataset, root, job, ray=ray_options(args), progress=not args.quiet)
-    else:  # --- end scale-out hook ---
-        record = evaluate(args.model, args.dataset, root, job, progress=not args.quiet)
+    record = job_engine(args, "eval").evaluate(args.model, args.dataset, root, job, progress=not args.quiet)
+    # --- end scale-out hook ---
     console = make_console()
     table = Table(title=f"{record['model']} on {record['dataset'].get('dataset', args.dataset)}: "
                         f"{record['images_scored']} images scored, {record['images_skipped']} skipped")

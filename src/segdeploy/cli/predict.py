@@ -227,30 +227,25 @@ def _run_many(args, spec, job, runtime, console) -> int:
 
     from rich.markup import escape
 
-    from segdeploy.cli.engine import check_local_only, ray_note, ray_options
+    from segdeploy.cli.engine import job_engine, ray_note
     from segdeploy.core.errors import UsageError
     from segdeploy.engine.finder import IMAGE_SUFFIXES
-    from segdeploy.jobs.predict import predict_files, write_summary_json
+    from segdeploy.jobs.predict import write_summary_json
 
     if args.output == "-":
         raise UsageError("-o - (stdout) takes one image; give a single input file or -")
     if Path(args.output).suffix.lower() in IMAGE_SUFFIXES and not Path(args.output).is_dir():
         raise UsageError(f"-o {args.output} names an image file, but the inputs ({' '.join(args.inputs)}) may hold "
                          "many images; give one input file for one output file, or a folder for -o")
-    # --- scale-out hook: --engine ray runs the same job on a Ray cluster (segdeploy.scale.predict) ---
-    check_local_only(args, "predict")
-    if args.engine == "ray":
-        from segdeploy.scale.predict import predict_files_ray
-
-        if args.onnx is not None or args.calib is not None:
-            raise UsageError("--onnx / --calib run with the local engine only; drop them or --engine ray")
-        summary = predict_files_ray(spec.name, args.inputs, args.output, job, ray=ray_options(args),
-                                    progress=not args.quiet)
-        if ray_note(summary.stages):
-            console.print(ray_note(summary.stages), highlight=False)
-    else:  # --- end scale-out hook ---
-        summary = predict_files(spec.name, args.inputs, args.output, job, progress=not args.quiet, runtime=runtime,
-                                log=lambda text: console.print(printable(text), highlight=False, markup=False))
+    # --- scale-out hook: --engine ray runs the same job on a Ray cluster (segdeploy.scale.engine) ---
+    engine = job_engine(args, "predict")
+    if engine.name != "local" and (args.onnx is not None or args.calib is not None):
+        raise UsageError("--onnx / --calib run with the local engine only; drop them or --engine ray")
+    # --- end scale-out hook ---
+    summary = engine.predict_files(spec.name, args.inputs, args.output, job, progress=not args.quiet, runtime=runtime,
+                                   log=lambda text: console.print(printable(text), highlight=False, markup=False))
+    if ray_note(summary.stages):
+        console.print(ray_note(summary.stages), highlight=False)
     if summary.selection:
         console.print(f"backend auto → {summary.selection['backend']} {summary.selection['precision']}: "
                       f"{summary.selection['why']}", highlight=False)

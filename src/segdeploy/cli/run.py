@@ -209,7 +209,7 @@ def run(args) -> int:
         device=args.device, backends=args.backends, precisions=args.precisions, batch_sizes=args.batch_sizes,
         input_size=args.input_size, limit=args.limit, dataset_options=_dataset_options(args.dataset_opt),
         eval_on=args.eval_on, compare_images=args.compare_images, bench_warmup=args.bench_warmup,
-        bench_iters=args.bench_iters, seed=args.seed, wseg_protocol=args.protocol,
+        bench_iters=args.bench_iters, seed=args.seed, protocol=args.protocol,
         model_input_size=args.model_input_size, calib=args.calib, num_calib=args.num_calib,
         allow_few_images=args.allow_few_images)
     options = resolve_options(args.recipe, asked)

@@ -164,8 +164,10 @@ class ModelSpec:
         notes: known differences from upstream, shown by ``segdeploy info``.
         checkpoint_filter: ``state_dict -> state_dict`` applied to a checkpoint file before it is
             checked against the layout (strip ``module.``, drop ``mask_values``, ...).
-        protocol: "module:callable" of a test-time protocol the model's evaluation uses
-            (wseg: multi-scale + flip + CRF); None = single view through the pipeline.
+        protocol: "module:Class" of the test-time protocol the model's evaluation uses (wseg:
+            multi-scale + flip + CRF); None = single view through the pipeline. The class is built
+            from the evaluation's protocol settings and has ``name`` ("single" = no protocol),
+            ``labels(image, forward)`` and ``describe()``.
         int8_float_layers: parts of ONNX node names (module paths as the exporter writes them,
             e.g. "/stage2d/rebnconv1d/") of convolutions every int8 path keeps float, because
             quantizing them breaks the fidelity gate on the trained weights (measured, with the

@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -30,23 +30,16 @@ from segdeploy.jobs.predict import progress_bar, weights_of
 from segdeploy.core.specs import ModelSpec
 from segdeploy.core.registry import get_spec
 
-WSEG_PROTOCOLS = ("single", "multiscale", "multiscale+crf")
+def test_time_protocol(spec: ModelSpec, settings: Mapping[str, Any] | None = None):
+    """The model's test-time protocol built from ``settings`` (None: its defaults), or None when the
+    model has none or the settings ask for one view per image (the streaming path)."""
+    if spec.protocol is None:
+        return None
+    import importlib
 
-
-@dataclass(frozen=True)
-class WsegOptions:
-    """Test-time protocol for semantic models (1-stage wseg, docs/models.md §5).
-
-    ``single`` = one view at native size (the registry's decode); ``multiscale`` = scales 1, 0.5,
-    1.5, 2 with flips, centre-padded to ``pad_size``, merged as upstream; ``multiscale+crf`` adds the
-    dense CRF (the number the wseg README and seed guide 004 report, 62.7 % mIoU).
-    """
-
-    protocol: str = "multiscale+crf"
-    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
-    flip: bool = True
-    pad_size: tuple[int, int] = (1024, 1024)
-
+    module_name, _, attr = spec.protocol.partition(":")
+    protocol = getattr(importlib.import_module(module_name), attr)(**dict(settings or {}))
+    return None if protocol.name == "single" else protocol
 
 
 def evaluation_record(spec, layout, metric, skipped: list[dict], wall: float, *, weights, protocol: str, runtime,
@@ -129,25 +122,23 @@ def evaluate(model: str, dataset: str, data_root: str | os.PathLike, options: Ev
         runtime = open_model_runtime(spec.name, options.runtime)
     times = StageTimes()
     start = time.perf_counter()
-    protocol_options = options.protocol or WsegOptions()
-    protocol = "single" if spec.protocol is None or protocol_options.protocol == "single" else protocol_options.protocol
+    protocol = test_time_protocol(spec, options.protocol)
     bar, task = _progress(progress, len(layout), f"eval {spec.name} on {layout.name}")
     scoring = _Scoring(layout, runtime, spec, task_obj.metric(spec, layout),
                        Path(options.save_masks) if options.save_masks else None, [], bar, task)
     with bar:
-        if protocol != "single":
-            _eval_multiscale(scoring, protocol_options, options.workers)
+        if protocol is not None:
+            _eval_with_protocol(scoring, protocol, options.workers)
         else:
             _eval_stream(scoring, StreamOptions(batch_size=options.batch_size, workers=options.workers), times,
                          on_item)
     wall = time.perf_counter() - start
     record = evaluation_record(spec, layout, scoring.metric, scoring.skipped, wall, weights=weights_of(runtime),
-                               protocol=protocol, runtime=runtime.describe() if hasattr(runtime, "describe") else None,
-                               stages=times.to_dict() if protocol == "single" else None)
-    if protocol != "single":
-        record["policy"]["wseg"] = {"scales": list(protocol_options.scales), "flip": protocol_options.flip,
-                                    "pad_size": list(protocol_options.pad_size),
-                                    "fp_cut": 0.1, "bg_pow": 3, "crf": protocol.endswith("crf")}
+                               protocol=protocol.name if protocol else "single",
+                               runtime=runtime.describe() if hasattr(runtime, "describe") else None,
+                               stages=None if protocol else times.to_dict())
+    if protocol is not None:
+        record["policy"]["test_time_protocol"] = protocol.describe()
     return record
 
 
@@ -193,15 +184,10 @@ def _eval_stream(scoring: _Scoring, stream: StreamOptions, times: StageTimes, on
             on_item()
 
 
-def _eval_multiscale(scoring: _Scoring, options: WsegOptions, workers: int | None) -> None:
+def _eval_with_protocol(scoring: _Scoring, protocol, workers: int | None) -> None:
     """Score the layout's samples with the model's test-time protocol (many views per image),
     reading the next two images while the current one runs."""
-    import importlib
-
     spec, layout, runtime = scoring.spec, scoring.layout, scoring.runtime
-    module_name, _, attr = spec.protocol.partition(":")
-    run_protocol = getattr(importlib.import_module(module_name), attr)
-    use_crf = options.protocol.endswith("crf")
     with ThreadPoolExecutor(max(1, workers or 2)) as pool:
         futures = [pool.submit(layout.load, sample) for sample in layout.samples[:2]]
         for index, sample in enumerate(layout.samples):
@@ -212,16 +198,14 @@ def _eval_multiscale(scoring: _Scoring, options: WsegOptions, workers: int | Non
                 image, mask = future.result()
             except Exception as exc:  # an unreadable image or mask is recorded, the split goes on
                 scoring.skip(sample, getattr(exc, "reason", None) or str(exc))
-                result = None
+                labels = None
             else:
                 try:
-                    result = run_protocol(image, runtime.run, crf=use_crf, scales=options.scales, flip=options.flip,
-                                          pad_size=options.pad_size)
+                    labels = protocol.labels(image, runtime.run)
                 except Exception as exc:  # the runtime failed: stop, score nothing
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise _runtime_failed(runtime, spec, sample, exc) from exc
-            if result is not None:
-                labels = result.labels_crf if use_crf else result.labels
+            if labels is not None:
                 scoring.metric.update(labels, mask)
                 if scoring.save_dir is not None:
                     write_png(scoring.save_dir / f"{sample.id}.png", labels,

@@ -128,7 +128,9 @@ class EvalOptions:
         limit: score only the first N samples.
         save_masks: also write each predicted mask under this folder.
         layout_options: options of the dataset layout (e.g. a split name).
-        protocol: a model's test-time protocol options (e.g. wseg's multi-scale + flip), or None.
+        protocol: settings of the model's own test-time protocol (``ModelSpec.protocol``), e.g.
+            ``{"name": "multiscale", "pad_size": (512, 512)}``; None: the model's defaults. A model
+            without one ignores them.
         workers: reader / decoder threads (None: CPU count, at most 8).
     """
 
@@ -137,7 +139,7 @@ class EvalOptions:
     limit: int | None = None
     save_masks: str | os.PathLike | None = None
     layout_options: Mapping[str, Any] | None = None
-    protocol: Any = None
+    protocol: Mapping[str, Any] | None = None
     workers: int | None = None
 
     @classmethod

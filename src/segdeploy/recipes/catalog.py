@@ -410,7 +410,7 @@ class RunOptions:
     bench_warmup: int = 2
     bench_iters: int = 5
     seed: int = 0
-    wseg_protocol: str | None = None
+    protocol: str | None = None
     extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:

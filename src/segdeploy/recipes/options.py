@@ -32,7 +32,7 @@ class RunRequest:
         compare_images: images the compare step judges.
         bench_warmup, bench_iters: calls per batch size (None: 1 + 5 on a CPU, 10 + 50 on a GPU).
         seed: seed of random weights and synthetic images.
-        wseg_protocol: the semantic model's test-time protocol.
+        protocol: the model's test-time protocol by name (models that have one; None: its default).
         model_input_size: (H, W) the model's preprocessing squashes images to, replacing the
             spec's (quick trials and tests only: accuracy is then not the guide's).
         calib: folder of int8 calibration images (default: the dataset's images after the compared
@@ -61,7 +61,7 @@ class RunRequest:
     bench_warmup: int | None = None
     bench_iters: int | None = None
     seed: int = 0
-    wseg_protocol: str | None = None
+    protocol: str | None = None
     model_input_size: Any = None
     calib: str | None = None
     num_calib: int | None = None
@@ -105,7 +105,7 @@ def resolve_options(recipe: str | Recipe, asked: RunRequest | None = None) -> Ru
         eval_on=eval_on, compare_images=judged,
         bench_warmup=asked.bench_warmup if asked.bench_warmup is not None else (1 if cpu else 10),
         bench_iters=asked.bench_iters if asked.bench_iters is not None else (5 if cpu else 50),
-        seed=asked.seed, wseg_protocol=asked.wseg_protocol, extra=tuple(sorted(extra.items())),
+        seed=asked.seed, protocol=asked.protocol, extra=tuple(sorted(extra.items())),
     )
 
 

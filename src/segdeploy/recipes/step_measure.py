@@ -39,16 +39,16 @@ class MeasureSteps:
             key = {"step": "eval", **self._deps(config), "dataset": self.options.dataset,
                    "root": self.options.data_root, "limit": self.options.limit,
                    "options": dict(self.options.dataset_options), "batch": batch,
-                   "protocol": self.options.wseg_protocol}
+                   "protocol": self.options.protocol}
 
             def compute(config=config) -> dict[str, Any]:
-                from segdeploy.jobs.evaluate import WsegOptions, evaluate
+                from segdeploy.jobs.evaluate import evaluate
                 from segdeploy.jobs.options import EvalOptions
 
-                wseg = WsegOptions(protocol=self.options.wseg_protocol) if self.options.wseg_protocol else None
+                protocol = {"name": self.options.protocol} if self.options.protocol else None
                 options = EvalOptions.of(device=self.options.device, backend=config.backend,
                                          precision=config.precision, batch_size=batch, limit=self.options.limit,
-                                         layout_options=dict(self.options.dataset_options), protocol=wseg)
+                                         layout_options=dict(self.options.dataset_options), protocol=protocol)
                 record = evaluate(self.spec, self.options.dataset, self.options.data_root, options,
                                   runtime=self.runtime(config), progress=self.reporter.show_progress)
                 if not record.get("images_scored"):

@@ -16,7 +16,7 @@ from typing import Any
 
 from segdeploy.core.errors import UsageError
 from segdeploy.core.registry import get_spec
-from segdeploy.jobs.evaluate import WsegOptions, evaluation_record
+from segdeploy.jobs.evaluate import evaluation_record, test_time_protocol
 from segdeploy.jobs.options import EvalOptions
 from segdeploy.jobs.predict import progress_bar
 from segdeploy.scale.cluster import RayOptions, pool_arguments, ray_session
@@ -39,9 +39,10 @@ def evaluate_ray(model: str, dataset: str, data_root: str | os.PathLike, options
     layout = get_layout(dataset, data_root, limit=options.limit, **dict(options.layout_options or {}))
     task_obj = get_task(spec)
     task_obj.check_dataset(spec, layout)
-    protocol = (options.protocol or WsegOptions()).protocol
-    if spec.protocol is not None and protocol != "single":
-        raise UsageError(f"{spec.name}: --engine ray runs --protocol single only; use --engine local for {protocol}")
+    protocol = test_time_protocol(spec, options.protocol)
+    if protocol is not None:
+        raise UsageError(f"{spec.name}: --engine ray runs --protocol single only; use --engine local for "
+                         f"{protocol.name}")
     metric = task_obj.metric(spec, layout)
     batch_size, save_masks = options.batch_size, options.save_masks
     n = len(layout.samples)

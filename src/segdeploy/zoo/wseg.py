@@ -292,7 +292,7 @@ register_model(ModelSpec(
     license="Apache-2.0",
     manifest="wseg.state_dict.json",
     output_names=("cls", "masks"),
-    protocol="segdeploy.zoo.wseg_protocol:run_protocol",
+    protocol="segdeploy.zoo.wseg_protocol:MultiScaleProtocol",
     # The protocol's own largest view: 512 px sides (its scale 2 fills the 1024² canvas). A 12-MP
     # photo at native resolution would need ≈62 TFLOP and >18 GB.
     max_input_side=512,

@@ -264,3 +264,39 @@ def run_protocol(
     labels = np.argmax(probs, axis=0).astype(np.uint8)
     labels_crf = dense_crf(image_rgb_uint8, probs) if crf else None
     return MultiScaleResult(probs=probs, labels=labels, labels_crf=labels_crf)
+
+
+#: The protocols ``segdeploy eval --protocol`` offers: one view through the pipeline, the merged
+#: views, or the merged views with the dense CRF (the number the upstream README reports).
+PROTOCOLS = ("single", "multiscale", "multiscale+crf")
+
+
+@dataclass(frozen=True)
+class MultiScaleProtocol:
+    """The model's test-time protocol as an evaluation runs it (``spec.protocol`` names this class).
+
+    Attributes:
+        name: one of :data:`PROTOCOLS`; "single" asks for no protocol (one view per image).
+        scales, flip, pad_size: the views (:func:`make_views`).
+    """
+
+    name: str = "multiscale+crf"
+    scales: tuple[float, ...] = DEFAULT_SCALES
+    flip: bool = True
+    pad_size: tuple[int, int] = DEFAULT_PAD_SIZE
+
+    def __post_init__(self) -> None:
+        if self.name not in PROTOCOLS:
+            raise ValueError(f"protocol {self.name!r}: choose from {', '.join(PROTOCOLS)}")
+
+    def labels(self, image_rgb_uint8: np.ndarray, forward: Callable[[np.ndarray], Sequence[Any]]) -> np.ndarray:
+        """The uint8 label map of one image: merged views, then the CRF when the protocol has it."""
+        crf = self.name.endswith("crf")
+        result = run_protocol(image_rgb_uint8, forward, crf=crf, scales=self.scales, flip=self.flip,
+                              pad_size=self.pad_size)
+        return result.labels_crf if crf else result.labels
+
+    def describe(self) -> dict[str, Any]:
+        """What an evaluation record states about the protocol that produced its scores."""
+        return {"scales": list(self.scales), "flip": self.flip, "pad_size": list(self.pad_size),
+                "fp_cut": FP_CUT_SCORE, "bg_pow": BG_POW, "crf": self.name.endswith("crf")}

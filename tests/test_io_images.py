@@ -81,3 +81,34 @@ def test_written_files_get_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)
+
+
+def test_a_closed_publish_gate_keeps_later_writes_off_disk(tmp_path):
+    """An interrupted run closes its gate before recording what it wrote: a worker finishing a
+    write afterwards must not put a file on disk that the record does not know."""
+    import threading
+
+    from segdeploy.engine.writers import PublishGate, WritesClosed
+
+    gate = PublishGate()
+    with gate.publishing():
+        atomic_write_bytes(tmp_path / "before.png", b"kept")
+    gate.close()
+
+    raised = []
+
+    def late_write():
+        try:
+            with gate.publishing():
+                atomic_write_bytes(tmp_path / "after.png", b"too late")
+        except WritesClosed as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=late_write)
+    worker.start()
+    worker.join()
+    assert len(raised) == 1 and "after.png" in str(raised[0])
+    assert (tmp_path / "before.png").read_bytes() == b"kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["before.png"]  # no file, no temporary left
+    atomic_write_bytes(tmp_path / "ungated.png", b"other runs still write")
+    assert (tmp_path / "ungated.png").is_file()

@@ -6,6 +6,8 @@ import errno
 import io
 import os
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,54 @@ NEW_FILE_MODE = _new_file_mode()
 
 # Temporary files of writes in progress (set.add / discard are atomic under the GIL).
 _IN_PROGRESS: set[str] = set()
+# The PublishGate the current thread writes under, if any.
+_THREAD = threading.local()
+
+
+class WritesClosed(RuntimeError):
+    """A write finished after its run was interrupted: its file was not put in place."""
+
+
+class PublishGate:
+    """Decides, per run, whether a finished write may still appear under its name.
+
+    An interrupted run records the files it wrote, then leaves while worker threads may still be
+    writing. A file renamed into place after that record would be on disk but unknown to the
+    manifest (a rerun would redo it and miscount). :meth:`close` waits for any rename in progress
+    and refuses every later one, so the files on disk are exactly those finished before it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+
+    @contextmanager
+    def publishing(self):
+        """Writes made by this thread inside the block go through this gate."""
+        previous = getattr(_THREAD, "gate", None)
+        _THREAD.gate = self
+        try:
+            yield self
+        finally:
+            _THREAD.gate = previous
+
+    def publish(self, tmp: str, path: Path) -> None:
+        with self._lock:
+            if self.closed:
+                raise WritesClosed(f"{path}: not written, the run was interrupted")
+            os.replace(tmp, path)
+
+
+def _publish(tmp: str, path: Path) -> None:
+    gate = getattr(_THREAD, "gate", None)
+    if gate is None:
+        os.replace(tmp, path)
+    else:
+        gate.publish(tmp, path)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -44,7 +94,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             # points at the complete file or at the old one, never at an empty or partial one.
             os.fsync(handle.fileno())
         os.chmod(tmp, NEW_FILE_MODE)
-        os.replace(tmp, path)
+        _publish(tmp, path)
         _fsync_dir(path.parent)
     except BaseException as exc:
         try:

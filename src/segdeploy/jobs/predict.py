@@ -17,7 +17,7 @@ from segdeploy.core.specs import ModelSpec
 from segdeploy.engine.images import DEFAULT_MAX_PIXELS, load_image, read_image
 from segdeploy.engine.pipeline import StageTimes, StreamOptions, is_out_of_memory, stream_predictions
 from segdeploy.engine.transforms import InputPolicy
-from segdeploy.engine.writers import atomic_write_bytes, atomic_write_text, encode_png, write_npy
+from segdeploy.engine.writers import PublishGate, atomic_write_bytes, atomic_write_text, encode_png, write_npy
 from segdeploy.engine.inference_threads import calls_in_flight
 from segdeploy.jobs import session as session_module
 from segdeploy.jobs.outputs import encode_output, refuse_aliased_output
@@ -155,10 +155,13 @@ def _write_masks(plan, runtime, options: PredictOptions, times: StageTimes, *, p
     def read(entry):
         return load_image(entry[0], policy, max_pixels=options.max_pixels)
 
+    gate = PublishGate()
+
     def sink(entry, image, pred):
         source, target, _ = entry
-        write_prediction(target, image, pred, spec, cutout=plan.cutout, save_prob=options.save_prob,
-                         background=options.background, source=source, max_pixels=options.max_pixels)
+        with gate.publishing():
+            write_prediction(target, image, pred, spec, cutout=plan.cutout, save_prob=options.save_prob,
+                             background=options.background, source=source, max_pixels=options.max_pixels)
 
     stream = StreamOptions(batch_size=min(options.batch_size, len(todo)), workers=options.workers,
                            max_side=policy.max_side or 0, memory_budget=options.memory_budget)
@@ -189,6 +192,7 @@ def _write_masks(plan, runtime, options: PredictOptions, times: StageTimes, *, p
                     last_save = time.monotonic()
     except KeyboardInterrupt:
         plan.summary.interrupted = True
+        gate.close()  # no output appears after this, so the record below is the whole truth
         plan.adopt_written(loop_wall_ns)
         raise
 

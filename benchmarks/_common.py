@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import date
@@ -357,3 +360,28 @@ def load_average() -> list[float]:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
         return [float("nan")] * 3
+
+
+@dataclass
+class TimedCommand:
+    """A command run to completion: its result, wall seconds, CPU seconds (user + sys of the
+    process and its children) and the load average just before and after."""
+
+    done: subprocess.CompletedProcess
+    wall_s: float
+    cpu_s: float
+    load_before: list[float]
+    load_after: list[float]
+
+
+def timed_command(command: list[str], env: dict[str, str], cwd: Path | None = None) -> TimedCommand:
+    """Run ``command`` (output captured) and time it; its own CPU time says what a loaded machine's
+    wall time cannot."""
+    load_before = load_average()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return TimedCommand(done, wall, cpu, load_before, load_average())

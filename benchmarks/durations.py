@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _common import RESULTS, load_average
+from _common import RESULTS, timed_command
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".venv" / "bin"
@@ -30,16 +27,10 @@ BIN = REPO / ".venv" / "bin"
 
 def timed(command: list[str], env: dict[str, str]) -> dict:
     """Run ``command`` in the repository; its wall and CPU seconds, exit status and load."""
-    load_before = load_average()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"command": " ".join(command), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "exit": done.returncode,
-            "load_before": load_before, "load_after": load_average(),
-            "output_tail": done.stdout[-800:] + done.stderr[-800:]}
+    run = timed_command(command, env, cwd=REPO)
+    return {"command": " ".join(command), "wall_s": round(run.wall_s, 1), "cpu_s": round(run.cpu_s, 1),
+            "exit": run.done.returncode, "load_before": run.load_before, "load_after": run.load_after,
+            "output_tail": run.done.stdout[-800:] + run.done.stderr[-800:]}
 
 
 def main(argv=None) -> int:

@@ -19,15 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _common import RESULTS, load_average
+from _common import RESULTS, timed_command
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT_S, CHOICE_LIMIT_S = 45.0, 30.0
@@ -56,15 +53,9 @@ def one_run(photos: Path, scratch: Path, index: int) -> dict:
     env.pop("SEGDEPLOY_AUTO_PROBE", None)
     command = [sys.executable, "-m", "segdeploy.cli.main", "predict", "u2netp", str(photos), "-o", str(out),
                "--json", str(summary), "--quiet"]
-    load_before = load_average()
-    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-    record = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "exit": done.returncode, "load_before": load_before,
-              "load_after": load_average(), "stderr_tail": done.stderr[-1500:]}
+    run = timed_command(command, env)
+    record = {"wall_s": round(run.wall_s, 2), "cpu_s": round(run.cpu_s, 2), "exit": run.done.returncode,
+              "load_before": run.load_before, "load_after": run.load_after, "stderr_tail": run.done.stderr[-1500:]}
     if summary.is_file():
         data = json.loads(summary.read_text())
         record.update({"written": data.get("written"), "open_s": data.get("load_seconds"),

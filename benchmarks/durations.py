@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""How long README's two commands take: ``make demo`` and ``make test``, the venv already made.
+"""How long README's two commands take: ``make demo`` and ``make test``, the venv already made;
+and issue 22's third: ``segdeploy eval wseg_voc --dataset voc2012 --limit 1`` on a small generated
+VOC tree (the tests' own), empty cache, default backend (auto), within 5 minutes.
 
 Issue 22's line: README's durations are true within 30 % on an idle 2-core machine. Each command
 runs as README gives it, in a subprocess: the demo with an empty ``SEGDEPLOY_CACHE`` (what a fresh
@@ -33,9 +35,23 @@ def timed(command: list[str], env: dict[str, str]) -> dict:
             "output_tail": run.done.stdout[-800:] + run.done.stderr[-800:]}
 
 
+WSEG_EVAL = "segdeploy eval wseg_voc --dataset voc2012 --limit 1"
+
+
+def wseg_eval_command(tmp: Path) -> list[str]:
+    """The wseg evaluation of one image, on the generated VOC tree tests/test_auto_budget.py uses."""
+    sys.path.insert(0, str(REPO))
+    from tests.helpers_datasets import make_voc_tree
+
+    root = make_voc_tree(tmp / "VOCdevkit", n=4)
+    return [str(BIN / "segdeploy"), "eval", "wseg_voc", "--dataset", "voc2012", "--data-root", str(root),
+            "--limit", "1", "--weights", "random", "--json", str(tmp / "wseg_eval.json"), "--quiet"]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("demo", "test"), default=None, help="time one command only")
+    parser.add_argument("--only", choices=("demo", "test", "wseg-eval"), default=None,
+                        help="time one command only (the other rows of the result file are kept)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO / "src"))
@@ -49,6 +65,11 @@ def main(argv=None) -> int:
             rows["make demo"] = timed([str(BIN / "segdeploy"), "demo", "-o", str(Path(tmp) / "demo")], env)
         if args.only in (None, "test"):
             rows["make test"] = timed(["make", "test"], {**os.environ, "MPLBACKEND": "Agg"})
+        if args.only in (None, "wseg-eval"):
+            rows[WSEG_EVAL] = timed(wseg_eval_command(Path(tmp)), {**env, "SEGDEPLOY_CACHE": str(Path(tmp) / "cache2")})
+    if args.only is not None and (args.out_dir / "durations_cpu.json").exists():
+        kept = json.loads((args.out_dir / "durations_cpu.json").read_text()).get("rows", {})
+        rows = {**{name: row for name, row in kept.items() if name not in rows}, **rows}
     payload = {"benchmark": "durations", "cpus": os.cpu_count(), "rows": rows, "environment": environment()}
     lines = ["# How long README's two commands take", "",
              f"{os.cpu_count()} CPUs ({payload['environment'].get('cpu')}; "

@@ -7,7 +7,6 @@ or a CUDA error in one section cannot take the others' results with it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -277,38 +276,44 @@ def _product_runtimes(model, facts, size, device, seconds, dry) -> list[dict[str
 # ------------------------------------------------------------------------------------------------
 
 def section_predict(dry: bool, timeout: float, models: list[str], extra: list[str]) -> dict[str, Any]:
-    from _common import photo_folder
-
     device = device_for(dry)
     out: dict[str, Any] = {}
     for model in models:
-        facts = model_facts(model, dry)
-        scratch = Path(tempfile.mkdtemp(prefix=f"gpu-check-{model}-"))
-        folder, description = photo_folder(scratch / "in", facts["photos"], facts["photo_hw"])
-        summary_path = scratch / "summary.json"
-        command = [sys.executable, "-m", "segdeploy.cli.main", "predict", model, str(folder), "-o",
-                   str(scratch / "out"), "--device", device, "--quiet", "--json", str(summary_path), *extra]
-        if facts["weights"]:
-            command += ["--weights", facts["weights"]]
-        if dry:  # the CPU auto probe is not what this check measures
-            command += ["--backend", "torch"]
-        t0 = time.perf_counter()
-        try:
-            proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout * facts["share"])
-            code, tail = proc.returncode, (proc.stdout + proc.stderr)[-1500:]
-        except subprocess.TimeoutExpired as exc:  # this model's row says so; the next model still runs
-            code, tail = None, f"timed out after {timeout * facts['share']:.0f} s: " + str(exc.stderr or "")[-1200:]
-        wall = round(time.perf_counter() - t0, 2)
-        row: dict[str, Any] = {"images": description, "wall_seconds": wall, "exit_code": code, "output_tail": tail}
-        if summary_path.exists():
-            summary = json.loads(summary_path.read_text())
-            row["summary"] = {k: summary.get(k) for k in ("written", "failed", "images_per_s", "load_seconds",
-                                                         "backend", "precision", "runtime", "stage_seconds",
-                                                         "choice") if k in summary}
-            row["e2e_images_per_s"] = summary.get("images_per_s")
-            row["pure_images_per_s"] = _pure_rate(model, facts, summary.get("runtime") or {}, device, dry)
-        out[model] = row
+        with tempfile.TemporaryDirectory(prefix=f"gpu-check-{model}-") as scratch:  # photos and masks, removed after
+            out[model] = _predict_row(model, Path(scratch), device, dry, timeout, extra)
     return out
+
+
+def _predict_row(model: str, scratch: Path, device: str, dry: bool, timeout: float,
+                 extra: list[str]) -> dict[str, Any]:
+    """One model's predict row: the command's wall time and summary, and its configuration's pure rate."""
+    from _common import photo_folder
+
+    facts = model_facts(model, dry)
+    folder, description = photo_folder(scratch / "in", facts["photos"], facts["photo_hw"])
+    summary_path = scratch / "summary.json"
+    command = [sys.executable, "-m", "segdeploy.cli.main", "predict", model, str(folder), "-o",
+               str(scratch / "out"), "--device", device, "--quiet", "--json", str(summary_path), *extra]
+    if facts["weights"]:
+        command += ["--weights", facts["weights"]]
+    if dry:  # the CPU auto probe is not what this check measures
+        command += ["--backend", "torch"]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout * facts["share"])
+        code, tail = proc.returncode, (proc.stdout + proc.stderr)[-1500:]
+    except subprocess.TimeoutExpired as exc:  # this model's row says so; the next model still runs
+        code, tail = None, f"timed out after {timeout * facts['share']:.0f} s: " + str(exc.stderr or "")[-1200:]
+    wall = round(time.perf_counter() - t0, 2)
+    row: dict[str, Any] = {"images": description, "wall_seconds": wall, "exit_code": code, "output_tail": tail}
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        row["summary"] = {k: summary.get(k) for k in ("written", "failed", "images_per_s", "load_seconds",
+                                                     "backend", "precision", "runtime", "stage_seconds",
+                                                     "choice") if k in summary}
+        row["e2e_images_per_s"] = summary.get("images_per_s")
+        row["pure_images_per_s"] = _pure_rate(model, facts, summary.get("runtime") or {}, device, dry)
+    return row
 
 
 def _pure_rate(model: str, facts: dict[str, Any], runtime_info: dict[str, Any], device: str, dry: bool):

@@ -73,9 +73,15 @@ def test_e2e_vs_pure_quick(scripts, tmp_path):
     assert "| u2netp |" in (tmp_path / "r.md").read_text()
 
 
-def test_gpu_check_dry_run_writes_every_key(scripts, tmp_path):
+def test_gpu_check_dry_run_writes_every_key(scripts, tmp_path, monkeypatch):
     """benchmarks/gpu_check.py --dry-run: the GPU check's own code on the CPU with tiny sizes (the
-    serve section, two servers, is left to the GPU run: tests/test_serve*.py cover serving here)."""
+    serve section, two servers, is left to the GPU run: tests/test_serve*.py cover serving here).
+    Its scratch folders (photos, masks) are gone afterwards."""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     gpu_check = scripts("gpu_check")
     assert gpu_check.main(["--dry-run", "--out", str(tmp_path), "--sections", "errors,predict,peers"]) == 0
     payload = json.loads((tmp_path / "gpu_check.json").read_text())
@@ -88,3 +94,4 @@ def test_gpu_check_dry_run_writes_every_key(scripts, tmp_path):
     stats = payload["errors"]["unetpp_dsb2018:random"]["rows"]["fp32"]
     assert stats["0"]["max"] == 0.0 and stats["0"]["finite"] is True  # CPU fp32 against itself
     assert "compile_seconds" in payload and (tmp_path / "gpu_check.md").read_text().startswith("# GPU check")
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("gpu-check-")]

@@ -215,3 +215,41 @@ def test_concurrent_runtime_keeps_calls_in_flight_and_order():
         assert (a.prediction is None) == (b.prediction is None)
         if a.prediction is not None:
             assert np.array_equal(a.prediction.mask, b.prediction.mask)
+
+
+def test_split_forward_runs_one_batch_as_concurrent_parts_in_order():
+    """A test-time protocol's one batch of views runs one view per call, queued over the calls a
+    runtime takes at once (every OpenVINO stream busy); the joined outputs equal one whole-batch
+    call's, in order; a runtime taking one call at a time gets the whole batch."""
+    import threading
+    import time
+
+    from segdeploy.engine.inference_threads import InferenceThreads, split_forward
+
+    class Recording:
+        def __init__(self, concurrent_calls):
+            self.concurrent_calls = concurrent_calls
+            self.sizes, self.active, self.peak = [], 0, 0
+            self.lock = threading.Lock()
+
+        def run(self, batch):
+            with self.lock:
+                self.sizes.append(len(batch))
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+            time.sleep(0.05)
+            with self.lock:
+                self.active -= 1
+            return [batch.sum(axis=(1, 2, 3)), batch[:, :1] * 2.0]
+
+    views = np.random.default_rng(0).random((8, 3, 4, 4), dtype=np.float32)
+    whole = Recording(1).run(views)
+    for calls, sizes, peak in ((2, [1] * 8, 2), (3, [1] * 8, 3), (1, [8], 1)):
+        runtime, threads, shares = Recording(calls), InferenceThreads(calls), []
+        try:
+            outputs = split_forward(runtime, threads, on_part=shares.append)(views)
+        finally:
+            threads.close()
+        assert runtime.sizes == sizes and runtime.peak == peak
+        assert len(outputs) == 2 and all(np.array_equal(a, b) for a, b in zip(outputs, whole))
+        assert sum(shares) == 1.0 and len(shares) == len(sizes)  # the bar moves per call, one image in all

@@ -157,3 +157,19 @@ def test_nncf_int8_ir_runs_in_int8_and_keeps_ignored_convolutions_float(tmp_path
     fed_by_fq = [node.get_source_output().get_node().get_type_name()
                  for op in model.get_ordered_ops() if op.get_friendly_name() == last for node in op.inputs()]
     assert "FakeQuantize" not in fed_by_fq
+
+
+def test_preparing_a_graph_symbolic_inference_cannot_finish_leaves_nothing_in_the_working_dir(tmp_path, monkeypatch):
+    """ONNX Runtime's symbolic shape inference gives up on UNet++ (dynamic H/W) after writing a scratch
+    model and its 36 MB of weights into the working directory; the preparation falls back to plain
+    shape inference and removes them, and leaves a file the user had there alone."""
+    from segdeploy.convert.ort_prepare import pre_process
+
+    fp32 = cached_export("unetpp_dsb2018", "random")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mine.data").write_bytes(b"the user's")
+    monkeypatch.chdir(work)
+    prepared = pre_process(fp32, tmp_path / "prepared.onnx")
+    assert prepared == tmp_path / "prepared.onnx" and onnx.load(str(prepared)).graph.node
+    assert sorted(p.name for p in work.iterdir()) == ["mine.data"]

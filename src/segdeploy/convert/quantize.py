@@ -19,10 +19,8 @@ calibration images, the fp32 source's sha256). Written atomically.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import logging
 import os
 import tempfile
 import time
@@ -32,6 +30,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from segdeploy.convert.ort_prepare import pre_process, quiet_logging
 from segdeploy.core.errors import UsageError
 from segdeploy.core.specs import ModelSpec
 
@@ -264,14 +263,14 @@ def _quantized_graph(onnx_path: Path, entries: list[Any], spec: ModelSpec, optio
                      "percentile": CalibrationMethod.Percentile}
     with tempfile.TemporaryDirectory(prefix="segdeploy-quant-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        source = _pre_process(onnx_path, prepared)
+        source = pre_process(onnx_path, prepared)
         graph = onnx.load(str(source), load_external_data=False).graph
         input_name = graph.input[0].name
         excluded = float_convs(spec, [n.name for n in graph.node if n.op_type == "Conv"])
         reader = ImageCalibrationReader(entries, spec, input_name)
         quantized_tmp = Path(tmp) / "quantized.onnx"
         try:
-            with _quiet_logging():
+            with quiet_logging():
                 quantize_static(
                     str(source), str(quantized_tmp), reader, quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(options.op_types) if options.op_types else None,
@@ -338,34 +337,6 @@ def own_spec(model, spec: ModelSpec | None) -> ModelSpec:
     if own is None:
         raise ValueError("a plain nn.Module needs spec=ModelSpec(...)")
     return own
-
-
-@contextlib.contextmanager
-def _quiet_logging():
-    """ONNX Runtime's quantization tools log advice on the root logger; keep the console clean."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
-def _pre_process(onnx_path: Path, prepared: Path) -> Path:
-    """``quant_pre_process`` (BatchNorm folding, shape inference) with symbolic shape inference, or
-    without it when that fails (the data-dependent Pad of milesial's UNet defeats it); the original
-    graph when both fail."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    for skip_symbolic in (False, True):
-        try:
-            with _quiet_logging():
-                quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=skip_symbolic)
-            return prepared
-        except Exception:  # noqa: BLE001 - try the next, more lenient preparation
-            continue
-    return onnx_path
 
 
 def cached_quantize(model, weights, calib, *, num_calib: int | None = None, seed: int = 0,

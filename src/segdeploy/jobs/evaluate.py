@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from segdeploy.engine.inference_threads import InferenceThreads, calls_in_flight, split_forward
 from segdeploy.engine.writers import atomic_write_text, write_png
 from segdeploy.tasks import get_task
 from segdeploy.engine.pipeline import StageTimes, StreamOptions, stream_predictions
@@ -86,9 +87,10 @@ class _Scoring:
     def skip(self, sample, reason: str) -> None:
         self.skipped.append({"id": sample.id, "file": str(sample.image_path), "reason": reason})
 
-    def advance(self) -> None:
+    def advance(self, share: float = 1.0) -> None:
+        """Move the bar by ``share`` of one sample (a part of a protocol's views, or a whole sample)."""
         if self.task is not None:
-            self.bar.advance(self.task)
+            self.bar.advance(self.task, share)
 
 
 def evaluate(model: str, dataset: str, data_root: str | os.PathLike, options: EvalOptions | None = None, *,
@@ -186,7 +188,18 @@ def _eval_stream(scoring: _Scoring, stream: StreamOptions, times: StageTimes, on
 
 def _eval_with_protocol(scoring: _Scoring, protocol, workers: int | None) -> None:
     """Score the layout's samples with the model's test-time protocol (many views per image),
-    reading the next two images while the current one runs."""
+    reading the next two images while the current one runs. The views run in inference threads,
+    split over the calls the runtime takes at once (every stream busy), and the main thread waits
+    for them interruptibly (Ctrl-C is not held up by a forward pass of a minute)."""
+    threads = InferenceThreads(calls_in_flight(scoring.runtime))
+    forward = split_forward(scoring.runtime, threads, on_part=scoring.advance)
+    try:
+        _score_views(scoring, protocol, forward, workers)
+    finally:
+        threads.close(cancel=True)
+
+
+def _score_views(scoring: _Scoring, protocol, forward, workers: int | None) -> None:
     spec, layout, runtime = scoring.spec, scoring.layout, scoring.runtime
     with ThreadPoolExecutor(max(1, workers or 2)) as pool:
         futures = [pool.submit(layout.load, sample) for sample in layout.samples[:2]]
@@ -198,10 +211,11 @@ def _eval_with_protocol(scoring: _Scoring, protocol, workers: int | None) -> Non
                 image, mask = future.result()
             except Exception as exc:  # an unreadable image or mask is recorded, the split goes on
                 scoring.skip(sample, getattr(exc, "reason", None) or str(exc))
+                scoring.advance()  # a scored sample's bar moves with its views (split_forward's on_part)
                 labels = None
             else:
                 try:
-                    labels = protocol.labels(image, runtime.run)
+                    labels = protocol.labels(image, forward)
                 except Exception as exc:  # the runtime failed: stop, score nothing
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise _runtime_failed(runtime, spec, sample, exc) from exc
@@ -211,7 +225,6 @@ def _eval_with_protocol(scoring: _Scoring, protocol, workers: int | None) -> Non
                     write_png(scoring.save_dir / f"{sample.id}.png", labels,
                               get_task(spec).mask_image(_labels_only(labels))[1])
             futures[index] = None
-            scoring.advance()
 
 
 def _labels_only(labels: np.ndarray):

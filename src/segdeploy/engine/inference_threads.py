@@ -86,9 +86,10 @@ def split_forward(runtime, threads: InferenceThreads, on_part: Callable[[float],
     A runtime taking several calls at once gets one call per item, queued over its streams, and the
     outputs are joined back in order. Why: one call is one OpenVINO infer request, which runs on one
     stream; with one stream per core the 8 views of a wseg image in one call kept one core of two
-    busy (one image 428 s end to end; 246 s with the views spread). A runtime taking one call at a
-    time gets the whole batch in one call, as before. ``on_part(fraction)`` is called as each call
-    ends, with its share of the batch (a progress bar that moves during a minutes-long image).
+    busy (one image 396 s end to end; 217 s with the views spread, benchmarks/results/durations_cpu.md).
+    A runtime taking one call at a time gets the whole batch in one call, as before.
+    ``on_part(fraction)`` is called as each call ends, with its share of the batch (a progress bar
+    that moves during a minutes-long image).
     """
     size_of_part = None if calls_in_flight(runtime) == 1 else 1
 

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         kept = json.loads((args.out_dir / "durations_cpu.json").read_text()).get("rows", {})
         rows = {**{name: row for name, row in kept.items() if name not in rows}, **rows}
     payload = {"benchmark": "durations", "cpus": os.cpu_count(), "rows": rows, "environment": environment()}
-    lines = ["# How long README's two commands take", "",
+    lines = ["# How long README's commands take", "",
              f"{os.cpu_count()} CPUs ({payload['environment'].get('cpu')}; "
              f"{', '.join(payload['environment'].get('cpu_features') or []) or 'no VNNI/AVX-512/AMX'}); the venv "
              "already made (its creation is a one-time pip install); the demo on an empty cache, as on a fresh "

@@ -28,8 +28,8 @@ _SYMBOLIC_SCRATCH = "sym_shape_infer_temp.onnx"
 @contextlib.contextmanager
 def _symbolic_scratch_removed():
     """Remove the scratch model ONNX Runtime writes into the user's working directory when symbolic
-    shape inference fails (e.g. on milesial's UNet), and its external weights: a quantization must
-    not leave 36 MB files wherever it was started."""
+    shape inference fails (e.g. on UNet++, whose H and W are dynamic), and its external weights (36 MB
+    there): a quantization must not leave files wherever it was started."""
     import onnx
 
     scratch = Path.cwd() / _SYMBOLIC_SCRATCH

@@ -1,4 +1,5 @@
-"""Daemon threads that call the runtime, so the streaming pipeline waits for it interruptibly.
+"""Daemon threads that call the runtime, so that the streaming pipeline and a test-time protocol
+wait for it interruptibly.
 
 Kept apart from :mod:`segdeploy.engine.pipeline`: how a runtime call is made to survive Ctrl-C is
 one job, the read → batch → run → decode loop is another.
@@ -91,16 +92,17 @@ def split_forward(runtime, threads: InferenceThreads, on_part: Callable[[float],
     ``on_part(fraction)`` is called as each call ends, with its share of the batch (a progress bar
     that moves during a minutes-long image).
     """
-    size_of_part = None if calls_in_flight(runtime) == 1 else 1
+    one_item_per_call = calls_in_flight(runtime) > 1
 
     def forward(batch: np.ndarray) -> list[np.ndarray]:
-        size = size_of_part or len(batch)
-        futures = [threads.submit(runtime.run, batch[start:start + size]) for start in range(0, len(batch), size)]
+        size = 1 if one_item_per_call else len(batch)
+        starts = range(0, len(batch), size)
+        futures = [threads.submit(runtime.run, batch[start:start + size]) for start in starts]
         results = []
-        for start, future in zip(range(0, len(batch), size), futures):
+        for start, future in zip(starts, futures):
             results.append(future.result())
             if on_part is not None:
-                on_part(len(batch[start:start + size]) / len(batch))
+                on_part(min(size, len(batch) - start) / len(batch))
         if len(results) == 1:
             return results[0]
         return [np.concatenate([result[k] for result in results]) for k in range(len(results[0]))]
